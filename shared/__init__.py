@@ -1,0 +1,1 @@
+"""jitgate: just-in-time, time-boxed, approval-gated access to cloud resources."""

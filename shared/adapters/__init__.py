@@ -1,0 +1,1 @@
+"""Adapters: one module per backing service, each implementing a port from shared.ports."""

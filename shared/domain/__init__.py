@@ -1,0 +1,1 @@
+"""The access domain: pure Python, no cloud SDK, no I/O."""

@@ -1,0 +1,135 @@
+"""Request states and the one place their transitions are checked (ARCHITECTURE §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .audit import SYSTEM, Actor, AuditEvent, EventType, make_event
+from .decision import Decision
+from .errors import IllegalTransition
+from .ledger import GrantKey
+from .request import AccessRequest
+
+
+class RequestState(StrEnum):
+    RECEIVED = "received"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return not _ALLOWED[self]
+
+
+_ALLOWED: dict[RequestState, frozenset[RequestState]] = {
+    RequestState.RECEIVED: frozenset({RequestState.PENDING_APPROVAL, RequestState.APPROVED, RequestState.REJECTED}),
+    # NB. A pending request the requester withdraws ends as revoked: nothing was granted, nothing is left.
+    RequestState.PENDING_APPROVAL: frozenset(
+        {RequestState.APPROVED, RequestState.DENIED, RequestState.EXPIRED, RequestState.REVOKED}
+    ),
+    RequestState.APPROVED: frozenset({RequestState.ACTIVE, RequestState.FAILED, RequestState.REVOKED}),
+    RequestState.ACTIVE: frozenset({RequestState.REVOKED}),
+    RequestState.REVOKED: frozenset(),
+    RequestState.REJECTED: frozenset(),
+    RequestState.DENIED: frozenset(),
+    RequestState.EXPIRED: frozenset(),
+    RequestState.FAILED: frozenset(),
+}
+
+
+def check_transition(current: RequestState, target: RequestState) -> None:
+    if target not in _ALLOWED[current]:
+        raise IllegalTransition(f"a request cannot go from {current.value} to {target.value}")
+
+
+class Approval(BaseModel):
+    """One approver's yes."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    approver_id: str
+    at: datetime
+    comment: str = ""
+
+
+class LifecycleCommand(BaseModel):
+    """A message on the `access-lifecycle` queue."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    command: Literal["grant", "revoke", "expire-request"]
+    request_id: str
+    n: int = Field(default=1, ge=1)
+    reason: str = ""
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.command}:{self.request_id}:{self.n}"
+
+    def body(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class RequestRecord(BaseModel):
+    """A request's durable state. Every audit event is born here (see `emit`) so that the state
+    write and the event are one atomic write; `pending_events` is the outbox flushed to the audit store."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    request_id: str
+    state: RequestState
+    version: int = 0
+    created_at: datetime
+    updated_at: datetime
+    request: AccessRequest | None = None
+    fingerprint: str | None = None
+    errors: list[dict[str, str]] = []
+    decision: Decision | None = None
+    approvals: list[Approval] = []
+    denial: dict[str, Any] | None = None
+    approval_deadline: datetime | None = None
+    grant_key: GrantKey | None = None
+    granted_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+    revoke_sequence: int | None = None
+    revoke_n: int = 0
+    failure: str | None = None
+    audit_seq: int = 0
+    audit_head: str = ""
+    pending_events: list[AuditEvent] = []
+
+    def move_to(self, target: RequestState, at: datetime) -> None:
+        check_transition(self.state, target)
+        self.state = target
+        self.updated_at = at
+
+    def emit(self, type: EventType, at: datetime, data: dict[str, Any], actor: Actor = SYSTEM) -> AuditEvent:
+        event = make_event(self.request_id, self.audit_seq, self.audit_head, type, at, actor, data)
+        self.audit_seq += 1
+        self.audit_head = event.hash
+        self.pending_events = [*self.pending_events, event]
+        self.updated_at = at
+        return event
+
+    def approver_ids(self) -> set[str]:
+        return {a.approver_id for a in self.approvals}
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> RequestRecord:
+        return cls.model_validate(doc)

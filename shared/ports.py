@@ -1,0 +1,230 @@
+"""The seams between the lifecycle and the outside world. Each port has a local (embedded) adapter,
+a hand-written fake for unit tests, and cloud adapters; one contract test suite per port runs against all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from .domain.audit import AuditEvent
+from .domain.ledger import Assignment, GrantKey, Hold
+from .domain.lifecycle import RequestRecord, RequestState
+
+
+class Clock(Protocol):
+    """The one source of 'now' (UTC, timezone-aware)."""
+
+    def now(self) -> datetime: ...
+
+
+# ---------------------------------------------------------------- bus
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message under a peek-lock: settle it with complete/abandon/dead_letter before `locked_until`."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    sequence_number: int
+    delivery_count: int
+    enqueued_at: datetime
+    lock_token: str
+    locked_until: datetime
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the bus gave up on, with the reason it was dead-lettered."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    sequence_number: int
+    delivery_count: int
+    reason: str
+    description: str
+    dead_lettered_at: datetime
+
+
+class MessageSender(Protocol):
+    """What handlers need of the bus: send now, send later, take back a later send."""
+
+    def send(self, queue: str, message_id: str, body: bytes) -> None:
+        """Enqueue now. A message id seen within the duplicate-detection window is silently dropped."""
+
+    def schedule(self, queue: str, message_id: str, body: bytes, at: datetime) -> int:
+        """Enqueue at `at`; returns the sequence number that cancels it. Duplicate ids within the window
+        are dropped and return the sequence number of the first."""
+
+    def cancel_scheduled(self, queue: str, sequence_number: int) -> None:
+        """Cancel a scheduled message. Already enqueued, delivered or unknown: not an error."""
+
+
+class Bus(MessageSender, Protocol):
+    """Service Bus semantics: peek-lock, delivery count, dead-letter after max deliveries."""
+
+    def receive(self, queue: str, max_messages: int = 1) -> list[ReceivedMessage]:
+        """Lock and return up to `max_messages` due messages (no waiting). Each receive counts a delivery;
+        a message whose delivery count would exceed the queue's maximum is dead-lettered instead."""
+
+    def complete(self, message: ReceivedMessage) -> None:
+        """Remove the message. Raises LockLost if the lock expired and someone else may have it."""
+
+    def abandon(self, message: ReceivedMessage) -> None:
+        """Release the lock now so the message is redelivered."""
+
+    def dead_letter(self, message: ReceivedMessage, reason: str, description: str = "") -> None:
+        """Move the message to the queue's dead-letter sub-queue with a reason."""
+
+    def renew_lock(self, message: ReceivedMessage) -> ReceivedMessage:
+        """Extend the lock; raises LockLost if it already expired."""
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """The queue's dead-letter sub-queue, oldest first."""
+
+    def replay_dead_letter(self, queue: str, sequence_number: int) -> None:
+        """Send a dead-lettered message back to its queue (fresh delivery count) and drop it from the DLQ."""
+
+
+# ---------------------------------------------------------------- store
+
+
+class RequestStore(Protocol):
+    """Request records with optimistic concurrency on `version`."""
+
+    def create_request(self, record: RequestRecord) -> RequestRecord:
+        """Insert; raises AlreadyExists if the id is taken. Returns the stored record (version 1)."""
+
+    def get_request(self, request_id: str) -> RequestRecord | None: ...
+
+    def save_request(self, record: RequestRecord) -> RequestRecord:
+        """Write if the stored version equals `record.version`, else raise ConcurrencyConflict.
+        Returns the stored record with its version incremented."""
+
+    def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
+        """Records in any of the states (for reconcile), oldest update first."""
+
+
+class LedgerStore(Protocol):
+    """Holds on grant keys."""
+
+    def put_hold(self, hold: Hold) -> None:
+        """Insert or replace the hold of (key, request_id)."""
+
+    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None: ...
+
+    def active_holds(self, key: GrantKey) -> list[Hold]: ...
+
+    def holds_for_request(self, request_id: str) -> list[Hold]: ...
+
+    def overdue_holds(self, now: datetime) -> list[Hold]:
+        """Active holds whose expires_at <= now."""
+
+    def all_active_holds(self) -> list[Hold]: ...
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Auditor filters; all optional, combined with AND. `since` inclusive, `until` exclusive."""
+
+    request_id: str | None = None
+    principal_id: str | None = None
+    type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    continuation: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    events: list[AuditEvent]
+    continuation: str | None = None
+
+
+class AuditStore(Protocol):
+    """Append-only audit events. `principal_id` in a query matches the requester of the request
+    or the event's actor."""
+
+    def append(self, event: AuditEvent, principal_id: str | None = None) -> None:
+        """Conditional create by event id; raises AlreadyExists when the id is taken.
+        `principal_id` is the request's requester, indexed for auditor queries."""
+
+    def chain(self, request_id: str) -> list[AuditEvent]:
+        """All events of one request in seq order."""
+
+    def query(self, query: AuditQuery) -> AuditPage:
+        """Events matching the filters ordered by (at, id); `continuation` resumes after the last page."""
+
+    def request_ids(self) -> Iterator[str]:
+        """Every request id that has at least one event."""
+
+
+# ---------------------------------------------------------------- grant provider
+
+
+class GrantProvider(Protocol):
+    """A role-assignment control plane with ARM semantics. Errors: TransientError (retry),
+    PermanentError (give up), AssignmentExists (same principal/role/scope under another name)."""
+
+    name: str
+
+    def resolve_role(self, scope: str, role: str) -> str:
+        """A role name or id → the role definition id (cached by adapters). PermanentError if unknown."""
+
+    def find_assignment(self, key: GrantKey) -> Assignment | None:
+        """Any assignment of that principal/role/scope, whatever its name (exact scope, not inherited)."""
+
+    def get_assignment(self, scope: str, name: str) -> Assignment | None: ...
+
+    def create_assignment(self, key: GrantKey, name: str, description: str, principal_type: str = "User",
+                          expires_at: datetime | None = None) -> Assignment:
+        """Create under `name`. Same name again: returns the existing one (no-op).
+        The same key under another name: raises AssignmentExists. `expires_at` lets providers that
+        can expire grants themselves (PIM, IAM conditions) do so as a second line of defence."""
+
+    def delete_assignment(self, scope: str, name: str) -> None:
+        """Delete; a missing assignment is a no-op."""
+
+    def list_marked(self) -> list[Assignment]:
+        """Every assignment whose description carries jitgate's marker."""
+
+
+# ---------------------------------------------------------------- notifier and directory
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something people should hear about. Adapters render it (Adaptive Card, console line)."""
+
+    kind: str  # approval_requested | break_glass | approved | denied | granted | revoked | expired | failed
+    request_id: str
+    title: str
+    facts: dict[str, str] = field(default_factory=dict)
+    reply_hints: list[str] = field(default_factory=list)
+    audience: list[str] = field(default_factory=list)  # approver groups, when relevant
+
+
+class Notifier(Protocol):
+    """Delivers notices to people (Teams, outbox file). Failures raise TransientError."""
+
+    def notify(self, notice: Notice) -> None: ...
+
+
+class Directory(Protocol):
+    """Group membership of principals (policy file locally, Microsoft Graph in Azure)."""
+
+    def groups_of(self, principal_id: str) -> frozenset[str]: ...
+
+
+class ActivityReader(Protocol):
+    """What a principal did during a grant window (AzureActivity, Cloud Audit Logs)."""
+
+    def summarize(self, principal_id: str, scope: str, start: datetime, end: datetime) -> dict[str, Any] | None: ...
+
+
+DEFAULT_LOCK = timedelta(seconds=30)
