@@ -23,6 +23,16 @@ class Clock(Protocol):
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """Per-queue behaviour, as configured on a Service Bus queue."""
+
+    lock_duration: timedelta = timedelta(seconds=30)
+    max_delivery_count: int = 10
+    duplicate_window: timedelta = timedelta(minutes=10)
+
+
+
+@dataclass(frozen=True)
 class ReceivedMessage:
     """A message under a peek-lock: settle it with complete/abandon/dead_letter before `locked_until`."""
 
@@ -226,5 +236,3 @@ class ActivityReader(Protocol):
 
     def summarize(self, principal_id: str, scope: str, start: datetime, end: datetime) -> dict[str, Any] | None: ...
 
-
-DEFAULT_LOCK = timedelta(seconds=30)
