@@ -30,6 +30,9 @@ class EventType(StrEnum):
     GRANT_REVOKE_FAILED = "grant.revoke_failed"
     RECONCILE_ORPHAN_REMOVED = "reconcile.orphan_removed"
     ACTIVITY_SUMMARY = "activity.summary"
+    # NB. Not in the original contract: every 401/403 must be audited where a request id is known,
+    # and none of the types above means "someone was refused". See docs/architecture.md.
+    ACCESS_REFUSED = "access.refused"
 
 
 class Actor(BaseModel):
