@@ -9,11 +9,13 @@ written to the audit store after the record (`_commit`), so no event is lost or 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from .domain.audit import SYSTEM, Actor, EventType, format_instant, make_event
@@ -24,6 +26,7 @@ from .domain.errors import (
     AssignmentExists,
     AuthError,
     ConcurrencyConflict,
+    FieldError,
     IdempotencyMismatch,
     IllegalTransition,
     InvalidRequest,
@@ -119,8 +122,11 @@ class Lifecycle:
         if existing is not None:
             self._check_same(existing, request)
             return Result(existing.request_id, existing.state, "already received")
-        self.b.bus.send(self.b.requests_queue, request.request_id, request.model_dump_json(by_alias=True,
-                                                                                             exclude_none=True).encode())
+        self.b.bus.send(
+            self.b.requests_queue,
+            request.request_id,
+            request.model_dump_json(by_alias=True, exclude_none=True).encode(),
+        )
         return Result(request.request_id, RequestState.RECEIVED, "queued for evaluation")
 
     def evaluate(self, raw: bytes) -> Result | None:
@@ -145,7 +151,11 @@ class Lifecycle:
     def _record_invalid(self, exc: InvalidRequest, raw: bytes) -> None:
         request_id = exc.request_id or ""
         now = self.b.clock.now()
-        data = {"reason": "invalid request", "errors": [e.as_dict() for e in exc.errors], "bodyBytes": len(raw)}
+        data = {
+            "reason": "invalid request",
+            "errors": [e.as_dict() for e in exc.errors],
+            "bodyBytes": len(raw),
+        }
 
         def mutate(record: RequestRecord) -> bool:
             if record.state is RequestState.REJECTED and record.errors == data["errors"]:
@@ -154,8 +164,13 @@ class Lifecycle:
             return True
 
         if self._update(request_id, mutate) is None:
-            record = RequestRecord(request_id=request_id, state=RequestState.REJECTED, created_at=now,
-                                   updated_at=now, errors=data["errors"])
+            record = RequestRecord(
+                request_id=request_id,
+                state=RequestState.REJECTED,
+                created_at=now,
+                updated_at=now,
+                errors=data["errors"],
+            )
             record.emit(EventType.REQUEST_REJECTED, now, data)
             try:
                 self._create(record)
@@ -167,10 +182,20 @@ class Lifecycle:
         existing = self.b.requests.get_request(request.request_id)
         if existing is None:
             now = self.b.clock.now()
-            record = RequestRecord(request_id=request.request_id, state=RequestState.RECEIVED, created_at=now,
-                                   updated_at=now, request=request, fingerprint=request.fingerprint())
-            record.emit(EventType.REQUEST_RECEIVED, now, {"request": request.to_json_dict()},
-                        Actor(principal_id=request.requester.principal_id, kind="user"))
+            record = RequestRecord(
+                request_id=request.request_id,
+                state=RequestState.RECEIVED,
+                created_at=now,
+                updated_at=now,
+                request=request,
+                fingerprint=request.fingerprint(),
+            )
+            record.emit(
+                EventType.REQUEST_RECEIVED,
+                now,
+                {"request": request.to_json_dict()},
+                Actor(principal_id=request.requester.principal_id, kind="user"),
+            )
             try:
                 return self._create(record)
             except AlreadyExists:
@@ -185,8 +210,11 @@ class Lifecycle:
         reason = "requestId reused with a different body"
 
         def mutate(record: RequestRecord) -> bool:
-            record.emit(EventType.REQUEST_REJECTED, now,
-                        {"reason": reason, "fingerprint": request.fingerprint(), "state": record.state.value})
+            record.emit(
+                EventType.REQUEST_REJECTED,
+                now,
+                {"reason": reason, "fingerprint": request.fingerprint(), "state": record.state.value},
+            )
             return True
 
         self._update(existing.request_id, mutate)
@@ -205,28 +233,42 @@ class Lifecycle:
         if decision.outcome is Outcome.DENY:
             record.move_to(RequestState.REJECTED, now)
             record.failure = "; ".join(decision.reasons)
-            record.emit(EventType.REQUEST_REJECTED, now,
-                        {"reason": "denied by policy", "rule": decision.rule, "reasons": decision.reasons})
+            record.emit(
+                EventType.REQUEST_REJECTED,
+                now,
+                {"reason": "denied by policy", "rule": decision.rule, "reasons": decision.reasons},
+            )
             saved = self._commit(record)
             self._notify(saved, "denied", f"Request denied by policy: {decision.summary()}")
         elif decision.outcome is Outcome.AUTO:
             record.move_to(RequestState.APPROVED, now)
-            record.emit(EventType.REQUEST_APPROVED, now,
-                        {"by": "policy", "rule": decision.rule, "breakGlass": decision.break_glass})
+            record.emit(
+                EventType.REQUEST_APPROVED,
+                now,
+                {"by": "policy", "rule": decision.rule, "breakGlass": decision.break_glass},
+            )
             saved = self._commit(record)
             self._send_grant(saved)
             if decision.break_glass:
-                self._notify(saved, "break_glass", "Break-glass access auto-approved: review after the fact",
-                             audience=decision.approver_groups)
+                self._notify(
+                    saved,
+                    "break_glass",
+                    "Break-glass access auto-approved: review after the fact",
+                    audience=decision.approver_groups,
+                )
         else:
             assert decision.approval_deadline is not None
             record.move_to(RequestState.PENDING_APPROVAL, now)
             record.approval_deadline = now + decision.approval_deadline
-            record.emit(EventType.APPROVAL_REQUESTED, now, {
-                "approverGroups": decision.approver_groups,
-                "required": decision.required_approvals,
-                "deadline": _iso(record.approval_deadline),
-            })
+            record.emit(
+                EventType.APPROVAL_REQUESTED,
+                now,
+                {
+                    "approverGroups": decision.approver_groups,
+                    "required": decision.required_approvals,
+                    "deadline": _iso(record.approval_deadline),
+                },
+            )
             saved = self._commit(record)
             self._redrive(saved)
         return Result(request_id, saved.state, decision.summary())
@@ -240,9 +282,13 @@ class Lifecycle:
             cmd = LifecycleCommand(command="expire-request", request_id=record.request_id)
             self.b.bus.schedule(self.b.lifecycle_queue, cmd.message_id, cmd.body(), record.approval_deadline)
             decision = record.decision
-            self._notify(record, "approval_requested", "Approval needed",
-                         audience=decision.approver_groups if decision else [],
-                         hints=[f"approve {record.request_id} [comment]", f"deny {record.request_id} <reason>"])
+            self._notify(
+                record,
+                "approval_requested",
+                "Approval needed",
+                audience=decision.approver_groups if decision else [],
+                hints=[f"approve {record.request_id} [comment]", f"deny {record.request_id} <reason>"],
+            )
 
     # ------------------------------------------------------------ approvals
 
@@ -264,18 +310,35 @@ class Lifecycle:
             record.approvals = [*record.approvals, Approval(approver_id=approver_id, at=now, comment=comment)]
             assert record.decision is not None
             required = record.decision.required_approvals
-            record.emit(EventType.APPROVAL_RECORDED, now, {
-                "approver": approver_id, "verdict": "approve", "counted": True, "comment": comment,
-                "approvals": len(record.approvals), "required": required,
-            }, Actor(principal_id=approver_id, kind="user"))
+            record.emit(
+                EventType.APPROVAL_RECORDED,
+                now,
+                {
+                    "approver": approver_id,
+                    "verdict": "approve",
+                    "counted": True,
+                    "comment": comment,
+                    "approvals": len(record.approvals),
+                    "required": required,
+                },
+                Actor(principal_id=approver_id, kind="user"),
+            )
             if len(record.approvals) >= required:
                 record.move_to(RequestState.APPROVED, now)
-                record.emit(EventType.REQUEST_APPROVED, now,
-                            {"by": "approvers", "approvers": sorted(record.approver_ids())})
+                record.emit(
+                    EventType.REQUEST_APPROVED,
+                    now,
+                    {"by": "approvers", "approvers": sorted(record.approver_ids())},
+                )
                 result.append(Result(record.request_id, RequestState.APPROVED, "approved; granting now"))
             else:
-                result.append(Result(record.request_id, record.state,
-                                       f"approval {len(record.approvals)} of {required} recorded"))
+                result.append(
+                    Result(
+                        record.request_id,
+                        record.state,
+                        f"approval {len(record.approvals)} of {required} recorded",
+                    )
+                )
             return True
 
         saved = self._update(request_id, mutate)
@@ -301,8 +364,12 @@ class Lifecycle:
                 return True
             record.move_to(RequestState.DENIED, now)
             record.denial = {"by": approver_id, "reason": reason, "at": _iso(now)}
-            record.emit(EventType.REQUEST_DENIED, now, {"by": approver_id, "reason": reason},
-                        Actor(principal_id=approver_id, kind="user"))
+            record.emit(
+                EventType.REQUEST_DENIED,
+                now,
+                {"by": approver_id, "reason": reason},
+                Actor(principal_id=approver_id, kind="user"),
+            )
             return True
 
         saved = self._update(request_id, mutate)
@@ -313,16 +380,20 @@ class Lifecycle:
         self._notify(saved, "denied", f"Request denied: {reason}")
         return Result(request_id, saved.state, "denied")
 
-    def _refuse(self, record: RequestRecord, approver_id: str, now: datetime, verdict: str,
-                refused: list[str]) -> bool:
+    def _refuse(
+        self, record: RequestRecord, approver_id: str, now: datetime, verdict: str, refused: list[str]
+    ) -> bool:
         """Record (and audit) why this person may not decide; False when they may."""
         refusal = self._approver_refusal(record, approver_id)
         if not refusal:
             return False
         refused.append(refusal)
-        record.emit(EventType.APPROVAL_RECORDED, now,
-                    {"approver": approver_id, "verdict": verdict, "counted": False, "refused": refusal},
-                    Actor(principal_id=approver_id, kind="user"))
+        record.emit(
+            EventType.APPROVAL_RECORDED,
+            now,
+            {"approver": approver_id, "verdict": verdict, "counted": False, "refused": refusal},
+            Actor(principal_id=approver_id, kind="user"),
+        )
         return True
 
     def _approver_refusal(self, record: RequestRecord, approver_id: str) -> str:
@@ -348,8 +419,11 @@ class Lifecycle:
             if now < record.approval_deadline - timedelta(seconds=1):
                 return False
             record.move_to(RequestState.EXPIRED, now)
-            record.emit(EventType.REQUEST_EXPIRED, now,
-                        {"deadline": _iso(record.approval_deadline), "approvals": len(record.approvals)})
+            record.emit(
+                EventType.REQUEST_EXPIRED,
+                now,
+                {"deadline": _iso(record.approval_deadline), "approvals": len(record.approvals)},
+            )
             return True
 
         before = self._load(request_id)
@@ -407,9 +481,15 @@ class Lifecycle:
         preexisting = found is not None and not _ours(found, name)
         if found is None:
             try:
-                self._call(lambda: provider.create_assignment(
-                    key, name, marker_for(request.request_id), request.requester.principal_type.value,
-                    hold.expires_at))
+                self._call(
+                    lambda: provider.create_assignment(
+                        key,
+                        name,
+                        marker_for(request.request_id),
+                        request.requester.principal_type.value,
+                        hold.expires_at,
+                    )
+                )
             except AssignmentExists as exc:
                 log.info("assignment %s exists outside jitgate: hold is preexisting", exc.existing_name)
                 preexisting = True
@@ -432,10 +512,16 @@ class Lifecycle:
             record.expires_at = hold.expires_at
             record.revoke_sequence = seq
             record.revoke_n = 1
-            record.emit(EventType.GRANT_APPLIED, now, {
-                **key.as_dict(), "assignmentName": key.assignment_name(), "preexisting": hold.preexisting,
-                "expiresAt": _iso(hold.expires_at),
-            })
+            record.emit(
+                EventType.GRANT_APPLIED,
+                now,
+                {
+                    **key.as_dict(),
+                    "assignmentName": key.assignment_name(),
+                    "preexisting": hold.preexisting,
+                    "expiresAt": _iso(hold.expires_at),
+                },
+            )
             record.emit(EventType.REVOKE_SCHEDULED, now, {"at": _iso(hold.expires_at), "sequenceNumber": seq})
             return True
 
@@ -525,11 +611,16 @@ class Lifecycle:
         now = self.b.clock.now()
         hold = self.b.ledger.get_hold(key, request_id)
         if hold is not None and hold.status is HoldStatus.ACTIVE:
-            self.b.ledger.put_hold(hold.model_copy(update={"status": HoldStatus.RELEASED, "released_at": now}))
+            self.b.ledger.put_hold(
+                hold.model_copy(update={"status": HoldStatus.RELEASED, "released_at": now})
+            )
         remaining = self.b.ledger.active_holds(key)
         preexisting = hold.preexisting if hold is not None else False
-        result: dict[str, Any] = {"remainingHolds": len(remaining), "preexisting": preexisting,
-                                  "assignmentDeleted": False}
+        result: dict[str, Any] = {
+            "remainingHolds": len(remaining),
+            "preexisting": preexisting,
+            "assignmentDeleted": False,
+        }
         if remaining or preexisting:
             return result
         provider = self._provider(key.provider)
@@ -542,8 +633,11 @@ class Lifecycle:
         again = self.b.ledger.active_holds(key)
         if again:
             holder = again[0]
-            self._call(lambda: provider.create_assignment(key, name, marker_for(holder.request_id),
-                                                          "User", holder.expires_at))
+            self._call(
+                lambda: provider.create_assignment(
+                    key, name, marker_for(holder.request_id), "User", holder.expires_at
+                )
+            )
             result["reappliedFor"] = holder.request_id
         return result
 
@@ -565,12 +659,18 @@ class Lifecycle:
 
     def _record_activity(self, record: RequestRecord) -> None:
         reader = self.b.activity
-        if reader is None or record.grant_key is None or record.granted_at is None or record.revoked_at is None:
+        if (
+            reader is None
+            or record.grant_key is None
+            or record.granted_at is None
+            or record.revoked_at is None
+        ):
             return
         request = self._request_of(record)
         try:
-            summary = reader.summarize(request.requester.principal_id, record.grant_key.scope,
-                                       record.granted_at, record.revoked_at)
+            summary = reader.summarize(
+                request.requester.principal_id, record.grant_key.scope, record.granted_at, record.revoked_at
+            )
         except TransientError as exc:
             summary = {"partial": True, "error": str(exc)}
         if summary is None:
@@ -600,7 +700,7 @@ class Lifecycle:
         try:
             cmd = LifecycleCommand.model_validate_json(body)
         except ValueError as exc:
-            raise InvalidRequest([], None) from exc
+            raise InvalidRequest([FieldError("body", f"not a lifecycle command: {exc}")]) from exc
         if cmd.command == "grant":
             return self.grant(cmd.request_id, final_attempt)
         if cmd.command == "revoke":
@@ -613,19 +713,19 @@ class Lifecycle:
         report = ReconcileReport()
         now = self.b.clock.now()
         for hold in self.b.ledger.overdue_holds(now):
-            self._guard(report, hold.request_id, lambda h=hold: self._revoke_hold(h, report))
+            self._guard(report, hold.request_id, partial(self._revoke_hold, hold, report))
         for hold in self.b.ledger.all_active_holds():
             record = self.b.requests.get_request(hold.request_id)
             if record is None or record.state.terminal:
-                self._guard(report, hold.request_id, lambda h=hold: self._revoke_hold(h, report))
+                self._guard(report, hold.request_id, partial(self._revoke_hold, hold, report))
         for record in self.b.requests.requests_in({RequestState.PENDING_APPROVAL}):
             if record.approval_deadline is not None and record.approval_deadline <= now:
-                self._guard(report, record.request_id, lambda r=record: self._expire_in(r, report))
+                self._guard(report, record.request_id, partial(self._expire_in, record, report))
         for record in self.b.requests.requests_in({RequestState.APPROVED}):
             if now - record.updated_at >= self.b.stale_approved_after:
-                self._guard(report, record.request_id, lambda r=record: self._regrant(r, report))
+                self._guard(report, record.request_id, partial(self._regrant, record, report))
         for provider in self.b.providers.values():
-            self._guard(report, provider.name, lambda p=provider: self._remove_orphans(p, report))
+            self._guard(report, provider.name, partial(self._remove_orphans, provider, report))
         return report
 
     def _guard(self, report: ReconcileReport, what: str, fn: Callable[[], object]) -> None:
@@ -655,14 +755,18 @@ class Lifecycle:
         for assignment in self._call(provider.list_marked):
             if self.b.ledger.active_holds(assignment.key):
                 continue
-            self._call(lambda a=assignment: provider.delete_assignment(a.scope, a.name))
+            self._call(partial(provider.delete_assignment, assignment.scope, assignment.name))
             self._verify_gone(provider, assignment.scope, assignment.name)
             report.orphans_removed.append(assignment.name)
             self._audit_orphan(assignment)
 
     def _audit_orphan(self, assignment: Assignment) -> None:
         now = self.b.clock.now()
-        data = {**assignment.key.as_dict(), "assignmentName": assignment.name, "description": assignment.description}
+        data = {
+            **assignment.key.as_dict(),
+            "assignmentName": assignment.name,
+            "description": assignment.description,
+        }
         request_id = assignment.marked_request_id or f"orphan:{assignment.name}"
 
         def mutate(record: RequestRecord) -> bool:
@@ -673,7 +777,9 @@ class Lifecycle:
             # No record (the marker names a request this store never saw): chain the event directly.
             chain = self.b.audit.chain(request_id)
             prev = chain[-1].hash if chain else ""
-            event = make_event(request_id, len(chain), prev, EventType.RECONCILE_ORPHAN_REMOVED, now, SYSTEM, data)
+            event = make_event(
+                request_id, len(chain), prev, EventType.RECONCILE_ORPHAN_REMOVED, now, SYSTEM, data
+            )
             self.b.audit.append(event, assignment.principal_id)
 
     # ------------------------------------------------------------ plumbing
@@ -733,10 +839,9 @@ class Lifecycle:
             return record
         principal = record.request.requester.principal_id if record.request else None
         for event in record.pending_events:
-            try:
+            # An earlier delivery may have appended it and crashed before clearing the outbox.
+            with contextlib.suppress(AlreadyExists):
                 self.b.audit.append(event, principal)
-            except AlreadyExists:
-                pass  # written by an earlier delivery that crashed before clearing the outbox
         record.pending_events = []
         try:
             return self.b.requests.save_request(record)
@@ -768,11 +873,25 @@ class Lifecycle:
                 delay = min(delay * 2, self.b.max_backoff)
         raise AssertionError("unreachable")
 
-    def _notify(self, record: RequestRecord, kind: str, title: str, audience: list[str] | None = None,
-                hints: list[str] | None = None) -> None:
+    def _notify(
+        self,
+        record: RequestRecord,
+        kind: str,
+        title: str,
+        audience: list[str] | None = None,
+        hints: list[str] | None = None,
+    ) -> None:
         try:
-            self.b.notifier.notify(Notice(kind=kind, request_id=record.request_id, title=title,
-                                          facts=_facts(record), reply_hints=hints or [], audience=audience or []))
+            self.b.notifier.notify(
+                Notice(
+                    kind=kind,
+                    request_id=record.request_id,
+                    title=title,
+                    facts=_facts(record),
+                    reply_hints=hints or [],
+                    audience=audience or [],
+                )
+            )
         except TransientError as exc:
             # NB. A lost notification must not undo a committed transition; the audit trail has it.
             log.warning("notification %s for %s failed: %s", kind, record.request_id, exc)

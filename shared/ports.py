@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .domain.audit import AuditEvent
-from .domain.ledger import Assignment, GrantKey, Hold
-from .domain.lifecycle import RequestRecord, RequestState
+if TYPE_CHECKING:
+    from .domain.audit import AuditEvent
+    from .domain.ledger import Assignment, GrantKey, Hold
+    from .domain.lifecycle import RequestRecord, RequestState
 
 
 class Clock(Protocol):
@@ -29,7 +30,6 @@ class QueueSettings:
     lock_duration: timedelta = timedelta(seconds=30)
     max_delivery_count: int = 10
     duplicate_window: timedelta = timedelta(minutes=10)
-
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,14 @@ class GrantProvider(Protocol):
 
     def get_assignment(self, scope: str, name: str) -> Assignment | None: ...
 
-    def create_assignment(self, key: GrantKey, name: str, description: str, principal_type: str = "User",
-                          expires_at: datetime | None = None) -> Assignment:
+    def create_assignment(
+        self,
+        key: GrantKey,
+        name: str,
+        description: str,
+        principal_type: str = "User",
+        expires_at: datetime | None = None,
+    ) -> Assignment:
         """Create under `name`. Same name again: returns the existing one (no-op).
         The same key under another name: raises AssignmentExists. `expires_at` lets providers that
         can expire grants themselves (PIM, IAM conditions) do so as a second line of defence."""
@@ -234,5 +240,6 @@ class Directory(Protocol):
 class ActivityReader(Protocol):
     """What a principal did during a grant window (AzureActivity, Cloud Audit Logs)."""
 
-    def summarize(self, principal_id: str, scope: str, start: datetime, end: datetime) -> dict[str, Any] | None: ...
-
+    def summarize(
+        self, principal_id: str, scope: str, start: datetime, end: datetime
+    ) -> dict[str, Any] | None: ...

@@ -35,7 +35,9 @@ class Runtime:
 
 def build(settings: Settings) -> Runtime:
     if settings.mode != "local":
-        raise NotImplementedError(f"mode {settings.mode!r} is not wired in this build; use JITGATE_MODE=local")
+        raise NotImplementedError(
+            f"mode {settings.mode!r} is not wired in this build; use JITGATE_MODE=local"
+        )
     return build_local(settings)
 
 
@@ -52,7 +54,9 @@ def build_local(settings: Settings) -> Runtime:
     data.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
     policy = Policy.load(settings.policy_path)
-    queue = QueueSettings(lock_duration=settings.lock_duration, max_delivery_count=settings.max_delivery_count)
+    queue = QueueSettings(
+        lock_duration=settings.lock_duration, max_delivery_count=settings.max_delivery_count
+    )
     bus = SqliteBus(data / "bus.db", clock, {settings.requests_queue: queue, settings.lifecycle_queue: queue})
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
@@ -69,5 +73,11 @@ def build_local(settings: Settings) -> Runtime:
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
     )
-    names = {"bus": "sqlite", "store": "sqlite", "grants": "local", "notifier": "outbox", "directory": "policy"}
+    names = {
+        "bus": "sqlite",
+        "store": "sqlite",
+        "grants": "local",
+        "notifier": "outbox",
+        "directory": "policy",
+    }
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)

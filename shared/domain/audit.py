@@ -150,7 +150,9 @@ def verify_chain(request_id: str, events: Iterable[AuditEvent]) -> ChainReport:
         if event.id != event_id(request_id, event.seq):
             return ChainReport(request_id, count, False, event.seq, "id does not match requestId and seq")
         if event.prev_hash != prev:
-            return ChainReport(request_id, count, False, event.seq, "prevHash does not match the previous event")
+            return ChainReport(
+                request_id, count, False, event.seq, "prevHash does not match the previous event"
+            )
         if event.computed_hash() != event.hash:
             return ChainReport(request_id, count, False, event.seq, "hash does not match the event's content")
         prev = event.hash

@@ -29,5 +29,9 @@ class Decision(BaseModel):
     break_glass: bool = False
 
     def summary(self) -> str:
-        head = f"{self.outcome.value} by rule {self.rule!r}" if self.rule else f"{self.outcome.value} (no rule matched)"
+        head = (
+            f"{self.outcome.value} by rule {self.rule!r}"
+            if self.rule
+            else f"{self.outcome.value} (no rule matched)"
+        )
         return f"{head}: " + "; ".join(self.reasons) if self.reasons else head

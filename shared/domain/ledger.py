@@ -67,7 +67,7 @@ class Hold(BaseModel):
 
     @property
     def key(self) -> GrantKey:
-        return GrantKey(self.provider, self.principal_id, self.role_definition_id, self.scope)
+        return GrantKey.of(self.provider, self.principal_id, self.role_definition_id, self.scope)
 
     @classmethod
     def for_key(
@@ -106,7 +106,7 @@ class Assignment(BaseModel):
     def marked_request_id(self) -> str | None:
         """The request that created it, if jitgate did (its description carries the marker)."""
         if self.description.startswith(MARKER_PREFIX):
-            return self.description[len(MARKER_PREFIX):].split(" ", 1)[0] or None
+            return self.description[len(MARKER_PREFIX) :].split(" ", 1)[0] or None
         return None
 
 

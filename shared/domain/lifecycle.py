@@ -33,7 +33,9 @@ class RequestState(StrEnum):
 
 
 _ALLOWED: dict[RequestState, frozenset[RequestState]] = {
-    RequestState.RECEIVED: frozenset({RequestState.PENDING_APPROVAL, RequestState.APPROVED, RequestState.REJECTED}),
+    RequestState.RECEIVED: frozenset(
+        {RequestState.PENDING_APPROVAL, RequestState.APPROVED, RequestState.REJECTED}
+    ),
     # NB. A pending request the requester withdraws ends as revoked: nothing was granted, nothing is left.
     RequestState.PENDING_APPROVAL: frozenset(
         {RequestState.APPROVED, RequestState.DENIED, RequestState.EXPIRED, RequestState.REVOKED}

@@ -77,7 +77,9 @@ Guid = Annotated[
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _ARM_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
 _ARM_ROLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$")
-_GCP_SCOPE = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20})$")
+_GCP_SCOPE = re.compile(
+    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20})$"
+)
 _GCP_ROLE = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
     r"|(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations/[0-9]{1,20})/roles/[A-Za-z0-9_.]{3,64})$"
@@ -110,7 +112,10 @@ class Requester(BaseModel):
     principal_type: PrincipalType = PrincipalType.USER
     display_name: Annotated[str, Field(min_length=1, max_length=256)]
     email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
-    backstage_ref: Annotated[str, Field(max_length=256, pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")] | None = None
+    backstage_ref: (
+        Annotated[str, Field(max_length=256, pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]
+        | None
+    ) = None
 
     _clean_name = field_validator("display_name")(_no_control)
 
@@ -133,14 +138,20 @@ def validate_scope(provider: Provider, scope: str) -> str:
             raise ValueError(f"scope segment {segment!r} is not allowed")
     if segments[0].lower() == "subscriptions":
         if len(segments) < 2 or not is_guid(segments[1].lower()):
-            raise ValueError("scope must be /subscriptions/<subscription guid>[/resourceGroups/<name>[/providers/...]]")
+            raise ValueError(
+                "scope must be /subscriptions/<subscription guid>[/resourceGroups/<name>[/providers/...]]"
+            )
         if len(segments) > 2 and (segments[2].lower() != "resourcegroups" or len(segments) < 4):
             raise ValueError("below a subscription the scope must be /resourceGroups/<name>")
-        if len(segments) > 4 and (segments[4].lower() != "providers" or len(segments) < 8 or len(segments) % 2):
+        if len(segments) > 4 and (
+            segments[4].lower() != "providers" or len(segments) < 8 or len(segments) % 2
+        ):
             raise ValueError("a resource scope must be /providers/<namespace>/<type>/<name>")
     elif [s.lower() for s in segments[:3]] == ["providers", "microsoft.management", "managementgroups"]:
         if len(segments) != 4:
-            raise ValueError("a management group scope is /providers/Microsoft.Management/managementGroups/<name>")
+            raise ValueError(
+                "a management group scope is /providers/Microsoft.Management/managementGroups/<name>"
+            )
     else:
         raise ValueError("scope must be a subscription, resource group, resource or management group path")
     return scope
@@ -186,7 +197,10 @@ class RequestContext(BaseModel):
 
     model_config = _model_config()
 
-    entity_ref: Annotated[str, Field(max_length=256, pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")] | None = None
+    entity_ref: (
+        Annotated[str, Field(max_length=256, pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]
+        | None
+    ) = None
     task_id: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] | None = None
 
 
@@ -204,7 +218,9 @@ class AccessRequest(BaseModel):
     target: Target
     duration: IsoDuration
     justification: Annotated[str, Field(min_length=1, max_length=1000)]
-    ticket: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./#-]*$")] | None = None
+    ticket: (
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./#-]*$")] | None
+    ) = None
     context: RequestContext | None = None
 
     _clean_justification = field_validator("justification")(_no_control)
@@ -251,12 +267,16 @@ def parse_access_request(raw: bytes | str) -> AccessRequest:
     """Bytes from the bus or HTTP → a valid request, or InvalidRequest with every reason."""
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > MAX_BODY_BYTES:
-        raise InvalidRequest([FieldError("body", f"body is {len(data)} bytes; the limit is {MAX_BODY_BYTES}")],
-                             synthetic_request_id(data[:MAX_BODY_BYTES]))
+        raise InvalidRequest(
+            [FieldError("body", f"body is {len(data)} bytes; the limit is {MAX_BODY_BYTES}")],
+            synthetic_request_id(data[:MAX_BODY_BYTES]),
+        )
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")], synthetic_request_id(data)) from None
+        raise InvalidRequest(
+            [FieldError("body", f"not valid JSON: {exc}")], synthetic_request_id(data)
+        ) from None
     try:
         return AccessRequest.model_validate_json(data)
     except ValidationError as exc:

@@ -1,0 +1,413 @@
+"""`jitgate` command line. Each command imports what it needs when it runs (start-up stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEV_ADMIN = "00000000-0000-4000-8000-0000000000ad"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"jitgate: {exc}", file=sys.stderr)
+        return 1
+
+
+class CliError(Exception):
+    """A command that cannot do what it was asked, with the reason for the user."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jitgate", description="Just-in-time, time-boxed, approval-gated access."
+    )
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="API, bus workers and the reconcile timer in one process (local mode)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    _local_options(s)
+    s.add_argument("--reconcile-seconds", type=float, default=None, help="reconcile interval (default 60)")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(run=_serve)
+
+    d = sub.add_parser("demo", help="start a fresh embedded instance and play the whole story over HTTP")
+    d.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
+    d.set_defaults(run=_demo)
+
+    r = sub.add_parser("request", help="submit an access request JSON file")
+    r.add_argument("file", type=Path)
+    _client_options(r)
+    r.set_defaults(run=_request)
+
+    t = sub.add_parser("teams", help="send a signed Teams outgoing-webhook command to a running server")
+    t.add_argument("verb", choices=["approve", "deny", "status"])
+    t.add_argument("request_id")
+    t.add_argument("text", nargs="*", help="comment (approve) or reason (deny)")
+    t.add_argument("--as", dest="principal", required=True, help="the approver's Entra object id")
+    t.add_argument("--name", default="Approver")
+    _client_options(t)
+    t.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
+    t.set_defaults(run=_teams)
+
+    a = sub.add_parser("audit", help="query and verify the audit trail")
+    asub = a.add_subparsers(metavar="ACTION")
+    q = asub.add_parser("query", help="audit events as a table, JSON or CSV")
+    for flag in ("request-id", "principal-id", "type", "since", "until", "continuation"):
+        q.add_argument(f"--{flag}")
+    q.add_argument("--limit", type=int, default=100)
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    _client_options(q)
+    q.set_defaults(run=_audit_query)
+    v = asub.add_parser("verify", help="recompute every hash chain; names the first broken link")
+    v.add_argument("--request-id")
+    v.add_argument("--data-dir", type=Path, default=None, help="verify a local store directly (no server)")
+    _client_options(v)
+    v.set_defaults(run=_audit_verify)
+
+    pol = sub.add_parser("policy", help="check, explain and test policy files")
+    psub = pol.add_subparsers(metavar="ACTION")
+    c = psub.add_parser("check", help="compile a policy file; line-numbered errors")
+    c.add_argument("file", type=Path)
+    c.set_defaults(run=_policy_check)
+    e = psub.add_parser("explain", help="show how each rule treats a request")
+    e.add_argument("file", type=Path)
+    e.add_argument("request", type=Path)
+    e.add_argument(
+        "--groups", default="", help="requester groups, comma separated (default: from the policy)"
+    )
+    e.set_defaults(run=_policy_explain)
+    pt = psub.add_parser("test", help="run a YAML file of cases with expected outcomes")
+    pt.add_argument("cases", type=Path, nargs="+")
+    pt.set_defaults(run=_policy_test)
+
+    sc = sub.add_parser("schema", help="write or check the committed JSON Schema")
+    sc.add_argument("action", choices=["write", "check"])
+    sc.set_defaults(run=_schema)
+
+    rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
+    _local_options(rc)
+    rc.set_defaults(run=_reconcile)
+    return p
+
+
+def _local_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="default: $JITGATE_DATA_DIR or .jitgate")
+    p.add_argument(
+        "--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml"
+    )
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("JITGATE_URL", DEFAULT_URL))
+    p.add_argument(
+        "--principal-as",
+        dest="caller",
+        default=os.environ.get("JITGATE_DEV_PRINCIPAL", DEV_ADMIN),
+        help="local development identity (object id) to call as",
+    )
+    p.add_argument("--roles", default="Jit.Admin,Jit.Auditor", help="local development roles")
+    p.add_argument("--token", default=os.environ.get("JITGATE_TOKEN"), help="bearer token (Azure)")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from .settings import Settings
+
+    s = Settings.from_env()
+    if getattr(args, "data_dir", None):
+        s = replace(s, data_dir=args.data_dir)
+    if getattr(args, "policy", None):
+        s = replace(s, policy_path=args.policy)
+    if getattr(args, "reconcile_seconds", None):
+        s = replace(s, reconcile_interval=timedelta(seconds=args.reconcile_seconds))
+    return s
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import httpx
+
+    headers = (
+        {"Authorization": f"Bearer {args.token}"}
+        if args.token
+        else {"X-Jitgate-Dev-Principal": args.caller, "X-Jitgate-Dev-Roles": args.roles}
+    )
+    return httpx.Client(base_url=args.url, headers=headers, timeout=30)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .domain.errors import PolicyError
+    from .runtime import build
+    from .worker import Worker
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _settings(args)
+    try:
+        runtime = build(settings)
+    except PolicyError as exc:
+        raise CliError(f"policy {settings.policy_path} is invalid:\n{exc}") from None
+    worker = Worker(
+        runtime.lifecycle,
+        runtime.bus,
+        settings.requests_queue,
+        settings.lifecycle_queue,
+        settings.max_delivery_count,
+        settings.reconcile_interval.total_seconds(),
+        settings.poll_interval,
+    )
+    worker.reconcile()  # a restart after a crash converges before serving
+    worker.start(settings.workers)
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    print(f"jitgate serving on http://{args.host}:{args.port} (data in {settings.data_dir})", flush=True)
+    try:
+        server.run()
+    finally:
+        worker.stop.set()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(keep=args.keep)
+
+
+def _request(args: argparse.Namespace) -> int:
+    body = args.file.read_bytes()
+    with _client(args) as client:
+        response = client.post(
+            "/api/access-requests", content=body, headers={"Content-Type": "application/json"}
+        )
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.status_code == 202 else 1
+
+
+def _teams(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .teams import outgoing_payload, sign
+
+    settings = _settings(args)
+    text = " ".join([args.verb, args.request_id, *args.text])
+    body = outgoing_payload(text, args.principal, args.name)
+    signature = sign(settings.resolved_teams_secret(), body)
+    response = httpx.post(
+        f"{args.url}/api/teams/webhook",
+        content=body,
+        timeout=10,
+        headers={"Authorization": signature, "Content-Type": "application/json"},
+    )
+    reply = response.json()
+    print(reply.get("text") or reply)
+    return 0 if response.status_code == 200 else 1
+
+
+def _audit_query(args: argparse.Namespace) -> int:
+    params = {
+        k: v
+        for k, v in {
+            "requestId": args.request_id,
+            "principalId": args.principal_id,
+            "type": args.type,
+            "since": args.since,
+            "until": args.until,
+            "limit": args.limit,
+            "continuation": args.continuation,
+        }.items()
+        if v is not None
+    }
+    with _client(args) as client:
+        response = client.get("/api/audit/events", params=params)
+    if response.status_code != 200:
+        raise CliError(f"audit query failed ({response.status_code}): {response.text}")
+    page = response.json()
+    events = page["events"]
+    if args.json:
+        print(json.dumps(page, indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["at", "requestId", "seq", "type", "actor", "data", "hash"])
+        for ev in events:
+            writer.writerow(
+                [
+                    ev["at"],
+                    ev["requestId"],
+                    ev["seq"],
+                    ev["type"],
+                    ev["actor"]["principalId"],
+                    json.dumps(ev["data"], sort_keys=True),
+                    ev["hash"],
+                ]
+            )
+    else:
+        print(format_events(events))
+        if page.get("continuation"):
+            print(f"(more: --continuation {page['continuation']})")
+    return 0
+
+
+def format_events(events: list[dict[str, Any]]) -> str:
+    """A fixed-width table of audit events for terminals."""
+    lines = [f"{'at':<27} {'request':<36} {'seq':>3}  {'type':<24} {'actor':<20} summary"]
+    for ev in events:
+        data = ev["data"]
+        summary = data.get("reason") or data.get("outcome") or data.get("rule") or ""
+        if isinstance(summary, list):
+            summary = "; ".join(map(str, summary))
+        lines.append(
+            f"{ev['at']:<27} {ev['requestId']:<36} {ev['seq']:>3}  {ev['type']:<24} "
+            f"{ev['actor']['principalId'][:20]:<20} {str(summary)[:60]}"
+        )
+    return "\n".join(lines)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    if args.data_dir is not None:
+        from .adapters.sqlite_store import SqliteStore
+        from .domain.audit import verify_chain
+
+        path = args.data_dir / "store.db"
+        if not path.exists():
+            raise CliError(f"no store at {path}")
+        store = SqliteStore(path)
+        reports = [
+            verify_chain(rid, events) for rid, events in store.iter_chains() if args.request_id in (None, rid)
+        ]
+        result: dict[str, Any] = {
+            "ok": all(r.ok for r in reports),
+            "chains": len(reports),
+            "events": sum(r.events for r in reports),
+            "broken": [r.as_dict() for r in reports if not r.ok],
+        }
+    else:
+        with _client(args) as client:
+            response = client.get(
+                "/api/audit/verify", params={"requestId": args.request_id} if args.request_id else {}
+            )
+        if response.status_code != 200:
+            raise CliError(f"audit verify failed ({response.status_code}): {response.text}")
+        result = response.json()
+    if result["ok"]:
+        print(f"audit verify: OK — {result['chains']} chains, {result['events']} events, every link intact")
+        return 0
+    for broken in result["broken"]:
+        print(
+            f"audit verify: BROKEN — request {broken['requestId']} at seq {broken['brokenSeq']}: "
+            f"{broken['reason']}"
+        )
+    return 1
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from .domain.errors import PolicyError
+    from .domain.policy import Policy
+
+    try:
+        policy = Policy.load(args.file)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK — {len(policy.rules)} rules, {len(policy.groups)} groups")
+    return 0
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .domain.errors import InvalidRequest
+    from .domain.policy import Policy
+    from .domain.request import parse_access_request
+
+    policy = Policy.load(args.file)
+    try:
+        request = parse_access_request(args.request.read_bytes())
+    except InvalidRequest as exc:
+        raise CliError(f"{args.request} is not a valid access request: {exc}") from None
+    principal = request.requester.principal_id
+    groups = frozenset(g for g in args.groups.split(",") if g) or frozenset(
+        name for name, members in policy.groups.items() if principal in members
+    )
+    now = datetime.now(UTC)
+    for line in policy.explain(request, groups, now):
+        print(line)
+    print("decision:", policy.evaluate(request, groups, now).summary())
+    return 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from .domain.errors import PolicyError
+    from .policy_cases import run_cases
+
+    failed = passed = 0
+    for path in args.cases:
+        try:
+            report = run_cases(path)
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        for case in report.results:
+            mark = "PASS" if case.passed else "FAIL"
+            print(f"{mark} {path.name}: {case.name}" + ("" if case.passed else f" — {case.message}"))
+        passed += sum(1 for c in report.results if c.passed)
+        failed += sum(1 for c in report.results if not c.passed)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from . import schema
+
+    if args.action == "write":
+        print(f"wrote {schema.write()}")
+        return 0
+    if schema.is_current():
+        print(f"{schema.SCHEMA_PATH} is current")
+        return 0
+    print(f"{schema.SCHEMA_PATH} is stale: run `jitgate schema write`", file=sys.stderr)
+    return 1
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from .runtime import build
+
+    runtime = build(_settings(args))
+    flushed = runtime.lifecycle.flush_pending()
+    report = runtime.lifecycle.reconcile()
+    print(json.dumps({"flushed": flushed, **report.as_dict()}, indent=2))
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Consumes the embedded bus the way the Functions host consumes Service Bus: one message at a time
+under a peek-lock, settled by outcome. Also runs the reconcile timer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, TransientError
+from .lifecycle import Lifecycle
+from .ports import Bus, ReceivedMessage
+
+log = logging.getLogger("jitgate.worker")
+
+
+def on_access_request(lifecycle: Lifecycle, body: bytes) -> None:
+    """`access-requests` trigger body. Invalid input is handled (rejected + audited) inside."""
+    lifecycle.evaluate(body)
+
+
+def on_lifecycle_command(
+    lifecycle: Lifecycle, body: bytes, delivery_count: int, max_delivery_count: int
+) -> None:
+    """`access-lifecycle` trigger body. On the last delivery a grant fails visibly instead of retrying."""
+    lifecycle.handle_command(body, final_attempt=delivery_count >= max_delivery_count)
+
+
+class Worker:
+    """Drains both queues and fires reconcile on its interval until `stop` is set."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        bus: Bus,
+        requests_queue: str,
+        lifecycle_queue: str,
+        max_delivery_count: int,
+        reconcile_every: float,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.bus = bus
+        self.requests_queue = requests_queue
+        self.lifecycle_queue = lifecycle_queue
+        self.max_delivery_count = max_delivery_count
+        self.reconcile_every = reconcile_every
+        self.poll_interval = poll_interval
+        self.stop = threading.Event()
+
+    def handle(self, message: ReceivedMessage) -> None:
+        """Run the handler and settle the message by outcome."""
+        try:
+            if message.queue == self.requests_queue:
+                on_access_request(self.lifecycle, message.body)
+            else:
+                on_lifecycle_command(
+                    self.lifecycle, message.body, message.delivery_count, self.max_delivery_count
+                )
+        except InvalidRequest as exc:
+            description = str(exc.__cause__ or exc)
+            self._settle(lambda: self.bus.dead_letter(message, "InvalidCommand", description))
+            return
+        except ConcurrencyConflict:
+            self._settle(lambda: self.bus.abandon(message))
+            return
+        except TransientError as exc:
+            # NB. No abandon: the lock expiring is the bus-level backoff (handlers already retried).
+            log.warning(
+                "transient failure on %s (delivery %d): %s", message.message_id, message.delivery_count, exc
+            )
+            return
+        except Exception:
+            log.exception("handler failed on %s (delivery %d)", message.message_id, message.delivery_count)
+            self._settle(lambda: self.bus.abandon(message))
+            return
+        self._settle(lambda: self.bus.complete(message))
+
+    def _settle(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except LockLost:
+            log.warning("lock lost before settling; the message will be delivered again")
+
+    def drain(self, limit: int = 1000) -> int:
+        """Handle every message due now (up to `limit`); returns how many were handled."""
+        handled = 0
+        while handled < limit:
+            batch = self.bus.receive(self.lifecycle_queue, 16) + self.bus.receive(self.requests_queue, 16)
+            if not batch:
+                break
+            for message in batch:
+                self.handle(message)
+                handled += 1
+        return handled
+
+    def reconcile(self) -> None:
+        try:
+            self.lifecycle.flush_pending()
+            report = self.lifecycle.reconcile()
+            if any((report.revoked, report.orphans_removed, report.expired, report.regranted, report.errors)):
+                log.info("reconcile: %s", report.as_dict())
+        except Exception:
+            log.exception("reconcile failed; it runs again on the next tick")
+
+    def run_consumer(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if not self.drain(64):
+                    self.stop.wait(self.poll_interval)
+            except Exception:
+                log.exception("consumer loop error")
+                self.stop.wait(1.0)
+
+    def run_timer(self) -> None:
+        while not self.stop.wait(self.reconcile_every):
+            self.reconcile()
+
+    def start(self, consumers: int = 2) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.run_consumer, name=f"jitgate-consumer-{i}", daemon=True)
+            for i in range(consumers)
+        ]
+        threads.append(threading.Thread(target=self.run_timer, name="jitgate-reconcile", daemon=True))
+        for thread in threads:
+            thread.start()
+        return threads
