@@ -13,7 +13,7 @@ _DURATION_RE = re.compile(
 
 def parse_duration(text: str) -> timedelta:
     """Parse `PT2H`, `P1DT30M`, `PT5S`... Years and months are refused: they have no fixed length."""
-    match = _DURATION_RE.match(text)
+    match = _DURATION_RE.fullmatch(text)
     if not match or text in ("P", "PT") or text.endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT2H or PT30M")
     parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}

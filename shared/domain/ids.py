@@ -19,7 +19,7 @@ JITGATE_NAMESPACE = uuid.UUID("6f1c3b52-8d4e-5a7b-9c0d-2e3f4a5b6c7d")
 
 
 def is_guid(value: str) -> bool:
-    return bool(GUID_RE.match(value))
+    return bool(GUID_RE.fullmatch(value))
 
 
 def synthetic_request_id(raw: bytes) -> RequestId:

@@ -134,4 +134,4 @@ class RequestRecord(BaseModel):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> RequestRecord:
-        return cls.model_validate(doc)
+        return cls.model_validate(doc, strict=False)  # stored documents carry enums as plain strings

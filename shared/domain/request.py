@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -71,10 +72,9 @@ IsoDuration = Annotated[
 Guid = Annotated[
     str,
     Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
-    BeforeValidator(lambda v: v.lower() if isinstance(v, str) and GUID_RE.match(v.lower()) else v),
+    BeforeValidator(lambda v: v.lower() if isinstance(v, str) and GUID_RE.fullmatch(v.lower()) else v),
 ]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _ARM_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
 _ARM_ROLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$")
 _GCP_SCOPE = re.compile(
@@ -92,15 +92,32 @@ def _model_config() -> ConfigDict:
         strict=True,
         frozen=True,
         alias_generator=to_camel,
-        populate_by_name=True,
         str_strip_whitespace=False,
     )
 
 
-def _no_control(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control or bidirectional formatting characters")
+# NB. By Unicode category rather than a list: control (Cc), format (Cf: bidi overrides, zero-width
+# joiners, BOM, soft hyphen), line/paragraph separators (Zl, Zp) and unassigned/private code points can
+# forge lines or hide text in Teams cards, logs and terminals.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
+
+
+def _check_text(value: str, allow_newlines: bool) -> str:
+    allowed = "\n\t" if allow_newlines else ""
+    for char in value:
+        if char not in allowed and unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise ValueError(f"must not contain control or bidirectional formatting characters (U+{ord(char):04X})")
+    if not value.strip():
+        raise ValueError("must not be blank")
     return value
+
+
+def _single_line(value: str) -> str:
+    return _check_text(value, allow_newlines=False)
+
+
+def _multi_line(value: str) -> str:
+    return _check_text(value, allow_newlines=True)
 
 
 class Requester(BaseModel):
@@ -117,7 +134,7 @@ class Requester(BaseModel):
         | None
     ) = None
 
-    _clean_name = field_validator("display_name")(_no_control)
+    _clean_name = field_validator("display_name")(_single_line)
 
 
 def validate_scope(provider: Provider, scope: str) -> str:
@@ -127,14 +144,14 @@ def validate_scope(provider: Provider, scope: str) -> str:
     if not scope.isascii():
         raise ValueError("scope must be ASCII")
     if not provider.uses_arm_scopes:
-        if not _GCP_SCOPE.match(scope):
+        if not _GCP_SCOPE.fullmatch(scope):
             raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
         return scope
     if not scope.startswith("/") or scope.endswith("/"):
         raise ValueError("scope must start with '/' and must not end with '/'")
     segments = scope[1:].split("/")
     for segment in segments:
-        if segment in ("", ".", "..") or not _ARM_SEGMENT.match(segment):
+        if segment in ("", ".", "..") or not _ARM_SEGMENT.fullmatch(segment):
             raise ValueError(f"scope segment {segment!r} is not allowed")
     if segments[0].lower() == "subscriptions":
         if len(segments) < 2 or not is_guid(segments[1].lower()):
@@ -162,10 +179,10 @@ def validate_role(provider: Provider, role: str) -> str:
     if not role.isascii():
         raise ValueError("role must be ASCII (look-alike characters are refused)")
     if provider.uses_arm_scopes:
-        if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.match(role)):
+        if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.fullmatch(role)):
             return role
         raise ValueError("role must be a role name such as 'Contributor' or a role definition GUID")
-    if _GCP_ROLE.match(role):
+    if _GCP_ROLE.fullmatch(role):
         return role
     raise ValueError("role must be roles/<name> or a custom role path")
 
@@ -223,7 +240,7 @@ class AccessRequest(BaseModel):
     ) = None
     context: RequestContext | None = None
 
-    _clean_justification = field_validator("justification")(_no_control)
+    _clean_justification = field_validator("justification")(_multi_line)
 
     @field_validator("duration")
     @classmethod
@@ -234,11 +251,11 @@ class AccessRequest(BaseModel):
             raise ValueError(f"duration must be at most {format_duration(MAX_DURATION)}")
         return value
 
-    @field_validator("justification")
+    @field_validator("schema_version", mode="before")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("justification must not be blank")
+    def _exactly_one(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("Input should be 1 (the number, not a boolean)")
         return value
 
     @property
@@ -272,8 +289,8 @@ def parse_access_request(raw: bytes | str) -> AccessRequest:
             synthetic_request_id(data[:MAX_BODY_BYTES]),
         )
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits, nesting
         raise InvalidRequest(
             [FieldError("body", f"not valid JSON: {exc}")], synthetic_request_id(data)
         ) from None
@@ -281,6 +298,20 @@ def parse_access_request(raw: bytes | str) -> AccessRequest:
         return AccessRequest.model_validate_json(data)
     except ValidationError as exc:
         raise InvalidRequest(_errors_from(exc), _request_id_of(doc, data)) from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # NB. Parsers disagree on which duplicate wins; a body that means two things is refused.
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"duplicate key {key!r}")
+        doc[key] = value
+    return doc
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _request_id_of(doc: Any, raw: bytes) -> RequestId:

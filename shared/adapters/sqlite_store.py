@@ -1,0 +1,458 @@
+"""The embedded store: request records, the grant ledger and the audit log in one SQLite file.
+
+Safe for several threads (one connection each) and several processes (WAL, busy timeout) on one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.domain.audit import AuditEvent, format_instant
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
+from shared.domain.ledger import GrantKey, Hold, HoldStatus
+from shared.domain.lifecycle import RequestRecord, RequestState
+from shared.ports import AuditPage, AuditQuery
+
+SCHEMA_VERSION = 1
+MAX_PAGE = 1000
+_BATCH = 2000
+_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    doc        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
+
+CREATE TABLE IF NOT EXISTS holds (
+    provider           TEXT NOT NULL,
+    principal_id       TEXT NOT NULL,
+    role_definition_id TEXT NOT NULL,
+    scope              TEXT NOT NULL,
+    request_id         TEXT NOT NULL,
+    granted_at         TEXT NOT NULL,
+    expires_at         TEXT NOT NULL,
+    preexisting        INTEGER NOT NULL,
+    status             TEXT NOT NULL,
+    released_at        TEXT,
+    PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_by_request ON holds (request_id);
+CREATE INDEX IF NOT EXISTS holds_by_status_expiry ON holds (status, expires_at);
+
+-- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan.
+CREATE TABLE IF NOT EXISTS audit_events (
+    request_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    id         TEXT NOT NULL UNIQUE,
+    type       TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (request_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (at, id);
+CREATE INDEX IF NOT EXISTS audit_by_type ON audit_events (type, at, id);
+
+-- NB. One row per distinct principal of an event (requester, actor): a principal query is then one
+-- ordered index range instead of an OR over two columns that must be merged and sorted.
+CREATE TABLE IF NOT EXISTS audit_principals (
+    principal_id TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, at, id)
+) WITHOUT ROWID;
+"""
+
+_HOLD_COLUMNS = (
+    "provider, principal_id, role_definition_id, scope, request_id,"
+    " granted_at, expires_at, preexisting, status, released_at"
+)
+
+
+class SqliteStore:
+    """`RequestStore`, `LedgerStore` and `AuditStore` in one SQLite file (the local, embedded backend)."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._create_schema()
+
+    # ------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # NB. A connection must never cross a fork: a child process opens its own.
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # NB. `timeout` is SQLite's busy timeout. isolation_level=None: no implicit transactions;
+        # writes that span statements say BEGIN IMMEDIATE themselves.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock up front so it waits, never deadlocks."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _create_schema(self) -> None:
+        with self._write() as conn:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has store schema {found}; this jitgate knows {SCHEMA_VERSION}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close every connection this store opened, in any thread; the store reopens lazily if used again."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ requests
+
+    def create_request(self, record: RequestRecord) -> RequestRecord:
+        doc = record.document()
+        doc["version"] = 1
+        text = json.dumps(doc)
+        try:
+            self._conn().execute(
+                "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
+                (record.request_id, record.state.value, _instant(record.updated_at), text),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"request {record.request_id} already exists") from None
+        return _record(text)
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        row = self._conn().execute("SELECT doc FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _record(row[0])
+
+    def save_request(self, record: RequestRecord) -> RequestRecord:
+        doc = record.document()
+        doc["version"] = record.version + 1
+        text = json.dumps(doc)
+        conn = self._conn()
+        updated = conn.execute(
+            "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
+            " WHERE request_id = ? AND version = ?",
+            (record.state.value, _instant(record.updated_at), text, record.request_id, record.version),
+        ).rowcount
+        if updated == 0:
+            row = conn.execute("SELECT version FROM requests WHERE request_id = ?", (record.request_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"request {record.request_id} does not exist")
+            raise ConcurrencyConflict(f"request {record.request_id} is at version {row[0]}, not {record.version}")
+        return _record(text)
+
+    def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
+        if not states or limit < 1:
+            return []
+        marks = ", ".join("?" * len(states))
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT doc FROM requests WHERE state IN ({marks}) ORDER BY updated_at, request_id LIMIT ?",
+                (*sorted(s.value for s in states), limit),
+            )
+            .fetchall()
+        )
+        return [_record(doc) for (doc,) in rows]
+
+    # ------------------------------------------------------------ ledger
+
+    def put_hold(self, hold: Hold) -> None:
+        self._conn().execute(
+            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                hold.provider,
+                hold.principal_id,
+                hold.role_definition_id,
+                hold.scope,
+                hold.request_id,
+                _instant(hold.granted_at),
+                _instant(hold.expires_at),
+                int(hold.preexisting),
+                hold.status.value,
+                None if hold.released_at is None else _instant(hold.released_at),
+            ),
+        )
+
+    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None:
+        holds = self._holds(
+            "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ? AND request_id = ?",
+            (*_key(key), request_id),
+        )
+        return holds[0] if holds else None
+
+    def active_holds(self, key: GrantKey) -> list[Hold]:
+        return self._holds(
+            "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ? AND status = ?",
+            (*_key(key), HoldStatus.ACTIVE.value),
+        )
+
+    def holds_for_request(self, request_id: str) -> list[Hold]:
+        return self._holds("request_id = ?", (request_id,))
+
+    def overdue_holds(self, now: datetime) -> list[Hold]:
+        return self._holds("status = ? AND expires_at <= ?", (HoldStatus.ACTIVE.value, _instant(now)))
+
+    def all_active_holds(self) -> list[Hold]:
+        return self._holds("status = ?", (HoldStatus.ACTIVE.value,))
+
+    def _holds(self, where: str, params: Sequence[Any]) -> list[Hold]:
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_HOLD_COLUMNS} FROM holds WHERE {where}"
+                " ORDER BY expires_at, request_id, provider, principal_id, role_definition_id, scope",
+                params,
+            )
+            .fetchall()
+        )
+        return [_hold(row) for row in rows]
+
+    # ------------------------------------------------------------ audit
+
+    def append(self, event: AuditEvent, principal_id: str | None = None) -> None:
+        self.bulk_append([(event, principal_id)])
+
+    def bulk_append(self, events_with_principal: Iterable[tuple[AuditEvent, str | None]]) -> int:
+        """Append many events in one transaction (all or none); returns how many. Used to load benchmarks."""
+        events: list[tuple[str, int, str, str, str, str]] = []
+        principals: list[tuple[str, str, str, str, int]] = []
+        for event, principal_id in events_with_principal:
+            at = format_instant(event.at)
+            events.append((event.request_id, event.seq, event.id, event.type.value, at, json.dumps(event.document())))
+            principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
+            if principal_id is not None and principal_id != event.actor.principal_id:
+                principals.append((principal_id, at, event.id, event.request_id, event.seq))
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                    events,
+                )
+                conn.executemany(
+                    "INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
+                    principals,
+                )
+        except sqlite3.IntegrityError:
+            ids = ", ".join(e[2] for e in events[:3]) + (" ..." if len(events) > 3 else "")
+            raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
+        return len(events)
+
+    def chain(self, request_id: str) -> list[AuditEvent]:
+        rows = (
+            self._conn()
+            .execute("SELECT doc FROM audit_events WHERE request_id = ? ORDER BY seq", (request_id,))
+            .fetchall()
+        )
+        return [AuditEvent.model_validate_json(doc) for (doc,) in rows]
+
+    def query(self, query: AuditQuery) -> AuditPage:
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        where: list[str] = []
+        params: list[Any] = []
+        if query.request_id is not None:
+            # A request's events are few: read them by key and sort, filtering the principal per event.
+            table = "audit_events e"
+            where.append("e.request_id = ?")
+            params.append(query.request_id)
+            if query.principal_id is not None:
+                where.append(
+                    "EXISTS (SELECT 1 FROM audit_principals p WHERE p.principal_id = ? AND p.at = e.at AND p.id = e.id)"
+                )
+                params.append(query.principal_id)
+            order = "e"
+        elif query.principal_id is not None:
+            table = "audit_principals p JOIN audit_events e ON e.request_id = p.request_id AND e.seq = p.seq"
+            where.append("p.principal_id = ?")
+            params.append(query.principal_id)
+            order = "p"
+        else:
+            table = "audit_events e"
+            order = "e"
+        if query.type is not None:
+            where.append("e.type = ?")
+            params.append(str(query.type))
+        if query.since is not None:
+            where.append(f"{order}.at >= ?")
+            params.append(_instant(query.since))
+        if query.until is not None:
+            where.append(f"{order}.at < ?")
+            params.append(_instant(query.until))
+        if query.continuation is not None:
+            where.append(f"({order}.at, {order}.id) > (?, ?)")
+            params.extend(decode_continuation(query.continuation))
+        sql = (
+            f"SELECT e.at, e.id, e.doc FROM {table}"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY {order}.at, {order}.id LIMIT ?"
+        )
+        rows = self._conn().execute(sql, (*params, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        events = [AuditEvent.model_validate_json(doc) for (_, _, doc) in rows]
+        continuation = encode_continuation(rows[-1][0], rows[-1][1]) if more else None
+        return AuditPage(events=events, continuation=continuation)
+
+    def request_ids(self) -> Iterator[str]:
+        after = ""
+        while True:
+            # NB. Keyset batches, not one long cursor: no read snapshot is held open while the caller works.
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT DISTINCT request_id FROM audit_events WHERE request_id > ? ORDER BY request_id LIMIT ?",
+                    (after, _BATCH),
+                )
+                .fetchall()
+            )
+            for (request_id,) in rows:
+                yield request_id
+            if len(rows) < _BATCH:
+                return
+            after = rows[-1][0]
+
+    def iter_chains(self) -> Iterator[tuple[str, list[AuditEvent]]]:
+        """Every chain, in request id order, in one sequential pass over the audit table."""
+        after: tuple[str, int] = ("", -1)
+        current: str | None = None
+        events: list[AuditEvent] = []
+        while True:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?)"
+                    " ORDER BY request_id, seq LIMIT ?",
+                    (*after, _BATCH),
+                )
+                .fetchall()
+            )
+            for request_id, _, doc in rows:
+                if request_id != current:
+                    if current is not None:
+                        yield current, events
+                    current, events = request_id, []
+                events.append(AuditEvent.model_validate_json(doc))
+            if len(rows) < _BATCH:
+                break
+            after = (rows[-1][0], rows[-1][1])
+        if current is not None:
+            yield current, events
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def encode_continuation(at: str, event_id: str) -> str:
+    """An opaque token for the position after the event (at, id) in (at, id) order."""
+    return base64.urlsafe_b64encode(json.dumps([at, event_id]).encode()).decode().rstrip("=")
+
+
+def decode_continuation(token: str) -> tuple[str, str]:
+    """The (at, id) position of a token from `encode_continuation`; ValueError if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        at, event_id = json.loads(raw)
+        if not (isinstance(at, str) and isinstance(event_id, str)):
+            raise TypeError
+        datetime.strptime(at, _INSTANT_FORMAT)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        raise ValueError(
+            "malformed continuation token: pass back the continuation of the previous page unchanged"
+        ) from None
+    return at, event_id
+
+
+def _record(text: str) -> RequestRecord:
+    # NB. Validate from JSON text, not from a dict: AccessRequest is strict, and strict python-mode
+    # validation refuses the plain strings that stand for its enums in a stored document.
+    return RequestRecord.model_validate_json(text)
+
+
+def _hold(row: Sequence[Any]) -> Hold:
+    (
+        provider,
+        principal_id,
+        role_definition_id,
+        scope,
+        request_id,
+        granted,
+        expires,
+        preexisting,
+        status,
+        released,
+    ) = row
+    return Hold(
+        provider=provider,
+        principal_id=principal_id,
+        role_definition_id=role_definition_id,
+        scope=scope,
+        request_id=request_id,
+        granted_at=_parse_instant(granted),
+        expires_at=_parse_instant(expires),
+        preexisting=bool(preexisting),
+        status=HoldStatus(status),
+        released_at=None if released is None else _parse_instant(released),
+    )
+
+
+def _key(key: GrantKey) -> tuple[str, str, str, str]:
+    return key.provider, key.principal_id, key.role_definition_id, key.scope
+
+
+def _instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no timezone; the store keeps UTC instants")
+    return format_instant(value)
+
+
+def _parse_instant(text: str) -> datetime:
+    return datetime.strptime(text, _INSTANT_FORMAT).replace(tzinfo=UTC)

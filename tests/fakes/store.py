@@ -1,0 +1,190 @@
+"""An in-memory store with the semantics of the real ones, for fast unit tests."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from shared.domain.audit import AuditEvent, format_instant
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
+from shared.domain.ledger import GrantKey, Hold, HoldStatus
+from shared.domain.lifecycle import RequestRecord, RequestState
+from shared.ports import AuditPage, AuditQuery
+
+MAX_PAGE = 1000
+
+_HoldId = tuple[str, str, str, str, str]
+
+
+class FakeStore:
+    """`RequestStore`, `LedgerStore` and `AuditStore` in dictionaries.
+
+    Records are kept as JSON documents and events as copies, so that a caller mutating what it got
+    back changes nothing stored, exactly as with a database.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[str, str] = {}
+        self._holds: dict[_HoldId, Hold] = {}
+        self._events: dict[str, tuple[AuditEvent, str | None]] = {}
+        self._chains: dict[str, dict[int, AuditEvent]] = {}
+
+    # ------------------------------------------------------------ requests
+
+    def create_request(self, record: RequestRecord) -> RequestRecord:
+        text = _document(record, version=1)
+        with self._lock:
+            if record.request_id in self._requests:
+                raise AlreadyExists(f"request {record.request_id} already exists")
+            self._requests[record.request_id] = text
+        return RequestRecord.model_validate_json(text)
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        text = self._requests.get(request_id)
+        return None if text is None else RequestRecord.model_validate_json(text)
+
+    def save_request(self, record: RequestRecord) -> RequestRecord:
+        text = _document(record, version=record.version + 1)
+        with self._lock:
+            stored = self._requests.get(record.request_id)
+            if stored is None:
+                raise NotFound(f"request {record.request_id} does not exist")
+            version = json.loads(stored)["version"]
+            if version != record.version:
+                raise ConcurrencyConflict(f"request {record.request_id} is at version {version}, not {record.version}")
+            self._requests[record.request_id] = text
+        return RequestRecord.model_validate_json(text)
+
+    def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
+        records = [RequestRecord.model_validate_json(text) for text in self._requests.values()]
+        chosen = sorted((r for r in records if r.state in states), key=lambda r: (r.updated_at, r.request_id))
+        return chosen[: max(limit, 0)]
+
+    # ------------------------------------------------------------ ledger
+
+    def put_hold(self, hold: Hold) -> None:
+        for instant in (hold.granted_at, hold.expires_at, hold.released_at):
+            if instant is not None:
+                _utc(instant)
+        with self._lock:
+            self._holds[(*_key(hold.key), hold.request_id)] = hold
+
+    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None:
+        return self._holds.get((*_key(key), request_id))
+
+    def active_holds(self, key: GrantKey) -> list[Hold]:
+        return _ordered(h for h in self._holds.values() if h.key == key and h.status is HoldStatus.ACTIVE)
+
+    def holds_for_request(self, request_id: str) -> list[Hold]:
+        return _ordered(h for h in self._holds.values() if h.request_id == request_id)
+
+    def overdue_holds(self, now: datetime) -> list[Hold]:
+        _utc(now)
+        return _ordered(h for h in self._holds.values() if h.status is HoldStatus.ACTIVE and h.expires_at <= now)
+
+    def all_active_holds(self) -> list[Hold]:
+        return _ordered(h for h in self._holds.values() if h.status is HoldStatus.ACTIVE)
+
+    # ------------------------------------------------------------ audit
+
+    def append(self, event: AuditEvent, principal_id: str | None = None) -> None:
+        self.bulk_append([(event, principal_id)])
+
+    def bulk_append(self, events_with_principal: Iterable[tuple[AuditEvent, str | None]]) -> int:
+        """Append many events, all or none; returns how many."""
+        batch = [(event.model_copy(deep=True), principal) for event, principal in events_with_principal]
+        with self._lock:
+            ids: set[str] = set()
+            links: set[tuple[str, int]] = set()
+            for event, _ in batch:
+                link = (event.request_id, event.seq)
+                if (
+                    event.id in self._events
+                    or event.id in ids
+                    or link in links
+                    or event.seq in self._chains.get(event.request_id, {})
+                ):
+                    raise AlreadyExists(f"an audit event with id {event.id} or its (requestId, seq) already exists")
+                ids.add(event.id)
+                links.add(link)
+            for event, principal in batch:
+                self._events[event.id] = (event, principal)
+                self._chains.setdefault(event.request_id, {})[event.seq] = event
+        return len(batch)
+
+    def chain(self, request_id: str) -> list[AuditEvent]:
+        links = self._chains.get(request_id, {})
+        return [links[seq].model_copy(deep=True) for seq in sorted(links)]
+
+    def query(self, query: AuditQuery) -> AuditPage:
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        since = None if query.since is None else format_instant(_utc(query.since))
+        until = None if query.until is None else format_instant(_utc(query.until))
+        after = None if query.continuation is None else _decode(query.continuation)
+        matching: list[tuple[tuple[str, str], AuditEvent]] = []
+        for event, requester in list(self._events.values()):
+            position = (format_instant(event.at), event.id)
+            if (
+                (query.request_id is None or event.request_id == query.request_id)
+                and (query.principal_id is None or query.principal_id in (requester, event.actor.principal_id))
+                and (query.type is None or event.type == query.type)
+                and (since is None or position[0] >= since)
+                and (until is None or position[0] < until)
+                and (after is None or position > after)
+            ):
+                matching.append((position, event))
+        matching.sort(key=lambda pair: pair[0])
+        page = matching[:limit]
+        continuation = _encode(*page[-1][0]) if len(matching) > limit else None
+        return AuditPage(events=[event.model_copy(deep=True) for _, event in page], continuation=continuation)
+
+    def request_ids(self) -> Iterator[str]:
+        yield from sorted(self._chains)
+
+    def iter_chains(self) -> Iterator[tuple[str, list[AuditEvent]]]:
+        """Every chain, in request id order."""
+        for request_id in sorted(self._chains):
+            yield request_id, self.chain(request_id)
+
+
+def _document(record: RequestRecord, version: int) -> str:
+    _utc(record.updated_at)
+    doc = record.document()
+    doc["version"] = version
+    return json.dumps(doc)
+
+
+def _key(key: GrantKey) -> tuple[str, str, str, str]:
+    return key.provider, key.principal_id, key.role_definition_id, key.scope
+
+
+def _ordered(holds: Iterable[Hold]) -> list[Hold]:
+    return sorted(holds, key=lambda h: (h.expires_at, h.request_id, *_key(h.key)))
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no timezone; the store keeps UTC instants")
+    return value
+
+
+def _encode(at: str, event_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([at, event_id]).encode()).decode()
+
+
+def _decode(token: str) -> tuple[str, str]:
+    try:
+        at, event_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not (isinstance(at, str) and isinstance(event_id, str)):
+            raise TypeError
+        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        raise ValueError(
+            "malformed continuation token: pass back the continuation of the previous page unchanged"
+        ) from None
+    return at, event_id
