@@ -282,15 +282,23 @@ def format_events(events: list[dict[str, Any]]) -> str:
     """A fixed-width table of audit events for terminals."""
     lines = [f"{'at':<27} {'request':<36} {'seq':>3}  {'type':<24} {'actor':<20} summary"]
     for ev in events:
-        data = ev["data"]
-        summary = data.get("reason") or data.get("outcome") or data.get("rule") or ""
-        if isinstance(summary, list):
-            summary = "; ".join(map(str, summary))
+        summary = _event_summary(ev["data"])
         lines.append(
             f"{ev['at']:<27} {ev['requestId']:<36} {ev['seq']:>3}  {ev['type']:<24} "
             f"{ev['actor']['principalId'][:20]:<20} {str(summary)[:60]}"
         )
     return "\n".join(lines)
+
+
+def _event_summary(data: dict[str, Any]) -> str:
+    if "refused" in data:
+        return f"refused: {data['refused']}"
+    if "counted" in data:
+        return f"{data.get('verdict', 'approve')} {data.get('approvals', '')}/{data.get('required', '')}".strip(" /")
+    parts = [str(data[k]) for k in ("outcome", "rule", "reason", "expiresAt", "at") if data.get(k)]
+    if "latenessSeconds" in data:
+        parts.append(f"late {data['latenessSeconds']}s")
+    return " ".join(parts)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -346,6 +354,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 def _policy_explain(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from .adapters.policy_directory import PolicyDirectory
     from .domain.errors import InvalidRequest
     from .domain.policy import Policy
     from .domain.request import parse_access_request
@@ -355,9 +364,8 @@ def _policy_explain(args: argparse.Namespace) -> int:
         request = parse_access_request(args.request.read_bytes())
     except InvalidRequest as exc:
         raise CliError(f"{args.request} is not a valid access request: {exc}") from None
-    principal = request.requester.principal_id
-    groups = frozenset(g for g in args.groups.split(",") if g) or frozenset(
-        name for name, members in policy.groups.items() if principal in members
+    groups = frozenset(g for g in args.groups.split(",") if g) or PolicyDirectory(policy).groups_of(
+        request.requester.principal_id
     )
     now = datetime.now(UTC)
     for line in policy.explain(request, groups, now):

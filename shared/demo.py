@@ -167,7 +167,7 @@ def play(story: Story) -> None:
         f"{s.url}/api/teams/webhook",
         content=forged,
         timeout=10,
-        headers={"Authorization": "HMAC " + "A" * 44},
+        headers={"Authorization": sign(os.urandom(32), forged)},  # well-formed, but signed with the wrong key
     )
     s.expect(response.status_code == 401, f"a forged webhook call is refused with {response.status_code}")
 

@@ -115,19 +115,16 @@ class Lifecycle:
     # ------------------------------------------------------------ intake and evaluation
 
     def submit(self, raw: bytes) -> Result:
-        """HTTP intake: validate, refuse id reuse, enqueue. Raises InvalidRequest (after auditing it)
-        or IdempotencyMismatch (after auditing it)."""
+        """HTTP intake: validate, record as received (visible at once through the API), enqueue for
+        evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited."""
         request = self._parse_or_reject(raw)
-        existing = self.b.requests.get_request(request.request_id)
-        if existing is not None:
-            self._check_same(existing, request)
-            return Result(existing.request_id, existing.state, "already received")
-        self.b.bus.send(
-            self.b.requests_queue,
-            request.request_id,
-            request.model_dump_json(by_alias=True, exclude_none=True).encode(),
-        )
-        return Result(request.request_id, RequestState.RECEIVED, "queued for evaluation")
+        known = self.b.requests.get_request(request.request_id) is not None
+        record = self._received(request)
+        if record.state is RequestState.RECEIVED:
+            # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
+            # duplicate detection drops it otherwise.
+            self.b.bus.send(self.b.requests_queue, request.request_id, raw)
+        return Result(record.request_id, record.state, "already received" if known else "queued for evaluation")
 
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""

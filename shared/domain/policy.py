@@ -370,7 +370,8 @@ class Approval:
 
 @dataclass(frozen=True, slots=True)
 class JustificationRule:
-    """The justification must be at least `min_length` characters (ignoring surrounding space) and match."""
+    """The justification must be at least `min_length` characters (ignoring surrounding space) and contain
+    a match of `pattern`."""
 
     min_length: int
     pattern: re.Pattern[str] | None
@@ -378,7 +379,7 @@ class JustificationRule:
 
 @dataclass(frozen=True, slots=True)
 class TicketRule:
-    """A ticket reference: whether one is required, and the pattern it must match when given."""
+    """A ticket reference: whether one is required, and the pattern the whole ticket must match when given."""
 
     required: bool
     pattern: re.Pattern[str] | None
@@ -490,7 +491,7 @@ class Rule:
                 if self.ticket.required:
                     shape = f" matching '{pattern.pattern}'" if pattern is not None else ""
                     failures.append(f"a ticket{shape} is required")
-            elif pattern is not None and not pattern.search(request.ticket):
+            elif pattern is not None and not pattern.fullmatch(request.ticket):
                 failures.append(
                     f"ticket '{request.ticket}' does not match the required pattern '{pattern.pattern}'"
                 )
@@ -604,7 +605,8 @@ class Policy:
         )
 
     def explain(self, request: AccessRequest, requester_groups: frozenset[str], now: datetime) -> list[str]:
-        """One line per rule in order: whether it matched and, if not, the first reason; then the decision."""
+        """One line per rule, in order: whether it matched and, if not, the first reason it did not; the
+        deciding rule's line names any of its conditions the request does not meet."""
         target = request.target
         lines = []
         winner: Rule | None = None
@@ -614,10 +616,11 @@ class Policy:
                 lines.append(f"{rule.name}: no match: {why_not}")
             elif winner is None:
                 winner = rule
-                lines.append(f"{rule.name}: matches; first match, this rule decides")
+                unmet = rule.failed_conditions(request, now) if rule.outcome is not Outcome.DENY else []
+                verdict = f" (unmet: {'; '.join(unmet)})" if unmet else ""
+                lines.append(f"{rule.name}: matches; first match, this rule decides{verdict}")
             else:
                 lines.append(f"{rule.name}: matches, but '{winner.name}' comes first")
-        lines.append(f"decision: {self.evaluate(request, requester_groups, now).summary()}")
         return lines
 
     def allowed_roles(self) -> dict[str, list[str]]:
