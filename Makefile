@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check serve clean
+.PHONY: demo test lint check serve clean bench
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -28,3 +28,6 @@ serve: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .jitgate .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(STAMP)
+	bash bench/run_all.sh

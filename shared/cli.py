@@ -105,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["write", "check"])
     sc.set_defaults(run=_schema)
 
+    dl = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
+    dsub = dl.add_subparsers(metavar="ACTION")
+    dll = dsub.add_parser("list", help="dead-lettered messages with their reasons")
+    dll.add_argument("--queue", action="append", help="default: both queues")
+    dll.add_argument("--json", action="store_true")
+    _local_options(dll)
+    dll.set_defaults(run=_dlq_list)
+    dlr = dsub.add_parser("replay", help="send a dead-lettered message back to its queue")
+    dlr.add_argument("queue")
+    dlr.add_argument("sequence_number", type=int, nargs="*", help="default: every message in that DLQ")
+    _local_options(dlr)
+    dlr.set_defaults(run=_dlq_replay)
+
     rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
     _local_options(rc)
     rc.set_defaults(run=_reconcile)
@@ -405,6 +418,53 @@ def _schema(args: argparse.Namespace) -> int:
         return 0
     print(f"{schema.SCHEMA_PATH} is stale: run `jitgate schema write`", file=sys.stderr)
     return 1
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    from .runtime import build
+
+    runtime = build(_settings(args))
+    settings = runtime.settings
+    rows = [
+        {
+            "queue": d.queue,
+            "sequenceNumber": d.sequence_number,
+            "messageId": d.message_id,
+            "deliveryCount": d.delivery_count,
+            "reason": d.reason,
+            "description": d.description,
+            "deadLetteredAt": d.dead_lettered_at.isoformat(),
+            "body": d.body.decode("utf-8", "replace"),
+        }
+        for queue in args.queue or [settings.requests_queue, settings.lifecycle_queue]
+        for d in runtime.bus.dead_letters(queue)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no dead-lettered messages")
+    for row in rows:
+        print(
+            f"{row['queue']} #{row['sequenceNumber']} {row['messageId']} after {row['deliveryCount']} deliveries: "
+            f"{row['reason']} {row['description']}".rstrip()
+        )
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from .domain.errors import NotFound
+    from .runtime import build
+
+    runtime = build(_settings(args))
+    numbers = args.sequence_number or [d.sequence_number for d in runtime.bus.dead_letters(args.queue)]
+    for number in numbers:
+        try:
+            runtime.bus.replay_dead_letter(args.queue, number)
+        except NotFound as exc:
+            raise CliError(str(exc)) from None
+        print(f"replayed {args.queue} #{number}")
+    return 0
 
 
 def _reconcile(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from .crashpoints import crashpoint
 from .domain.audit import SYSTEM, Actor, EventType, format_instant, make_event
 from .domain.decision import Decision, Outcome
 from .domain.durations import format_duration
@@ -497,8 +498,10 @@ class Lifecycle:
 
     def _activate(self, request_id: str, key: GrantKey, hold: Hold) -> Result:
         now = self.b.clock.now()
+        crashpoint("grant.after_provider")
         cmd = LifecycleCommand(command="revoke", request_id=request_id, n=1, reason="expired")
         seq = self.b.bus.schedule(self.b.lifecycle_queue, cmd.message_id, cmd.body(), hold.expires_at)
+        crashpoint("grant.after_schedule")
 
         def mutate(record: RequestRecord) -> bool:
             if record.state is not RequestState.APPROVED:
@@ -620,10 +623,12 @@ class Lifecycle:
         }
         if remaining or preexisting:
             return result
+        crashpoint("revoke.after_release")
         provider = self._provider(key.provider)
         name = key.assignment_name()
         self._call(lambda: provider.delete_assignment(key.scope, name))
         self._verify_gone(provider, key.scope, name)
+        crashpoint("revoke.after_delete")
         result["assignmentDeleted"] = True
         # NB. A grant for the same key may have put its hold while we deleted; it must not lose
         # its assignment, so re-apply for whoever holds the key now.
@@ -805,6 +810,7 @@ class Lifecycle:
 
     def _commit(self, record: RequestRecord) -> RequestRecord:
         saved = self.b.requests.save_request(record)
+        crashpoint(f"after_state.{saved.state.value}")
         return self._flush(saved)
 
     def _update(self, request_id: str, mutate: Callable[[RequestRecord], bool]) -> RequestRecord | None:
