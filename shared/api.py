@@ -1,0 +1,520 @@
+"""The HTTP API (ARCHITECTURE §7): one ASGI app, served locally by uvicorn and in Azure through
+`AsgiFunctionApp`. Each endpoint identifies the caller, checks what it may do, calls one lifecycle
+handler and shapes the answer; domain errors become HTTP statuses in one place (`_error_response`).
+
+Endpoints that read a body are `async` so that they can stop reading at the size limit; everything
+that touches a backend runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated, Any, NoReturn
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+
+from .domain.audit import Actor, EventType, format_instant, verify_chain
+from .domain.errors import (
+    AlreadyExists,
+    AuthError,
+    ConcurrencyConflict,
+    FieldError,
+    IdempotencyMismatch,
+    IllegalTransition,
+    InvalidRequest,
+    JitgateError,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from .domain.ids import is_guid
+from .domain.lifecycle import RequestRecord, RequestState
+from .domain.request import MAX_BODY_BYTES, AccessRequest
+from .identity import Caller, caller_from
+from .ports import AuditQuery
+from .runtime import Runtime
+from .teams import (
+    USAGE,
+    InvalidActivity,
+    InvalidCommand,
+    ReplayGuard,
+    TeamsCommand,
+    parse_activity,
+    parse_command,
+    reply,
+    request_id_named_in,
+    verify_signature,
+)
+
+log = logging.getLogger("jitgate.api")
+
+API_VERSION = "1.0"
+MAX_REVOKE_BODY = 4 * 1024
+TEAMS_DEADLINE = 4.5  # seconds; Teams gives up on an outgoing webhook after 5
+ANONYMOUS = Actor(principal_id="anonymous", kind="user")
+
+_INTERNAL_FIELDS = ("version", "fingerprint", "auditSeq", "auditHead", "pendingEvents", "revokeSequence",
+                    "revokeN")
+
+
+class BodyTooLarge(JitgateError):
+    """A request body over the endpoint's limit, refused before it is read to the end."""
+
+
+class NotConfigured(JitgateError):
+    """A feature this deployment has not been given the settings for."""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The ASGI app for one runtime. Nothing is built at import time."""
+    api = _Api(runtime)
+    app = _App(
+        title="jitgate",
+        version=API_VERSION,
+        description="Just-in-time, time-boxed, approval-gated access to cloud resources.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.api = api
+    app.state.teams_deadline = TEAMS_DEADLINE
+    app.add_exception_handler(JitgateError, _error_response)
+    app.add_exception_handler(RequestValidationError, _validation_response)
+    app.add_exception_handler(Exception, _internal_error_response)
+
+    request_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/AccessRequestV1"}}}}}
+    revoke_body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}}
+    app.add_api_route("/api/access-requests", api.submit, methods=["POST"], status_code=202,
+                      openapi_extra=request_body, tags=["requests"])
+    app.add_api_route("/api/access-requests/{request_id}", api.get_request, methods=["GET"], tags=["requests"])
+    app.add_api_route("/api/access-requests/{request_id}/revoke", api.revoke, methods=["POST"],
+                      openapi_extra=revoke_body, tags=["requests"])
+    app.add_api_route("/api/teams/webhook", api.teams_webhook, methods=["POST"], tags=["teams"])
+    app.add_api_route("/api/audit/events", api.audit_events, methods=["GET"], tags=["audit"])
+    app.add_api_route("/api/audit/verify", api.audit_verify, methods=["GET"], tags=["audit"])
+    app.add_api_route("/api/health", api.health, methods=["GET"], tags=["health"])
+    return app
+
+
+class _App(FastAPI):
+    """FastAPI whose OpenAPI document also carries the access request schema (the intake body is read
+    raw, so FastAPI cannot derive it)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = get_openapi(title=self.title, version=self.version, description=self.description,
+                             routes=self.routes)
+        request = AccessRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        request.pop("$id", None)  # it would re-base the component refs inside
+        components["AccessRequestV1"] = request
+        self.openapi_schema = schema
+        return schema
+
+
+def _api_of(request: Request) -> _Api:
+    api: _Api = request.app.state.api
+    return api
+
+
+def _authenticated(action: str) -> Callable[[Request], Caller]:
+    """A dependency: any authenticated caller (401 otherwise)."""
+
+    def dependency(request: Request) -> Caller:
+        return _api_of(request).identify(request, action, request.path_params.get("request_id"))
+
+    return dependency
+
+
+def _auditor(action: str) -> Callable[[Request], Caller]:
+    """A dependency: a caller with Jit.Auditor or Jit.Admin (401/403 otherwise)."""
+
+    def dependency(request: Request) -> Caller:
+        return _api_of(request).identify_auditor(request, action, request.query_params.get("requestId"))
+
+    return dependency
+
+
+class _Api:
+    """The endpoints, bound to one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.lifecycle = runtime.lifecycle
+        self.teams_secret: bytes | None
+        try:
+            self.teams_secret = runtime.settings.resolved_teams_secret()
+        except ValueError as exc:
+            log.warning("the Teams webhook is disabled: %s", exc)
+            self.teams_secret = None
+        self.replay_guard = ReplayGuard(runtime.backends.clock)
+
+    # ------------------------------------------------------------ identity and refusals
+
+    def _refuse(self, request_id: str | None, actor: Actor, action: str, reason: str,
+                status: int = 403) -> NoReturn:
+        """Audit the refusal against the request when there is one, then refuse."""
+        if request_id and is_guid(request_id.lower()):
+            self.lifecycle.refuse_access(request_id.lower(), actor, action, reason)
+        raise AuthError(reason, status=status)
+
+    def identify(self, request: Request, action: str, request_id: str | None) -> Caller:
+        """The authenticated caller; a 401 about a request is audited against it."""
+        try:
+            return caller_from(request.headers, self.settings)
+        except AuthError as exc:
+            self._refuse(request_id, ANONYMOUS, action, str(exc), exc.status)
+
+    def identify_auditor(self, request: Request, action: str, request_id: str | None) -> Caller:
+        """An authenticated caller with Jit.Auditor or Jit.Admin."""
+        caller = self.identify(request, action, request_id)
+        if not caller.is_auditor:
+            self._refuse(request_id, caller.actor(), action,
+                         "the audit trail is only for callers with the Jit.Auditor or Jit.Admin role")
+        return caller
+
+    # ------------------------------------------------------------ access requests
+
+    async def submit(self, request: Request,
+                     caller: Annotated[Caller, Depends(_authenticated("submit"))]) -> JSONResponse:
+        """Validate an access request (schema v1) and queue it for evaluation: 202 with its status,
+        422 with every field error, 409 when the requestId was used for another body."""
+        # NB. An oversize body is an invalid message like any other (ARCHITECTURE §2): its first bytes
+        # are enough for submit to reject and audit it, so the rest is never read.
+        raw = await _read_at_most(request, MAX_BODY_BYTES + 1)
+        result = await run_in_threadpool(self.lifecycle.submit, raw)
+        log.info("request %s submitted by %s %s: %s", result.request_id, caller.kind, caller.principal_id,
+                 result.message)
+        return JSONResponse({"requestId": result.request_id, "status": result.state.value,
+                             "message": result.message}, status_code=202)
+
+    def get_request(self, request_id: str,
+                    caller: Annotated[Caller, Depends(_authenticated("read"))]) -> dict[str, Any]:
+        """State, decision, approvals, holds and the audit timeline of one request. For the requester,
+        its approvers, auditors and admins."""
+        record = self._record(request_id)
+        if not self._may_read(caller, record):
+            self._refuse(record.request_id, caller.actor(), "read",
+                         "only the requester, its approvers, auditors and admins may read this request")
+        return self._view(record)
+
+    async def revoke(self, request_id: str, request: Request,
+                     caller: Annotated[Caller, Depends(_authenticated("revoke"))]) -> dict[str, Any]:
+        """Early revoke ("I'm done") by the requester, or by an admin. Optional body `{"reason": ...}`."""
+        raw = await _read_body(request, MAX_REVOKE_BODY)
+        return await run_in_threadpool(self._revoke, caller, request_id, raw)
+
+    def _revoke(self, caller: Caller, request_id: str, raw: bytes) -> dict[str, Any]:
+        reason = _revoke_reason(raw)
+        record = self._record(request_id)
+        requester = record.request.requester.principal_id if record.request is not None else None
+        if not caller.is_admin and caller.principal_id != requester:
+            self._refuse(record.request_id, caller.actor(), "revoke",
+                         "only the requester or an admin may revoke this request")
+        result = self.lifecycle.request_revoke(record.request_id, caller.principal_id, caller.is_admin, reason)
+        return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
+
+    def _record(self, request_id: str) -> RequestRecord:
+        record = self.runtime.requests.get_request(request_id.lower()) if is_guid(request_id.lower()) else None
+        if record is None:
+            raise NotFound(f"no request {request_id[:64]}")
+        return record
+
+    def _may_read(self, caller: Caller, record: RequestRecord) -> bool:
+        if caller.is_auditor:
+            return True
+        if record.request is not None and caller.principal_id == record.request.requester.principal_id:
+            return True
+        return self._is_approver(caller.principal_id, record)
+
+    def _is_approver(self, principal_id: str, record: RequestRecord) -> bool:
+        if record.decision is None or not record.decision.approver_groups:
+            return False
+        groups = self.runtime.backends.directory.groups_of(principal_id)
+        return bool(groups & set(record.decision.approver_groups))
+
+    def _view(self, record: RequestRecord) -> dict[str, Any]:
+        doc = record.document()
+        for key in _INTERNAL_FIELDS:
+            doc.pop(key, None)
+        doc["request"] = record.request.to_json_dict() if record.request is not None else None
+        doc["decision"] = _camel(record.decision.model_dump(mode="json")) if record.decision else None
+        doc["grantKey"] = record.grant_key.as_dict() if record.grant_key is not None else None
+        doc["holds"] = [_camel(h.model_dump(mode="json"))
+                        for h in self.runtime.backends.ledger.holds_for_request(record.request_id)]
+        doc["timeline"] = [e.document() for e in self.runtime.audit.chain(record.request_id)]
+        return doc
+
+    # ------------------------------------------------------------ Teams
+
+    async def teams_webhook(self, request: Request) -> JSONResponse:
+        """The Teams outgoing webhook: HMAC-verified, replay-guarded; `approve <id> [comment]`,
+        `deny <id> <reason>`, `status <id>`, `help`. Answers within Teams' 5 seconds."""
+        body = await _read_body(request, MAX_BODY_BYTES)
+        authorization = request.headers.get("authorization")
+        work = asyncio.get_running_loop().run_in_executor(None, self._teams, body, authorization)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(work), request.app.state.teams_deadline)
+        except TimeoutError:
+            work.add_done_callback(_log_late_outcome)
+            return JSONResponse(reply("Still working on it: send `status <request id>` in a moment for the outcome."))
+        return JSONResponse(answer)
+
+    def _teams(self, body: bytes, authorization: str | None) -> dict[str, str]:
+        if self.teams_secret is None:
+            raise NotConfigured("the Teams webhook is not configured: set JITGATE_TEAMS_SECRET")
+        try:
+            verify_signature(self.teams_secret, body, authorization)
+        except AuthError as exc:
+            self._refuse(request_id_named_in(body), Actor(principal_id="unauthenticated", kind="user"),
+                         "teams.webhook", f"{exc}{_claimed_sender(body)}", exc.status)
+        activity = parse_activity(body)
+        try:
+            self.replay_guard.check(activity.id, activity.timestamp)
+        except AuthError as exc:
+            sender = activity.aad_object_id if is_guid(activity.aad_object_id) else "unknown"
+            self._refuse(request_id_named_in(body), Actor(principal_id=sender, kind="user"), "teams.webhook",
+                         str(exc), exc.status)
+        try:
+            command = parse_command(activity.text)
+        except InvalidCommand as exc:
+            return reply(str(exc))
+        if command.verb == "help":
+            return reply(USAGE)
+        if not is_guid(activity.aad_object_id):
+            return reply("Your Teams message carries no Entra object id, so jitgate cannot tell who you are.")
+        try:
+            return reply(self._command(command, activity.aad_object_id))
+        except NotFound:
+            return reply(f"There is no request {command.request_id}.")
+        except (AuthError, IllegalTransition) as exc:
+            return reply(f"Refused: {exc}.")
+
+    def _command(self, command: TeamsCommand, sender: str) -> str:
+        if command.verb == "approve":
+            result = self.lifecycle.approve(command.request_id, sender, command.text)
+            return f"Request {result.request_id}: {result.message}."
+        if command.verb == "deny":
+            result = self.lifecycle.deny(command.request_id, sender, command.text)
+            return f"Request {result.request_id}: {result.message} ({command.text})."
+        record = self._record(command.request_id)
+        requester = record.request.requester.principal_id if record.request is not None else None
+        if sender != requester and not self._is_approver(sender, record):
+            self._refuse(record.request_id, Actor(principal_id=sender, kind="user"), "teams.status",
+                         "only the requester and its approvers may see this request's status")
+        return _status_text(record)
+
+    # ------------------------------------------------------------ audit
+
+    def audit_events(
+        self,
+        caller: Annotated[Caller, Depends(_auditor("audit.events"))],
+        request_id: Annotated[str | None, Query(alias="requestId", max_length=128)] = None,
+        principal_id: Annotated[str | None, Query(alias="principalId", max_length=128)] = None,
+        type: Annotated[str | None, Query(max_length=64, description="an audit event type")] = None,
+        since: Annotated[str | None, Query(max_length=64, description="ISO 8601, inclusive")] = None,
+        until: Annotated[str | None, Query(max_length=64, description="ISO 8601, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        continuation: Annotated[str | None, Query(max_length=1024)] = None,
+    ) -> dict[str, Any]:
+        """Audit events matching every given filter, ordered by time; pass `continuation` back for the next
+        page. Auditors and admins only."""
+        errors: list[FieldError] = []
+        if type is not None and type not in {t.value for t in EventType}:
+            errors.append(FieldError("query.type", f"unknown event type {type[:64]!r}; one of: "
+                                     + ", ".join(t.value for t in EventType)))
+        start = _instant("since", since, errors)
+        end = _instant("until", until, errors)
+        if errors:
+            raise InvalidRequest(errors)
+        query = AuditQuery(request_id=request_id.lower() if request_id else None,
+                           principal_id=principal_id.lower() if principal_id else None,
+                           type=type, since=start, until=end, limit=limit, continuation=continuation)
+        try:
+            page = self.runtime.audit.query(query)
+        except ValueError as exc:
+            raise InvalidRequest([FieldError("query.continuation", str(exc))]) from None
+        return {"events": [e.document() for e in page.events], "continuation": page.continuation}
+
+    def audit_verify(
+        self,
+        caller: Annotated[Caller, Depends(_auditor("audit.verify"))],
+        request_id: Annotated[str | None, Query(alias="requestId", max_length=128)] = None,
+    ) -> dict[str, Any]:
+        """Recompute the hash chain of one request, or of every request, and name each first broken link.
+        Auditors and admins only."""
+        audit = self.runtime.audit
+        ids: Iterable[str] = [request_id.lower()] if request_id else audit.request_ids()
+        reports = []
+        for rid in ids:
+            events = audit.chain(rid)
+            if request_id and not events:
+                raise NotFound(f"no audit events for request {request_id[:64]}")
+            reports.append(verify_chain(rid, events))
+        return {"ok": all(r.ok for r in reports), "chains": len(reports), "events": sum(r.events for r in reports),
+                "broken": [r.as_dict() for r in reports if not r.ok]}
+
+    def health(self) -> dict[str, Any]:
+        """Liveness, the mode and which backend serves each port. Anyone may ask."""
+        return {"status": "ok", "mode": self.settings.mode, "backends": self.runtime.backend_names}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {int(declared)} bytes; the limit is {limit}")
+    body = await _read_at_most(request, limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
+    return body
+
+
+async def _read_at_most(request: Request, size: int) -> bytes:
+    """The first `size` bytes of the body (all of it when shorter); the rest is left unread."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= size:
+            break
+    return bytes(body[:size])
+
+
+def _revoke_reason(raw: bytes) -> str:
+    if not raw.strip():
+        return ""
+    try:
+        doc: Any = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest([FieldError("body", "not valid JSON")]) from None
+    if not isinstance(doc, dict) or set(doc) - {"reason"}:
+        raise InvalidRequest([FieldError("body", 'expected an object with only an optional "reason"')])
+    reason = doc.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise InvalidRequest([FieldError("body.reason", "must be a string of at most 500 characters")])
+    return reason.strip()
+
+
+def _instant(name: str, text: str | None, errors: list[FieldError]) -> datetime | None:
+    if text is None:
+        return None
+    # NB. An unencoded '+' in a query string arrives as a space: "09:00:00 02:00" meant "09:00:00+02:00".
+    candidate = text.strip()
+    if " " in candidate and "T" in candidate:
+        candidate = candidate.replace(" ", "+")
+    try:
+        value = datetime.fromisoformat(candidate)
+    except ValueError:
+        errors.append(FieldError(f"query.{name}", f"{text[:64]!r} is not an ISO 8601 timestamp"))
+        return None
+    if value.tzinfo is None:
+        errors.append(FieldError(f"query.{name}", "must include a time zone, e.g. 2026-11-26T09:00:00Z"))
+        return None
+    return value
+
+
+def _camel(values: dict[str, Any]) -> dict[str, Any]:
+    return {to_camel(key): value for key, value in values.items()}
+
+
+def _status_text(record: RequestRecord) -> str:
+    parts = [f"Request {record.request_id} is {record.state.value}"]
+    request = record.request
+    if request is not None:
+        parts.append(f"{request.target.role} at {request.target.scope} for {request.requester.display_name}")
+    decision = record.decision
+    if record.state is RequestState.PENDING_APPROVAL and decision is not None:
+        parts.append(f"approvals {len(record.approvals)} of {decision.required_approvals}")
+    if record.expires_at is not None and record.state is RequestState.ACTIVE:
+        parts.append(f"expires {format_instant(record.expires_at)}")
+    if record.denial:
+        parts.append(f"denied: {record.denial.get('reason', '')}")
+    if record.failure:
+        parts.append(f"reason: {record.failure}")
+    return "; ".join(parts) + "."
+
+
+def _claimed_sender(body: bytes) -> str:
+    try:
+        sender = parse_activity(body).aad_object_id
+    except JitgateError:
+        return ""
+    return f" (the unverified body claims sender {sender})" if is_guid(sender) else ""
+
+
+def _log_late_outcome(work: asyncio.Future[dict[str, str]]) -> None:
+    if work.cancelled():
+        return
+    error = work.exception()
+    if error is not None:
+        log.warning("a Teams command finished after its reply was sent and failed: %s", error)
+    else:
+        log.info("a Teams command finished after its reply was sent: %s", work.result().get("text"))
+
+
+_STATUS: tuple[tuple[type[JitgateError], int, str], ...] = (
+    (AuthError, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (IllegalTransition, 409, "conflict"),
+    (ConcurrencyConflict, 409, "conflict"),
+    (IdempotencyMismatch, 409, "conflict"),
+    (AlreadyExists, 409, "conflict"),
+    (InvalidRequest, 422, "invalid"),
+    (InvalidActivity, 400, "bad_request"),
+    (BodyTooLarge, 413, "too_large"),
+    (TransientError, 503, "unavailable"),
+    (NotConfigured, 503, "not_configured"),
+    (PermanentError, 502, "backend_refused"),
+)
+
+
+async def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The one place a domain error becomes an HTTP status."""
+    status, code = next(((s, c) for kind, s, c in _STATUS if isinstance(exc, kind)), (500, "internal"))
+    body: dict[str, Any] = {"error": code, "detail": str(exc)}
+    headers: dict[str, str] = {}
+    if isinstance(exc, AuthError):
+        status = exc.status
+        body["error"] = "unauthenticated" if status == 401 else "forbidden"
+    elif isinstance(exc, InvalidRequest):
+        if exc.request_id is not None:
+            body["requestId"] = exc.request_id
+        body["errors"] = [e.as_dict() for e in exc.errors]
+    elif isinstance(exc, TransientError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 5)))
+    if status >= 500:
+        log.warning("%s %s → %d: %s", request.method, request.url.path, status, exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _validation_response(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    fields = [FieldError(".".join(str(p) for p in e.get("loc", ())), str(e.get("msg", ""))) for e in errors]
+    return JSONResponse({"error": "invalid", "detail": "; ".join(f"{f.loc}: {f.msg}" for f in fields),
+                         "errors": [f.as_dict() for f in fields]}, status_code=422)
+
+
+async def _internal_error_response(request: Request, exc: Exception) -> JSONResponse:
+    # NB. No traceback here: Starlette re-raises after this response, and the server logs it once.
+    log.error("%s %s failed: %r", request.method, request.url.path, exc)
+    return JSONResponse({"error": "internal", "detail": "internal error; the server log has the details"},
+                        status_code=500)
