@@ -39,8 +39,9 @@ from .domain.errors import (
 )
 from .domain.ids import is_guid
 from .domain.lifecycle import RequestRecord, RequestState
-from .domain.request import MAX_BODY_BYTES, AccessRequest
-from .identity import Caller, caller_from
+from .domain.request import MAX_BODY_BYTES, AccessRequest, parse_access_request
+from .identity import SUBMITTER, Caller, caller_from
+from .lifecycle import Result
 from .ports import AuditQuery
 from .runtime import Runtime
 from .teams import (
@@ -198,11 +199,21 @@ class _Api:
         # NB. An oversize body is an invalid message like any other (ARCHITECTURE §2): its first bytes
         # are enough for submit to reject and audit it, so the rest is never read.
         raw = await _read_at_most(request, MAX_BODY_BYTES + 1)
-        result = await run_in_threadpool(self.lifecycle.submit, raw)
+        result = await run_in_threadpool(self._submit, caller, raw)
         log.info("request %s submitted by %s %s: %s", result.request_id, caller.kind, caller.principal_id,
                  result.message)
         return JSONResponse({"requestId": result.request_id, "status": result.state.value,
                              "message": result.message}, status_code=202)
+
+    def _submit(self, caller: Caller, raw: bytes) -> Result:
+        try:
+            request = parse_access_request(raw)
+        except InvalidRequest:
+            return self.lifecycle.submit(raw)  # records, audits and raises the rejection
+        if not caller.may_submit_for(request.requester.principal_id):
+            self._refuse(request.request_id, caller.actor(), "submit",
+                         f"you may only request access for yourself (the {SUBMITTER} role submits for others)")
+        return self.lifecycle.submit(raw)
 
     def get_request(self, request_id: str,
                     caller: Annotated[Caller, Depends(_authenticated("read"))]) -> dict[str, Any]:

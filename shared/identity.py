@@ -22,6 +22,7 @@ from .settings import Settings
 
 AUDITOR = "Jit.Auditor"
 ADMIN = "Jit.Admin"
+SUBMITTER = "Jit.Submitter"  # a service (Backstage) that submits requests on behalf of engineers
 
 CLIENT_PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
 DEV_PRINCIPAL_HEADER = "X-Jitgate-Dev-Principal"
@@ -54,6 +55,10 @@ class Caller:
     @property
     def is_auditor(self) -> bool:
         return AUDITOR in self.roles or ADMIN in self.roles
+
+    def may_submit_for(self, principal_id: str) -> bool:
+        """People ask for themselves; only a submitting service or an admin asks for someone else."""
+        return principal_id == self.principal_id or SUBMITTER in self.roles or self.is_admin
 
     def actor(self) -> Actor:
         return Actor(principal_id=self.principal_id, kind=self.kind)

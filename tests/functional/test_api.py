@@ -117,10 +117,24 @@ def access_request(requester: str = JANE, role: str = "Reader", scope: str = DEV
 
 
 def submit(client: TestClient, runtime: Runtime, body: dict[str, Any]) -> str:
-    response = client.post("/api/access-requests", json=body, headers=who(JANE))
+    response = client.post("/api/access-requests", json=body, headers=who(body["requester"]["principalId"]))
     assert response.status_code == 202, response.text
     drain(runtime)
     return str(body["requestId"])
+
+
+def test_people_request_only_for_themselves_and_a_submitting_service_for_anyone(client: TestClient,
+                                                                                 runtime: Runtime):
+    # GIVEN a request for Jane
+    body = access_request()
+    # WHEN Bob submits it, THEN he is refused: he may only ask for himself
+    refused = client.post("/api/access-requests", json=body, headers=who(BOB))
+    assert refused.status_code == 403 and "yourself" in refused.json()["detail"]
+    assert runtime.requests.get_request(body["requestId"]) is None
+    # WHEN the Backstage service (Jit.Submitter) submits it, THEN it is accepted
+    service = "5e7d0c1a-0000-4000-8000-0000000000b5"
+    accepted = client.post("/api/access-requests", json=body, headers=who(service, "Jit.Submitter"))
+    assert accepted.status_code == 202, accepted.text
 
 
 def teams(client: TestClient, sender: str, text: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:

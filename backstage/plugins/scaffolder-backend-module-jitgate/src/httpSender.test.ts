@@ -86,6 +86,7 @@ describe('HttpSender', () => {
   it('calls a local jitgate as the configured development identity', async () => {
     await new HttpSender({ baseUrl, devPrincipal: '7d3b2a10-5c4e-4f6a-8b9c-0d1e2f3a4b5c' }).send(aRequest());
     expect(intake.received[0]!.headers['x-jitgate-dev-principal']).toBe('7d3b2a10-5c4e-4f6a-8b9c-0d1e2f3a4b5c');
+    expect(intake.received[0]!.headers['x-jitgate-dev-roles']).toBe('Jit.Submitter');
   });
 
   it('carries a bearer token for the configured scope', async () => {

@@ -7,6 +7,9 @@ import type { AccessRequestSender } from './sender';
 export const INTAKE_PATH = '/api/access-requests';
 /** The header through which a local jitgate takes a development identity (it refuses it elsewhere). */
 export const DEV_PRINCIPAL_HEADER = 'X-Jitgate-Dev-Principal';
+export const DEV_ROLES_HEADER = 'X-Jitgate-Dev-Roles';
+/** The app role that lets a service submit requests on behalf of engineers. */
+export const SUBMITTER_ROLE = 'Jit.Submitter';
 
 export interface HttpSenderOptions {
   /** jitgate's base URL, without a trailing slash: `https://jitgate.example.com`. */
@@ -44,6 +47,7 @@ export class HttpSender implements AccessRequestSender {
     }
     if (this.#devPrincipal) {
       headers[DEV_PRINCIPAL_HEADER] = this.#devPrincipal;
+      headers[DEV_ROLES_HEADER] = SUBMITTER_ROLE;
     }
     let response: Response;
     let body: string;
