@@ -190,7 +190,7 @@ def play(story: Story) -> None:
     revoked = s.events(short_id, "grant.revoked")
     s.expect(
         bool(revoked) and revoked[0]["data"].get("assignmentDeleted") is False,
-        f"…without deleting the assignment (remaining holds: {revoked[0]['data'].get('remainingHolds') if revoked else '?'})",
+        f"…without deleting the assignment (remaining holds: {_field(revoked, 'remainingHolds')})",
     )
     s.expect(
         s.get(long_id)["state"] == "active" and any("rg-data-dev" in a.scope for a in s.marked()),
@@ -276,6 +276,10 @@ def play(story: Story) -> None:
     s.expect(
         verify["ok"], f"audit verify: {verify['chains']} chains, {verify['events']} events, every link intact"
     )
+
+
+def _field(events: list[dict[str, Any]], name: str) -> object:
+    return events[0]["data"].get(name) if events else "?"
 
 
 def _free_port() -> int:

@@ -56,6 +56,7 @@ log = logging.getLogger("jitgate.lifecycle")
 
 T = TypeVar("T")
 
+REFUSAL_QUIET = timedelta(seconds=60)
 REQUESTS_QUEUE = "access-requests"
 LIFECYCLE_QUEUE = "access-lifecycle"
 
@@ -581,7 +582,10 @@ class Lifecycle:
         now = self.b.clock.now()
         outcome: dict[str, Any] = {"reason": reason, "by": actor.principal_id}
         if record.state is RequestState.ACTIVE and record.grant_key is not None:
-            outcome |= self._release(record.grant_key, request_id)
+            try:
+                outcome |= self._release(record.grant_key, request_id)
+            except PermanentError as exc:
+                return self._revoke_failed(record, reason, actor, str(exc))
             if record.expires_at is not None:
                 outcome["latenessSeconds"] = round((now - record.expires_at).total_seconds(), 3)
             if reason != "expired" and record.revoke_sequence is not None:
@@ -606,6 +610,33 @@ class Lifecycle:
             self._notify(saved, "revoked", f"Access revoked ({reason})")
         return Result(request_id, saved.state, f"revoked ({reason})")
 
+    def _revoke_failed(self, record: RequestRecord, reason: str, actor: Actor, error: str) -> Result:
+        """The provider refused the revoke for good: audit and announce it (once per distinct error),
+        keep the request active and its hold due now, so that every reconcile pass retries it."""
+        now = self.b.clock.now()
+        assert record.grant_key is not None
+        hold = self.b.ledger.get_hold(record.grant_key, record.request_id)
+        if hold is not None and hold.status is HoldStatus.ACTIVE and hold.expires_at > now:
+            self.b.ledger.put_hold(hold.model_copy(update={"expires_at": now}))  # an early revoke
+        chain = self.b.audit.chain(record.request_id)
+        repeated = bool(chain) and chain[-1].type is EventType.GRANT_REVOKE_FAILED and (
+            chain[-1].data.get("error") == error
+        )
+        data = {"reason": reason, "by": actor.principal_id, "error": error, "retriedBy": "reconcile"}
+
+        def mutate(current: RequestRecord) -> bool:
+            if current.state is not RequestState.ACTIVE or repeated:
+                return False
+            current.revoke_reason = current.revoke_reason or reason
+            current.emit(EventType.GRANT_REVOKE_FAILED, now, data, actor)
+            return True
+
+        saved = self._update(record.request_id, mutate)
+        assert saved is not None
+        if saved.state is RequestState.ACTIVE and not repeated:
+            self._notify(saved, "revoke_failed", f"Revoke failed ({reason}): {error}; jitgate keeps retrying")
+        return Result(record.request_id, saved.state, f"revoke failed: {error}; reconcile will retry")
+
     def _release(self, key: GrantKey, request_id: str) -> dict[str, Any]:
         """Release one hold and delete the assignment if it was the last one jitgate created."""
         now = self.b.clock.now()
@@ -624,10 +655,17 @@ class Lifecycle:
         if remaining or preexisting:
             return result
         crashpoint("revoke.after_release")
-        provider = self._provider(key.provider)
         name = key.assignment_name()
-        self._call(lambda: provider.delete_assignment(key.scope, name))
-        self._verify_gone(provider, key.scope, name)
+        try:
+            provider = self._provider(key.provider)
+            self._call(lambda: provider.delete_assignment(key.scope, name))
+            self._verify_gone(provider, key.scope, name)
+        except Exception:
+            # NB. The assignment may still be there: keep the hold so that reconcile (overdue and
+            # terminal-request passes) keeps trying after the bus gives up on this message.
+            if hold is not None:
+                self.b.ledger.put_hold(hold.model_copy(update={"status": HoldStatus.ACTIVE, "released_at": None}))
+            raise
         crashpoint("revoke.after_delete")
         result["assignmentDeleted"] = True
         # NB. A grant for the same key may have put its hold while we deleted; it must not lose
@@ -688,8 +726,16 @@ class Lifecycle:
     def refuse_access(self, request_id: str, caller: Actor, action: str, reason: str) -> bool:
         """Audit a refused API or webhook call against an existing request; False if there is none."""
         now = self.b.clock.now()
+        key = f"{caller.principal_id}|{action}|{reason}"
 
         def mutate(record: RequestRecord) -> bool:
+            # NB. Anyone can provoke a refusal (a forged webhook naming this request): the same refusal
+            # within a minute is not written again, so nobody can flood a request's chain.
+            last = record.refusals.get(key)
+            if last is not None and now - last < REFUSAL_QUIET:
+                return False
+            recent = {k: at for k, at in record.refusals.items() if now - at < REFUSAL_QUIET}
+            record.refusals = {**recent, key: now}
             record.emit(EventType.ACCESS_REFUSED, now, {"action": action, "reason": reason}, caller)
             return True
 
@@ -726,6 +772,9 @@ class Lifecycle:
         for record in self.b.requests.requests_in({RequestState.APPROVED}):
             if now - record.updated_at >= self.b.stale_approved_after:
                 self._guard(report, record.request_id, partial(self._regrant, record, report))
+        for record in self.b.requests.requests_in({RequestState.ACTIVE}):
+            if self._revoke_interrupted(record):
+                self._guard(report, record.request_id, partial(self._finish_revoke, record, report))
         for provider in self.b.providers.values():
             self._guard(report, provider.name, partial(self._remove_orphans, provider, report))
         return report
@@ -736,14 +785,36 @@ class Lifecycle:
         except (TransientError, PermanentError, ConcurrencyConflict, IllegalTransition) as exc:
             log.warning("reconcile: %s: %s", what, exc)
             report.errors.append(f"{what}: {exc}")
+        except Exception as exc:
+            # NB. One poisoned request must not stop the pass for every other request.
+            log.exception("reconcile: %s failed unexpectedly", what)
+            report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
 
     def _revoke_hold(self, hold: Hold, report: ReconcileReport) -> None:
         record = self.b.requests.get_request(hold.request_id)
         if record is not None and record.state is RequestState.ACTIVE:
-            self.revoke(hold.request_id, "expired (reconcile)")
+            # revoke_reason is set on an active request only by a failed revoke (e.g. an early one).
+            result = self.revoke(hold.request_id, f"{record.revoke_reason or 'expired'} (reconcile)")
+            if result.state is not RequestState.REVOKED:
+                raise PermanentError(result.message)  # reported; the hold is kept for the next pass
         else:
             self._release(hold.key, hold.request_id)
         report.revoked.append(hold.request_id)
+
+    def _revoke_interrupted(self, record: RequestRecord) -> bool:
+        """An active request whose hold is already released was stopped half way through its revoke
+        (a crash between releasing the hold and writing the state)."""
+        if record.grant_key is None:
+            return False
+        hold = self.b.ledger.get_hold(record.grant_key, record.request_id)
+        return hold is None or hold.status != HoldStatus.ACTIVE
+
+    def _finish_revoke(self, record: RequestRecord, report: ReconcileReport) -> None:
+        now = self.b.clock.now()
+        late = record.expires_at is not None and now >= record.expires_at
+        reason = "expired" if late else (record.revoke_reason or "early")
+        self.revoke(record.request_id, f"{reason} (completed by reconcile)")
+        report.revoked.append(record.request_id)
 
     def _expire_in(self, record: RequestRecord, report: ReconcileReport) -> None:
         if self.expire_request(record.request_id).state is RequestState.EXPIRED:
@@ -841,15 +912,22 @@ class Lifecycle:
         if not record.pending_events:
             return record
         principal = record.request.requester.principal_id if record.request else None
-        for event in record.pending_events:
-            # An earlier delivery may have appended it and crashed before clearing the outbox.
-            with contextlib.suppress(AlreadyExists):
-                self.b.audit.append(event, principal)
+        try:
+            for event in record.pending_events:
+                # An earlier delivery may have appended it and crashed before clearing the outbox.
+                with contextlib.suppress(AlreadyExists):
+                    self.b.audit.append(event, principal)
+        except TransientError as exc:
+            # NB. The transition is committed and its events are safe in the record's outbox: the next
+            # write of this record or reconcile's flush_pending appends them. Raising here would only make
+            # the redelivered handler find the work done and skip what follows (the notification).
+            log.warning("audit outbox of %s not flushed yet: %s", record.request_id, exc)
+            return record
         record.pending_events = []
         try:
             return self.b.requests.save_request(record)
-        except ConcurrencyConflict:
-            return record  # whoever won has the same outbox and flushes it idempotently
+        except (ConcurrencyConflict, TransientError):
+            return record  # whoever won, or the next flush, clears the same outbox idempotently
 
     def flush_pending(self) -> int:
         """Flush outboxes left by crashed handlers (reconcile and startup call this)."""
@@ -898,6 +976,9 @@ class Lifecycle:
         except TransientError as exc:
             # NB. A lost notification must not undo a committed transition; the audit trail has it.
             log.warning("notification %s for %s failed: %s", kind, record.request_id, exc)
+        except Exception:
+            # Nor may a notifier that breaks its port contract (403 from a disabled webhook, a bug).
+            log.exception("notification %s for %s failed", kind, record.request_id)
 
 
 def _ours(assignment: Assignment, name: str) -> bool:

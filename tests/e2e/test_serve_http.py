@@ -148,12 +148,19 @@ def test_two_approvals_over_the_signed_teams_webhook_and_refused_calls(jitgate_s
     def refusals() -> int:
         return len(s.events(rid, "access.refused"))
 
+    audited_reasons: set[str] = set()
+
     def assert_unchanged(approvals: list[str], refused_before: int, label: str) -> None:
         record = s.get(rid)
         assert record["state"] == "pending_approval", f"{label}: state {record['state']}"
         assert [a["approverId"] for a in record["approvals"]] == approvals, f"{label}: {record['approvals']}"
         assert not s.assignments_of(rid), f"{label}: nothing may be granted"
-        assert refusals() == refused_before + 1, f"{label}: the refusal is audited against the request"
+        reasons = {e["data"]["reason"] for e in s.events(rid, "access.refused")}
+        # Each distinct refusal is audited against the request; the same refusal repeated within a
+        # minute is written once (anyone can provoke refusals, so they must not flood the chain).
+        expected = refused_before + (0 if reasons <= audited_reasons else 1)
+        assert refusals() == expected, f"{label}: the refusal is audited against the request"
+        audited_reasons.update(reasons)
 
     alice_body = s.teams_body(ALICE, f"approve {rid} ok for INC-4711", "Alice")
     other_body = s.teams_body(ALICE, f"approve {rid} ok for INC-9999", "Alice")

@@ -12,6 +12,7 @@ from shared.domain.errors import (
     PermanentError,
     TransientError,
 )
+from shared.domain.ledger import HoldStatus, marker_for
 from shared.domain.lifecycle import LifecycleCommand, RequestState
 from tests.fakes.world import (
     ALICE,
@@ -232,13 +233,30 @@ def test_reconcile_revokes_overdue_holds_when_the_scheduled_revoke_is_lost(world
 
 
 def test_reconcile_removes_orphans_and_audits_them(world: World) -> None:
+    # GIVEN a revoked request whose assignment reappeared (re-created behind jitgate's back)
     rid = world.submit(access_request(duration="PT10S"))
-    key = world.store.holds_for_request(rid)[0]
-    world.store.put_hold(key.model_copy(update={"status": "released"}))  # a ledger that lost its hold
+    world.advance(11)
+    key = world.store.holds_for_request(rid)[0].key
+    world.grants.create_assignment(key, key.assignment_name(), marker_for(rid))
+    # WHEN reconcile runs, THEN the orphan is removed and audited on that request's chain
     report = world.lifecycle.reconcile()
     assert len(report.orphans_removed) == 1
     assert world.marked() == []
-    assert "reconcile.orphan_removed" in world.event_types(rid)
+    assert world.event_types(rid)[-1] == "reconcile.orphan_removed"
+    assert world.chains_ok()
+
+
+def test_reconcile_finishes_a_revoke_interrupted_after_the_hold_was_released(world: World) -> None:
+    # GIVEN an active request whose revoke died after releasing the hold (a crash)
+    rid = world.submit(access_request(duration="PT1H"))
+    hold = world.store.holds_for_request(rid)[0]
+    world.store.put_hold(hold.model_copy(update={"status": HoldStatus.RELEASED}))
+    # WHEN reconcile runs
+    report = world.lifecycle.reconcile()
+    # THEN the revoke is completed: assignment gone, request revoked, and said so in the trail
+    assert report.revoked == [rid]
+    assert world.state(rid) == "revoked" and world.marked() == []
+    assert world.store.chain(rid)[-1].data["reason"] == "early (completed by reconcile)"
 
 
 def test_reconcile_regrants_an_approved_request_whose_grant_message_was_lost(world: World) -> None:
@@ -271,6 +289,15 @@ def test_refused_api_access_is_audited_on_the_request(world: World) -> None:
     rid = world.submit(access_request())
     assert world.lifecycle.refuse_access(rid, Actor(principal_id=BOB, kind="user"), "GET", "not allowed")
     assert world.event_types(rid)[-1] == "access.refused"
+    # the same refusal again within a minute is not written again (nobody can flood a chain)...
+    for _ in range(50):
+        world.lifecycle.refuse_access(rid, Actor(principal_id=BOB, kind="user"), "GET", "not allowed")
+    assert world.event_types(rid).count("access.refused") == 1
+    # ...but it is after a minute, and a different refusal is at once
+    world.lifecycle.refuse_access(rid, Actor(principal_id=BOB, kind="user"), "revoke", "not allowed")
+    world.clock.advance(61)
+    world.lifecycle.refuse_access(rid, Actor(principal_id=BOB, kind="user"), "GET", "not allowed")
+    assert world.event_types(rid).count("access.refused") == 3
     assert not world.lifecycle.refuse_access(
         "0" * 8 + "-0000-4000-8000-" + "0" * 12, Actor(principal_id=BOB, kind="user"), "GET", "x"
     )
