@@ -20,6 +20,7 @@ _TITLE_COLORS = {
     "granted": "Good",
     "denied": "Attention",
     "failed": "Attention",
+    "revoke_failed": "Attention",
     "expired": "Warning",
     "revoked": "Default",
 }

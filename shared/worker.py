@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, TransientError
+from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
 from .lifecycle import Lifecycle
 from .ports import Bus, ReceivedMessage
 
@@ -60,6 +60,11 @@ class Worker:
         except InvalidRequest as exc:
             description = str(exc.__cause__ or exc)
             self._settle(lambda: self.bus.dead_letter(message, "InvalidCommand", description))
+            return
+        except NotFound as exc:
+            # A command for a request this store never saw cannot succeed by retrying.
+            description = str(exc)
+            self._settle(lambda: self.bus.dead_letter(message, "UnknownRequest", description))
             return
         except ConcurrencyConflict:
             self._settle(lambda: self.bus.abandon(message))

@@ -310,3 +310,11 @@ def test_unknown_provider_fails_the_grant(world: World) -> None:
     # the test policy only allows provider local, so azure-rbac is refused by policy before any grant
     assert world.state(rid) == "rejected"
     assert DEV_RG in world.store.get_request(rid).request.target.scope  # type: ignore[union-attr]
+
+
+def test_a_command_for_an_unknown_request_is_dead_lettered_at_once(world: World) -> None:
+    cmd = LifecycleCommand(command="grant", request_id="0badf00d-0000-4000-8000-000000000000")
+    world.bus.send("access-lifecycle", cmd.message_id, cmd.body())
+    world.worker.drain()
+    [dead] = world.bus.dead_letters("access-lifecycle")
+    assert (dead.reason, dead.delivery_count) == ("UnknownRequest", 1)
