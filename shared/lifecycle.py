@@ -453,14 +453,24 @@ class Lifecycle:
             role_id = self._call(lambda: provider.resolve_role(request.target.scope, request.target.role))
             key = GrantKey.of(provider.name, request.requester.principal_id, role_id, request.target.scope)
             hold = self._hold(record, key)
-            hold = self._apply(provider, key, hold, request)
+            # NB. Its time ran out while jitgate was down, or reconcile already released it: the role
+            # must never be handed out again, so the request is closed instead.
+            overdue = hold.status != HoldStatus.ACTIVE or hold.expires_at <= self.b.clock.now()
+            if not overdue:
+                hold = self._apply(provider, key, hold, request)
         except PermanentError as exc:
             return self._fail(request_id, str(exc))
         except TransientError as exc:
             if final_attempt:
                 return self._fail(request_id, f"gave up after repeated transient errors: {exc}")
             raise
-        return self._activate(request_id, key, hold)
+        if overdue and hold.status != HoldStatus.ACTIVE:
+            return self.revoke(request_id, "expired before the grant completed")
+        result = self._activate(request_id, key, hold)
+        if overdue:
+            # The assignment was made before a crash: record that truthfully, then end it now.
+            return self.revoke(request_id, "expired")
+        return result
 
     def _hold(self, record: RequestRecord, key: GrantKey) -> Hold:
         # NB. The hold is written before the assignment exists so that a crash right after the
@@ -570,7 +580,23 @@ class Lifecycle:
             return Result(request_id, record.state, f"already {record.state.value}")
         kind = "admin" if is_admin and caller_id.lower() != request.requester.principal_id else "early"
         actor = Actor(principal_id=caller_id.lower(), kind="user")
-        return self.revoke(request_id, reason or kind, actor)
+        reason = reason or kind
+
+        def remember(current: RequestRecord) -> bool:
+            if current.state.terminal:
+                return False
+            current.revoke_reason, current.revoke_requested_by = reason, actor
+            return True
+
+        # NB. Who asked and why are written first, and the hold made due now, so that if the process
+        # dies mid-revoke, reconcile finishes this early revoke in the requester's name.
+        saved = self._update(request_id, remember)
+        if saved is not None and saved.grant_key is not None:
+            hold = self.b.ledger.get_hold(saved.grant_key, request_id)
+            now = self.b.clock.now()
+            if hold is not None and hold.status == HoldStatus.ACTIVE and hold.expires_at > now:
+                self.b.ledger.put_hold(hold.model_copy(update={"expires_at": now}))
+        return self.revoke(request_id, reason, actor)
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then
@@ -593,6 +619,10 @@ class Lifecycle:
                 outcome["cancelledSequenceNumber"] = record.revoke_sequence
         else:
             outcome["note"] = f"nothing was granted (request was {record.state.value})"
+            for hold in self.b.ledger.holds_for_request(request_id):
+                if hold.status == HoldStatus.ACTIVE:  # a grant interrupted half way (a crash)
+                    outcome |= self._release(hold.key, request_id)
+                    outcome["note"] = "the grant was interrupted before it completed; its assignment is removed"
 
         def mutate(current: RequestRecord) -> bool:
             if current.state.terminal:
@@ -792,9 +822,13 @@ class Lifecycle:
 
     def _revoke_hold(self, hold: Hold, report: ReconcileReport) -> None:
         record = self.b.requests.get_request(hold.request_id)
-        if record is not None and record.state is RequestState.ACTIVE:
-            # revoke_reason is set on an active request only by a failed revoke (e.g. an early one).
-            result = self.revoke(hold.request_id, f"{record.revoke_reason or 'expired'} (reconcile)")
+        if record is not None and record.state is RequestState.APPROVED:
+            # A grant cut short after it made the assignment: grant() records it and ends it at once.
+            self.grant(hold.request_id)
+        elif record is not None and not record.state.terminal:
+            # revoke_reason is set on a live request only by an early revoke that did not finish.
+            result = self.revoke(hold.request_id, f"{record.revoke_reason or 'expired'} (reconcile)",
+                                 record.revoke_requested_by or SYSTEM)
             if result.state is not RequestState.REVOKED:
                 raise PermanentError(result.message)  # reported; the hold is kept for the next pass
         else:
@@ -813,7 +847,7 @@ class Lifecycle:
         now = self.b.clock.now()
         late = record.expires_at is not None and now >= record.expires_at
         reason = "expired" if late else (record.revoke_reason or "early")
-        self.revoke(record.request_id, f"{reason} (completed by reconcile)")
+        self.revoke(record.request_id, f"{reason} (completed by reconcile)", record.revoke_requested_by or SYSTEM)
         report.revoked.append(record.request_id)
 
     def _expire_in(self, record: RequestRecord, report: ReconcileReport) -> None:

@@ -106,6 +106,7 @@ class RequestRecord(BaseModel):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
+    revoke_requested_by: Actor | None = None
     revoke_sequence: int | None = None
     revoke_n: int = 0
     failure: str | None = None

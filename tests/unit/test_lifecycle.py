@@ -318,3 +318,40 @@ def test_a_command_for_an_unknown_request_is_dead_lettered_at_once(world: World)
     world.worker.drain()
     [dead] = world.bus.dead_letters("access-lifecycle")
     assert (dead.reason, dead.delivery_count) == ("UnknownRequest", 1)
+
+
+def test_a_grant_whose_time_ran_out_mid_way_is_closed_not_granted_again(world: World) -> None:
+    # GIVEN a grant that created the assignment, then died before scheduling its revoke
+    real_schedule = world.bus.schedule
+    calls: list[str] = []
+
+    def schedule_fails_once(queue: str, message_id: str, body: bytes, at: object) -> int:
+        calls.append(message_id)
+        if len(calls) == 1:
+            raise TransientError("the process died here")
+        return real_schedule(queue, message_id, body, at)  # type: ignore[arg-type]
+
+    world.bus.schedule = schedule_fails_once  # type: ignore[method-assign]
+    rid = world.submit(access_request(duration="PT10S"))
+    assert world.state(rid) == "approved" and len(world.marked()) == 1
+    created = len(world.grants.all_assignments())
+    # WHEN the grant command comes back only after the request's expiry
+    world.advance(31)
+    # THEN the role is not handed out again: the grant that happened is recorded, then revoked at once
+    assert world.state(rid) == "revoked"
+    assert world.marked() == [] and created == 1
+    assert world.event_types(rid)[-3:] == ["grant.applied", "revoke.scheduled", "grant.revoked"]
+    assert world.store.chain(rid)[-1].data["assignmentDeleted"] is True
+
+
+def test_an_early_revoke_cut_short_is_finished_in_the_requesters_name(world: World) -> None:
+    # GIVEN Jane's early revoke died right after it released her hold
+    rid = world.submit(access_request(duration="PT1H"))
+    world.grants.inject_fault("delete", PermanentError("the process died here"), times=1)
+    world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
+    # WHEN reconcile runs
+    world.lifecycle.reconcile()
+    # THEN it is finished with her reason and in her name, not as an expiry by the system
+    revoked = world.store.chain(rid)[-1]
+    assert revoked.type is EventType.GRANT_REVOKED
+    assert revoked.data["reason"].startswith("done") and revoked.actor.principal_id == JANE
