@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     _local_options(dlr)
     dlr.set_defaults(run=_dlq_replay)
 
+    inf = sub.add_parser("infra", help="infrastructure inputs generated from the policy")
+    isub = inf.add_subparsers(metavar="ACTION")
+    ir = isub.add_parser("roles", help="the role definition ids the grant permission may assign (allowed-roles.json)")
+    ir.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
+    ir.add_argument("--write", action="store_true", help="write infra/allowed-roles.json instead of printing it")
+    ir.set_defaults(run=_infra_roles)
+
     rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
     _local_options(rc)
     rc.set_defaults(run=_reconcile)
@@ -464,6 +471,25 @@ def _dlq_replay(args: argparse.Namespace) -> int:
         except NotFound as exc:
             raise CliError(str(exc)) from None
         print(f"replayed {args.queue} #{number}")
+    return 0
+
+
+def _infra_roles(args: argparse.Namespace) -> int:
+    from .domain.errors import PolicyError
+    from .domain.policy import Policy
+    from .infra_roles import ALLOWED_ROLES_FILE, render, write_allowed_roles
+
+    path = _settings(args).policy_path
+    try:
+        policy = Policy.load(path)
+        if not args.write:
+            print(render(policy), end="")
+            return 0
+        changed = write_allowed_roles(policy)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{ALLOWED_ROLES_FILE} {'updated' if changed else 'already current'} from {path}")
     return 0
 
 

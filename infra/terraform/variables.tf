@@ -1,0 +1,104 @@
+# The same parameters as infra/bicep/main.bicep (snake_case here, camelCase there), plus subscription_id,
+# which Bicep takes from `az deployment sub create`.
+
+variable "subscription_id" {
+  description = "Subscription that holds the jitgate resource group (Bicep: the deployment's subscription)."
+  type        = string
+}
+
+variable "name" {
+  description = "Short environment name, 3-11 lowercase letters and digits; every resource name derives from it (globally unique names: st<name>func, kv-<name>, ...)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9]{3,11}$", var.name))
+    error_message = "name must be 3-11 lowercase letters and digits."
+  }
+}
+
+variable "location" {
+  description = "Azure region of the resource group and every resource in it."
+  type        = string
+}
+
+variable "resource_group_name" {
+  description = "Resource group to create and deploy into; defaults to rg-<name>."
+  type        = string
+  default     = null
+}
+
+variable "grant_scopes" {
+  description = "Scopes where jitgate grants roles: subscription ids (/subscriptions/<id>) and resource group ids (/subscriptions/<id>/resourceGroups/<name>). The function identity gets Role Based Access Control Administrator there, constrained to the policy's roles."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for s in var.grant_scopes : can(regex("^(?i)/subscriptions/[0-9a-f-]{36}(/resourcegroups/[-\\w.()]+)?$", s))])
+    error_message = "Each grant scope must be /subscriptions/<id> or /subscriptions/<id>/resourceGroups/<name>."
+  }
+}
+
+variable "auth_client_id" {
+  description = "Application (client) id of the Entra app registration that protects the API and defines the app roles Jit.Auditor and Jit.Admin (created outside this configuration, see infra/README.md)."
+  type        = string
+}
+
+variable "group_object_ids" {
+  description = "Entra object id of every group the policy names (approver and requester groups), by the policy's group name. jitgate resolves groups by these ids only, never by display name."
+  type        = map(string)
+}
+
+variable "alert_email" {
+  description = "E-mail address that receives the dead-letter alert."
+  type        = string
+}
+
+variable "teams_webhook_url" {
+  description = "Teams Workflows webhook URL (approval cards are posted there). Stored in Key Vault, never in Terraform state."
+  type        = string
+  sensitive   = true
+}
+
+variable "teams_secret" {
+  description = "Teams outgoing-webhook HMAC secret, base64 as Teams shows it. Stored in Key Vault, never in Terraform state."
+  type        = string
+  sensitive   = true
+}
+
+variable "archive_retention_days" {
+  description = "Days an archived audit blob stays immutable (time-based retention on the archive container)."
+  type        = number
+  default     = 2557
+
+  validation {
+    condition     = var.archive_retention_days >= 1 && var.archive_retention_days <= 146000
+    error_message = "archive_retention_days must be between 1 and 146000."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days the Log Analytics workspace keeps logs (Activity Log, Key Vault audit, Application Insights)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.log_retention_days >= 30 && var.log_retention_days <= 730
+    error_message = "log_retention_days must be between 30 and 730."
+  }
+}
+
+variable "maximum_instance_count" {
+  description = "Upper bound on Flex Consumption instances."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000
+    error_message = "maximum_instance_count must be between 40 and 1000."
+  }
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
