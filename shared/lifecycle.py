@@ -799,6 +799,9 @@ class Lifecycle:
         for record in self.b.requests.requests_in({RequestState.PENDING_APPROVAL}):
             if record.approval_deadline is not None and record.approval_deadline <= now:
                 self._guard(report, record.request_id, partial(self._expire_in, record, report))
+        for record in self.b.requests.requests_in({RequestState.RECEIVED}):
+            if now - record.updated_at >= self.b.stale_approved_after:  # its evaluation message was lost
+                self._guard(report, record.request_id, partial(self._reevaluate, record, report))
         for record in self.b.requests.requests_in({RequestState.APPROVED}):
             if now - record.updated_at >= self.b.stale_approved_after:
                 self._guard(report, record.request_id, partial(self._regrant, record, report))
@@ -853,6 +856,10 @@ class Lifecycle:
     def _expire_in(self, record: RequestRecord, report: ReconcileReport) -> None:
         if self.expire_request(record.request_id).state is RequestState.EXPIRED:
             report.expired.append(record.request_id)
+
+    def _reevaluate(self, record: RequestRecord, report: ReconcileReport) -> None:
+        self._retrying(lambda: self._decide(record.request_id))
+        report.regranted.append(record.request_id)
 
     def _regrant(self, record: RequestRecord, report: ReconcileReport) -> None:
         self.grant(record.request_id)

@@ -33,10 +33,10 @@ class RequestState(StrEnum):
 
 
 _ALLOWED: dict[RequestState, frozenset[RequestState]] = {
+    # NB. A request the requester withdraws before it is granted ends as revoked: nothing was granted.
     RequestState.RECEIVED: frozenset(
-        {RequestState.PENDING_APPROVAL, RequestState.APPROVED, RequestState.REJECTED}
+        {RequestState.PENDING_APPROVAL, RequestState.APPROVED, RequestState.REJECTED, RequestState.REVOKED}
     ),
-    # NB. A pending request the requester withdraws ends as revoked: nothing was granted, nothing is left.
     RequestState.PENDING_APPROVAL: frozenset(
         {RequestState.APPROVED, RequestState.DENIED, RequestState.EXPIRED, RequestState.REVOKED}
     ),

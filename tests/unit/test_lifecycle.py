@@ -355,3 +355,23 @@ def test_an_early_revoke_cut_short_is_finished_in_the_requesters_name(world: Wor
     revoked = world.store.chain(rid)[-1]
     assert revoked.type is EventType.GRANT_REVOKED
     assert revoked.data["reason"].startswith("done") and revoked.actor.principal_id == JANE
+
+
+def test_a_request_withdrawn_before_evaluation_is_never_granted(world: World) -> None:
+    doc = access_request()
+    world.lifecycle.submit(body(doc))
+    world.lifecycle.request_revoke(doc["requestId"], JANE, is_admin=False, reason="typo in the scope")
+    world.worker.drain()
+    assert world.state(doc["requestId"]) == "revoked"
+    assert world.grants.all_assignments() == []
+
+
+def test_reconcile_evaluates_a_request_whose_evaluation_message_was_lost(world: World) -> None:
+    doc = access_request()
+    world.lifecycle.submit(body(doc))
+    [lost] = world.bus.receive("access-requests")
+    world.bus.dead_letter(lost, "MaxDeliveryCountExceeded")
+    world.clock.advance(61)
+    world.lifecycle.reconcile()
+    world.worker.drain()
+    assert world.state(doc["requestId"]) == "active"
