@@ -57,6 +57,7 @@ log = logging.getLogger("jitgate.lifecycle")
 T = TypeVar("T")
 
 REFUSAL_QUIET = timedelta(seconds=60)
+IN_FLIGHT = timedelta(seconds=5)  # longer than any one handler runs: older half-done work was interrupted
 REQUESTS_QUEUE = "access-requests"
 LIFECYCLE_QUEUE = "access-lifecycle"
 
@@ -81,7 +82,7 @@ class Backends:
     provider_attempts: int = 4
     max_backoff: float = 8.0
     verify_attempts: int = 6
-    stale_approved_after: timedelta = timedelta(seconds=60)
+    stale_after: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -741,7 +742,7 @@ class Lifecycle:
             summary = reader.summarize(
                 request.requester.principal_id, record.grant_key.scope, record.granted_at, record.revoked_at
             )
-        except TransientError as exc:
+        except (TransientError, PermanentError) as exc:
             summary = {"partial": True, "error": str(exc)}
         if summary is None:
             return
@@ -800,10 +801,10 @@ class Lifecycle:
             if record.approval_deadline is not None and record.approval_deadline <= now:
                 self._guard(report, record.request_id, partial(self._expire_in, record, report))
         for record in self.b.requests.requests_in({RequestState.RECEIVED}):
-            if now - record.updated_at >= self.b.stale_approved_after:  # its evaluation message was lost
+            if now - record.updated_at >= self.b.stale_after:  # its evaluation message was lost
                 self._guard(report, record.request_id, partial(self._reevaluate, record, report))
         for record in self.b.requests.requests_in({RequestState.APPROVED}):
-            if now - record.updated_at >= self.b.stale_approved_after:
+            if now - record.updated_at >= self.b.stale_after:
                 self._guard(report, record.request_id, partial(self._regrant, record, report))
         for record in self.b.requests.requests_in({RequestState.ACTIVE}):
             if self._revoke_interrupted(record):
@@ -839,12 +840,15 @@ class Lifecycle:
         report.revoked.append(hold.request_id)
 
     def _revoke_interrupted(self, record: RequestRecord) -> bool:
-        """An active request whose hold is already released was stopped half way through its revoke
-        (a crash between releasing the hold and writing the state)."""
+        """An active request whose hold was released a while ago was stopped half way through its revoke
+        (a crash between releasing the hold and writing the state); a revoke still running is not."""
         if record.grant_key is None:
             return False
         hold = self.b.ledger.get_hold(record.grant_key, record.request_id)
-        return hold is None or hold.status != HoldStatus.ACTIVE
+        if hold is None:
+            return True
+        released = hold.status != HoldStatus.ACTIVE
+        return released and (hold.released_at is None or self.b.clock.now() - hold.released_at >= IN_FLIGHT)
 
     def _finish_revoke(self, record: RequestRecord, report: ReconcileReport) -> None:
         now = self.b.clock.now()

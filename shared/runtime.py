@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,13 @@ from .ports import AuditStore, Bus, QueueSettings, RequestStore
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
     from .adapters.local_rbac import LocalRbac
     from .domain.policy import Policy
+    from .ports import GrantProvider
+
+log = logging.getLogger("jitgate.runtime")
 
 
 @dataclass
@@ -34,11 +40,11 @@ class Runtime:
 
 
 def build(settings: Settings) -> Runtime:
-    if settings.mode != "local":
-        raise NotImplementedError(
-            f"mode {settings.mode!r} is not wired in this build; use JITGATE_MODE=local"
-        )
-    return build_local(settings)
+    if settings.mode == "local":
+        return build_local(settings)
+    if settings.mode == "azure":
+        return build_azure(settings)
+    raise NotImplementedError(f"mode {settings.mode!r} is not wired in this build; use local or azure")
 
 
 def build_local(settings: Settings) -> Runtime:
@@ -61,6 +67,7 @@ def build_local(settings: Settings) -> Runtime:
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
     backends = Backends(
+        stale_after=settings.stale_after,
         requests=store,
         ledger=store,
         audit=store,
@@ -81,3 +88,69 @@ def build_local(settings: Settings) -> Runtime:
         "directory": "policy",
     }
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
+
+
+def build_azure(settings: Settings) -> Runtime:
+    """Azure: Service Bus, Cosmos DB, Azure RBAC (and PIM), Teams, Microsoft Graph and Azure Monitor, every
+    client authenticated as the managed identity. Nothing connects here: each client is made on first use."""
+    missing = settings.missing_azure_settings()
+    if missing:
+        raise ValueError(f"JITGATE_MODE=azure needs the app settings {', '.join(missing)}")
+    from .adapters.azure_activity import AzureActivity
+    from .adapters.azure_pim import AzurePim
+    from .adapters.azure_rbac import AzureRbac, arm_token_provider
+    from .adapters.cosmos_store import CosmosStore
+    from .adapters.graph_directory import GraphDirectory, graph_token_provider
+    from .adapters.servicebus_bus import ServiceBusBus
+    from .adapters.teams_notifier import TeamsNotifier
+    from .domain.policy import Policy
+
+    credential = azure_credential(settings)
+    arm = arm_token_provider(credential)
+    known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
+    unknown = [name for name in settings.providers if name not in known]
+    if unknown:
+        raise ValueError(f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: {', '.join(known)}")
+    providers: dict[str, GrantProvider] = {
+        name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers
+    }
+    if not settings.teams_webhook_url:
+        log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: approvers will not hear of requests")
+    policy = Policy.load(settings.policy_path)
+    bus = ServiceBusBus.connect(settings.servicebus_namespace, credential)
+    store = CosmosStore.connect(settings.cosmos_endpoint, settings.cosmos_database, credential)
+    activity = (
+        AzureActivity(settings.activity_workspace_id, credential) if settings.activity_workspace_id else None
+    )
+    backends = Backends(
+        stale_after=settings.stale_after,
+        requests=store,
+        ledger=store,
+        audit=store,
+        bus=bus,
+        providers=providers,
+        notifier=TeamsNotifier(lambda: settings.teams_webhook_url),
+        directory=GraphDirectory(graph_token_provider(credential), settings.group_object_ids),
+        clock=SystemClock(),
+        policy=policy,
+        activity=activity,
+        requests_queue=settings.requests_queue,
+        lifecycle_queue=settings.lifecycle_queue,
+    )
+    names = {
+        "bus": "servicebus",
+        "store": "cosmos",
+        "grants": ",".join(providers),
+        "notifier": "teams",
+        "directory": "graph",
+        "activity": "azure-monitor" if activity is not None else "none",
+    }
+    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names)
+
+
+def azure_credential(settings: Settings) -> TokenCredential:
+    """The one credential of the process: the user-assigned managed identity in Azure (AZURE_CLIENT_ID), the
+    developer's login elsewhere. Tokens are fetched on first use, per audience, and cached by the SDK."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id or None)

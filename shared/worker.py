@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, ReconcileReport
 from .ports import Bus, ReceivedMessage
 
 log = logging.getLogger("jitgate.worker")
@@ -24,6 +24,19 @@ def on_lifecycle_command(
 ) -> None:
     """`access-lifecycle` trigger body. On the last delivery a grant fails visibly instead of retrying."""
     lifecycle.handle_command(body, final_attempt=delivery_count >= max_delivery_count)
+
+
+def on_reconcile(lifecycle: Lifecycle) -> ReconcileReport:
+    """The reconcile timer's body: flush audit outboxes left by crashed handlers, then reconcile."""
+    flushed = lifecycle.flush_pending()
+    report = lifecycle.reconcile()
+    report.flushed = flushed
+    if report.errors:
+        # Per-request failures are retried by the next pass; they must still be seen.
+        log.warning("reconcile: %s", report.as_dict())
+    elif any((report.revoked, report.orphans_removed, report.expired, report.regranted, flushed)):
+        log.info("reconcile: %s", report.as_dict())
+    return report
 
 
 class Worker:
@@ -101,10 +114,7 @@ class Worker:
 
     def reconcile(self) -> None:
         try:
-            self.lifecycle.flush_pending()
-            report = self.lifecycle.reconcile()
-            if any((report.revoked, report.orphans_removed, report.expired, report.regranted, report.errors)):
-                log.info("reconcile: %s", report.as_dict())
+            on_reconcile(self.lifecycle)
         except Exception:
             log.exception("reconcile failed; it runs again on the next tick")
 

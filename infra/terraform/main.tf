@@ -93,6 +93,7 @@ locals {
     JITGATE_LOCK_SECONDS                          = tostring(local.lock_seconds)
     JITGATE_MAX_DELIVERIES                        = tostring(local.queue_settings.max_delivery_count)
     JITGATE_RECONCILE_SECONDS                     = tostring(local.reconcile_seconds)
+    JITGATE_STALE_SECONDS                         = "60"
     JITGATE_RECONCILE_SCHEDULE                    = local.reconcile_schedule
     # NB. From the name: the app cannot read its own hostname into its own settings without a cycle.
     JITGATE_PUBLIC_URL            = "https://${local.function_app_name}.azurewebsites.net"

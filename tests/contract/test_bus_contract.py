@@ -20,6 +20,7 @@ import pytest
 from shared.adapters.sqlite_bus import SqliteBus
 from shared.domain.errors import LockLost, NotFound
 from shared.ports import Bus, QueueSettings, ReceivedMessage
+from tests.azure.contract_adapters import servicebus_bus
 from tests.fakes.bus import FakeBus
 from tests.fakes.clock import FakeClock
 
@@ -37,6 +38,7 @@ AdapterFactory = Callable[[Path, FakeClock], Bus]
 ADAPTERS: dict[str, AdapterFactory] = {
     "fake": lambda tmp_path, clock: FakeBus(clock, QUEUES, DEFAULT),
     "sqlite": lambda tmp_path, clock: SqliteBus(tmp_path / "bus.sqlite", clock, QUEUES, DEFAULT),
+    "servicebus": lambda tmp_path, clock: servicebus_bus(clock, {**QUEUES, OTHER: DEFAULT}),
 }
 
 

@@ -44,6 +44,7 @@ class SimulatedPlane(GrantProvider, Protocol):
 PROVIDERS: dict[str, Callable[[Path], GrantProvider]] = {
     "fake": lambda tmp: FakeGrantProvider(),
     "local": lambda tmp: LocalRbac(tmp / "rbac.sqlite"),
+    "azure-rbac": lambda tmp: __import__("tests.azure.fake_arm", fromlist=["fake_rbac"]).fake_rbac(tmp),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
     "fake": lambda tmp: FakeGrantProvider(),

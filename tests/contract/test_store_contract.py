@@ -24,6 +24,7 @@ from shared.domain.ledger import GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import Approval, RequestRecord, RequestState
 from shared.domain.request import parse_access_request
 from shared.ports import AuditQuery, AuditStore, LedgerStore, RequestStore
+from tests.azure.contract_adapters import cosmos_store
 from tests.fakes.store import FakeStore
 
 
@@ -34,6 +35,7 @@ class Store(RequestStore, LedgerStore, AuditStore, Protocol):
 STORES: list[Any] = [
     pytest.param(lambda tmp: FakeStore(), id="fake"),
     pytest.param(lambda tmp: SqliteStore(tmp / "jitgate.db"), id="sqlite"),
+    pytest.param(cosmos_store, id="cosmos"),
 ]
 
 T0 = datetime(2026, 11, 26, 9, 0, 0, 123456, tzinfo=UTC)

@@ -638,6 +638,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'JITGATE_RECONCILE_SCHEDULE'
           value: reconcileSchedule
         }
+        {
+          name: 'JITGATE_STALE_SECONDS'
+          value: '60'
+        }
         // NB. From the name, as infra/terraform must (a Terraform app cannot read its own hostname into its settings).
         {
           name: 'JITGATE_PUBLIC_URL'

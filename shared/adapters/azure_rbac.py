@@ -1,0 +1,500 @@
+"""GrantProvider `azure-rbac`: Azure role assignments through the Azure Resource Manager REST API
+(Microsoft.Authorization, api-version 2022-04-01), with httpx.
+
+The first half of this module is the ARM plumbing that `azure_pim` shares: a lazily created bearer-token
+source, authenticated JSON calls, `nextLink` paging, the translation of ARM errors into jitgate's own
+(TransientError, PermanentError) and the role catalog. No Azure SDK is imported until a token is needed.
+
+Role definition ids are normalised to the lower-cased role definition **GUID** everywhere jitgate keeps
+them (GrantKey, Assignment, the deterministic assignment name), exactly as `local` does, so that a grant
+key means the same whatever the provider. The full ARM form
+`/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}` exists only on the wire.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from ..domain.errors import AssignmentExists, JitgateError, PermanentError, TransientError
+from ..domain.ids import is_guid
+from ..domain.ledger import MARKER_PREFIX, Assignment, GrantKey
+from .local_rbac import PRINCIPAL_TYPES
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, TokenCredential
+
+log = logging.getLogger("jitgate.azure")
+
+TokenProvider = Callable[[], str]
+"""Returns a bearer token for one audience; raises TransientError when none can be had."""
+
+ARM_ENDPOINT: Final = "https://management.azure.com"
+ARM_TOKEN_SCOPE: Final = "https://management.azure.com/.default"
+RBAC_API_VERSION: Final = "2022-04-01"
+AUTHORIZATION: Final = "/providers/Microsoft.Authorization"
+
+# NB. A principal created moments ago may not have replicated to ARM yet (PrincipalNotFound). The
+# lifecycle retries TransientError honouring retry_after; a few seconds is what Microsoft suggests.
+PRINCIPAL_REPLICATION_BACKOFF: Final = 5.0
+TOKEN_REFRESH_MARGIN: Final = 300.0
+
+# 409s that retrying cannot fix; every other conflict is another operation in flight.
+_PERMANENT_CONFLICTS: Final = frozenset({"RoleAssignmentUpdateNotPermitted", "ScopeLocked"})
+_SCOPE_RE: Final = re.compile(r"(/[^/?#%\s\\]+)+")
+_SUBSCRIPTION_RE: Final = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
+_PATH_SAFE: Final = "/()-._~!$&'*+,;=:@"
+
+
+# ---------------------------------------------------------------- tokens
+
+
+class CachedToken:
+    """A TokenProvider for one audience. The credential (DefaultAzureCredential unless one is given:
+    managed identity in Azure) is built on the first call, never at import or construction, and a token is
+    reused until five minutes before it expires."""
+
+    def __init__(self, scope: str, credential: TokenCredential | None = None) -> None:
+        self.scope = scope
+        self._credential = credential
+        self._token: AccessToken | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._token is not None and self._token.expires_on - TOKEN_REFRESH_MARGIN > time.time():
+                return self._token.token
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+            try:
+                self._token = self._credential.get_token(self.scope)
+            except Exception as exc:  # ClientAuthenticationError and friends; IMDS hiccups are common
+                raise TransientError(f"no token for {self.scope}: {type(exc).__name__}: {exc}") from exc
+            return self._token.token
+
+
+def arm_token_provider(credential: TokenCredential | None = None) -> TokenProvider:
+    """Tokens for Azure Resource Manager (RBAC and PIM)."""
+    return CachedToken(ARM_TOKEN_SCOPE, credential)
+
+
+# ---------------------------------------------------------------- HTTP errors shared by the Azure adapters
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """`Retry-After` in seconds (delta-seconds or an HTTP date), or None."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def is_transient_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def same_origin(url: httpx.URL, origin: httpx.URL) -> bool:
+    """Whether `url` is served by the same scheme, host and port as `origin`: bearer tokens never leave it."""
+    return (url.scheme, url.host, url.port) == (origin.scheme, origin.host, origin.port)
+
+
+@dataclass(frozen=True)
+class ArmFailure:
+    """An ARM error response, `{"error": {"code", "message"}}` (Microsoft Graph answers in the same shape),
+    plus what the headers say."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: float | None
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ArmFailure:
+        code, message = "", ""
+        try:
+            error = response.json().get("error") or {}
+            code, message = str(error.get("code") or ""), str(error.get("message") or "")
+        except (ValueError, AttributeError):
+            message = response.text[:300]
+        return cls(response.status_code, code or response.reason_phrase, message, retry_after(response.headers))
+
+    def error(self, what: str) -> JitgateError:
+        """The jitgate error this failure means."""
+        text = f"{what}: {self.status} {self.code}: {self.message}".rstrip(": ")
+        if self.code == "PrincipalNotFound":
+            return TransientError(text, retry_after=self.retry_after or PRINCIPAL_REPLICATION_BACKOFF)
+        if self.status == 401 or is_transient_status(self.status):
+            # 401: an expired or not-yet-valid token; the next call gets a fresh one.
+            return TransientError(text, retry_after=self.retry_after)
+        if self.status == 409 and self.code not in _PERMANENT_CONFLICTS:
+            return TransientError(text, retry_after=self.retry_after)
+        return PermanentError(text)
+
+
+# ---------------------------------------------------------------- ARM client
+
+
+def checked_scope(scope: str) -> str:
+    """An ARM scope safe to put in a URL path, without a trailing slash; PermanentError otherwise."""
+    candidate = scope.rstrip("/")
+    segments = candidate.split("/")
+    if not _SCOPE_RE.fullmatch(candidate) or "." in segments or ".." in segments:
+        raise PermanentError(f"InvalidScope: {scope!r} is not an Azure resource scope")
+    return candidate
+
+
+def canonical_scope(scope: str) -> str:
+    """A scope without a trailing slash, and without the alias PIM sometimes reports for subscriptions
+    (`/providers/Microsoft.Subscription/subscriptions/{id}` is `/subscriptions/{id}`)."""
+    scope = scope.rstrip("/")
+    alias = "/providers/microsoft.subscription/subscriptions/"
+    return scope[len(alias) - len("/subscriptions/") :] if scope.lower().startswith(alias) else scope
+
+
+def scope_key(scope: str) -> str:
+    """A scope as ARM compares it: case-insensitively, in its canonical form."""
+    return canonical_scope(scope).lower()
+
+
+def at_or_below(scope: str, ancestor: str) -> bool:
+    child, parent = scope_key(scope), scope_key(ancestor)
+    return child == parent or child.startswith(parent + "/")
+
+
+def role_definition_resource_id(scope: str, role_guid: str) -> str:
+    """The ARM id of a role definition as a PUT body wants it, for an assignment at `scope`."""
+    found = _SUBSCRIPTION_RE.match(scope_key(scope))
+    prefix = f"/subscriptions/{found.group(1)}" if found else ""
+    return f"{prefix}{AUTHORIZATION}/roleDefinitions/{role_guid}"
+
+
+def guid_of(resource_id: str) -> str:
+    """The last segment of a resource id, lower-cased (the GUID of a role definition id)."""
+    return resource_id.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+class ArmClient:
+    """Authenticated JSON calls to Azure Resource Manager that raise jitgate's errors.
+
+    Transport faults and timeouts are TransientError; the caller decides what a non-2xx response means
+    (most go through `ArmFailure.error`). The httpx client is created on first use unless one is given.
+    """
+
+    def __init__(
+        self,
+        token_provider: TokenProvider,
+        base_url: str = ARM_ENDPOINT,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._token = token_provider
+        self.base_url = base_url.rstrip("/")
+        self._origin = httpx.URL(self.base_url)
+        self._http = http
+        self._owns_http = http is None
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=httpx.Timeout(self._timeout, connect=10.0))
+            return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None and self._owns_http:
+                self._http.close()
+                self._http = None
+
+    def url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.base_url + quote(path, safe=_PATH_SAFE))
+
+    def send(
+        self,
+        method: str,
+        target: str | httpx.URL,
+        api_version: str | None,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """One call; `target` is a path under the base URL or an absolute URL of the same origin."""
+        url = target if isinstance(target, httpx.URL) else self.url(target)
+        if not same_origin(url, self._origin):
+            raise PermanentError(f"{what}: refusing to send a token to {url.scheme}://{url.host}")
+        query = dict(params or {})
+        if api_version is not None:
+            query["api-version"] = api_version
+        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            return self._client().request(method, url, params=query or None, content=content, headers=headers)
+        except httpx.TransportError as exc:  # timeouts, refused and reset connections
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    def get(self, target: str | httpx.URL, api_version: str, what: str) -> dict[str, Any] | None:
+        """The resource, or None when ARM says 404."""
+        response = self.send("GET", target, api_version, what)
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise ArmFailure.of(response).error(what)
+        return _json_object(response, what)
+
+    def pages(
+        self, path: str, api_version: str, what: str, params: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a list, following `nextLink` (which must stay on this origin)."""
+        target: str | httpx.URL = path
+        query: Mapping[str, str] | None = params
+        version: str | None = api_version
+        while True:
+            response = self.send("GET", target, version, what, query)
+            if not response.is_success:
+                raise ArmFailure.of(response).error(what)
+            page = _json_object(response, what)
+            items = page.get("value") or []
+            if not isinstance(items, list):
+                raise PermanentError(f"{what}: unexpected list response")
+            yield from (item for item in items if isinstance(item, dict))
+            next_link = page.get("nextLink")
+            if not next_link:
+                return
+            # nextLink carries its own api-version and filter.
+            target, query, version = httpx.URL(str(next_link)), None, None
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError as exc:
+        raise TransientError(f"{what}: {response.status_code} with a body that is not JSON") from exc
+    if not isinstance(value, dict):
+        raise PermanentError(f"{what}: unexpected response shape")
+    return value
+
+
+# ---------------------------------------------------------------- role catalog
+
+
+class RoleCatalog:
+    """Role names and ids → role definition GUIDs, as ARM knows them at a scope (built-in and custom
+    roles). Found roles are cached for the life of the process: a role definition GUID never changes meaning.
+    Unknown roles are not cached, so a custom role created later resolves on the next request."""
+
+    def __init__(self, arm: ArmClient) -> None:
+        self._arm = arm
+        self._found: dict[tuple[str, str], str] = {}
+
+    def resolve(self, scope: str, role: str) -> str:
+        candidate = role.strip()
+        if "/roledefinitions/" in candidate.lower():
+            candidate = guid_of(candidate)
+        if not candidate:
+            raise PermanentError(f"RoleDefinitionDoesNotExist: unknown role {role!r}")
+        scope = checked_scope(scope)
+        cache_key = (scope_key(scope), candidate.lower())
+        found = self._found.get(cache_key)
+        if found is None:
+            found = self._lookup(scope, candidate)
+            if found is None:
+                raise PermanentError(f"RoleDefinitionDoesNotExist: unknown role {role!r} at {scope}")
+            self._found[cache_key] = found
+        return found
+
+    def _lookup(self, scope: str, candidate: str) -> str | None:
+        what = f"resolve role {candidate!r}"
+        path = f"{scope}{AUTHORIZATION}/roleDefinitions"
+        if is_guid(candidate.lower()):
+            definition = self._arm.get(f"{path}/{candidate.lower()}", RBAC_API_VERSION, what)
+            return guid_of(str(definition.get("name") or candidate)) if definition is not None else None
+        # NB. ARM compares roleName case-insensitively (as `az role assignment create --role reader` relies on);
+        # among what it returns, an exact match wins over one that differs only in case.
+        literal = candidate.replace("'", "''")
+        matches = [
+            definition
+            for definition in self._arm.pages(path, RBAC_API_VERSION, what, {"$filter": f"roleName eq '{literal}'"})
+            if str((definition.get("properties") or {}).get("roleName", "")).lower() == candidate.lower()
+        ]
+        matches.sort(key=lambda d: (d.get("properties") or {}).get("roleName") != candidate)
+        return guid_of(str(matches[0].get("name") or matches[0].get("id", ""))) if matches else None
+
+
+# ---------------------------------------------------------------- the provider
+
+
+class AzureRbac:
+    """GrantProvider `azure-rbac` over ARM role assignments.
+
+    Creates under the deterministic name jitgate chooses (a retried create is a no-op); the same grant
+    under another name raises AssignmentExists with that name; a not-yet-replicated principal, throttling,
+    5xx and timeouts are TransientError (with the server's Retry-After); 403 and other refusals are
+    PermanentError. A delete is read back before it returns. `list_marked` looks at and below
+    `target_scopes` (the subscriptions or resource groups jitgate grants in) for assignments whose
+    description carries jitgate's marker. Azure RBAC cannot expire an assignment, so `expires_at` is
+    ignored: jitgate's scheduled revoke and reconcile end the grant.
+    """
+
+    name: str = "azure-rbac"
+
+    def __init__(
+        self,
+        token_provider: TokenProvider,
+        base_url: str = ARM_ENDPOINT,
+        http: httpx.Client | None = None,
+        *,
+        target_scopes: Sequence[str],
+    ) -> None:
+        self._arm = ArmClient(token_provider, base_url, http)
+        self._roles = RoleCatalog(self._arm)
+        self.target_scopes = tuple(checked_scope(scope) for scope in target_scopes)
+
+    def close(self) -> None:
+        self._arm.close()
+
+    # ------------------------------------------------------------ GrantProvider
+
+    def resolve_role(self, scope: str, role: str) -> str:
+        return self._roles.resolve(scope, role)
+
+    def find_assignment(self, key: GrantKey) -> Assignment | None:
+        key = self._own(key)
+        scope = checked_scope(key.scope)
+        items = self._arm.pages(
+            f"{scope}{AUTHORIZATION}/roleAssignments",
+            RBAC_API_VERSION,
+            f"find role assignment at {scope}",
+            {"$filter": f"principalId eq '{key.principal_id}'"},
+        )
+        # The filter returns assignments at, above and below the scope: keep the exact grant.
+        return next((a for a in map(self._assignment, items) if a.key == key), None)
+
+    def get_assignment(self, scope: str, name: str) -> Assignment | None:
+        if not is_guid(name.lower()):
+            return None  # ARM names are GUIDs; nothing else can exist
+        scope = checked_scope(scope)
+        item = self._arm.get(_assignment_path(scope, name), RBAC_API_VERSION, f"get role assignment {name}")
+        if item is None:
+            return None
+        found = self._assignment(item)
+        return found if scope_key(found.scope) == scope_key(scope) else None
+
+    def create_assignment(
+        self,
+        key: GrantKey,
+        name: str,
+        description: str,
+        principal_type: str = "User",
+        expires_at: datetime | None = None,
+    ) -> Assignment:
+        wanted = self._own(key)
+        scope = checked_scope(key.scope)
+        if not is_guid(name.lower()):
+            raise PermanentError(f"InvalidRoleAssignmentId: role assignment name {name!r} is not a GUID")
+        if principal_type not in PRINCIPAL_TYPES:
+            raise PermanentError(f"InvalidPrincipalType: {principal_type!r} is not one of {sorted(PRINCIPAL_TYPES)}")
+        what = f"create role assignment {name} at {scope}"
+        body = {
+            "properties": {
+                "roleDefinitionId": role_definition_resource_id(scope, wanted.role_definition_id),
+                "principalId": wanted.principal_id,
+                # NB. Naming the principal type lets ARM skip its directory lookup, the usual cause of
+                # PrincipalNotFound right after a principal is created.
+                "principalType": principal_type,
+                "description": description,
+            }
+        }
+        response = self._arm.send("PUT", _assignment_path(scope, name), RBAC_API_VERSION, what, body=body)
+        if response.is_success:
+            return self._assignment(_json_object(response, what))
+        failure = ArmFailure.of(response)
+        if failure.code != "RoleAssignmentExists":
+            raise failure.error(what)
+        # The grant exists (ARM says so for an identical PUT too): under our name it is ours and the
+        # create was a retry; under another it is someone else's.
+        existing = self.find_assignment(wanted)
+        if existing is None:
+            raise TransientError(f"{what}: RoleAssignmentExists but the assignment is not visible yet",
+                                 retry_after=failure.retry_after)
+        if existing.name == name.lower():
+            return existing
+        raise AssignmentExists(existing.name)
+
+    def delete_assignment(self, scope: str, name: str) -> None:
+        if not is_guid(name.lower()):
+            return
+        scope = checked_scope(scope)
+        what = f"delete role assignment {name} at {scope}"
+        response = self._arm.send("DELETE", _assignment_path(scope, name), RBAC_API_VERSION, what)
+        if not (response.is_success or response.status_code == 404):
+            raise ArmFailure.of(response).error(what)
+        if self.get_assignment(scope, name) is not None:
+            raise TransientError(f"{what}: still present after the delete")
+
+    def list_marked(self) -> list[Assignment]:
+        marked: dict[str, Assignment] = {}
+        for target in self.target_scopes:
+            # No filter: ARM lists assignments at, above and below the scope; keep those at or below.
+            items = self._arm.pages(
+                f"{target}{AUTHORIZATION}/roleAssignments", RBAC_API_VERSION, f"list role assignments at {target}"
+            )
+            for assignment in map(self._assignment, items):
+                if assignment.description.startswith(MARKER_PREFIX) and at_or_below(assignment.scope, target):
+                    marked[assignment.name] = assignment
+        return sorted(marked.values(), key=lambda a: (scope_key(a.scope), a.name))
+
+    # ------------------------------------------------------------ internals
+
+    def _own(self, key: GrantKey) -> GrantKey:
+        if key.provider != self.name:
+            raise PermanentError(f"grant key of provider {key.provider!r} sent to provider {self.name!r}")
+        normal = GrantKey.of(key.provider, key.principal_id, key.role_definition_id, key.scope)
+        if not is_guid(normal.principal_id):
+            raise PermanentError(f"PrincipalNotFound: principal id {key.principal_id!r} is not an object id")
+        return normal
+
+    def _assignment(self, item: dict[str, Any]) -> Assignment:
+        try:
+            properties = item["properties"]
+            return Assignment(
+                name=str(item["name"]).lower(),
+                provider=self.name,
+                principal_id=str(properties["principalId"]).lower(),
+                principal_type=str(properties.get("principalType") or "User"),
+                role_definition_id=guid_of(str(properties["roleDefinitionId"])),
+                scope=str(properties["scope"]),
+                description=str(properties.get("description") or ""),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PermanentError(f"unexpected role assignment shape from ARM: missing {exc}") from exc
+
+
+def _assignment_path(scope: str, name: str) -> str:
+    return f"{scope}{AUTHORIZATION}/roleAssignments/{name.lower()}"

@@ -1,0 +1,74 @@
+"""JITGATE_MODE=azure: the settings it reads and the runtime it wires, without connecting to anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.adapters.azure_pim import AzurePim
+from shared.adapters.azure_rbac import AzureRbac
+from shared.adapters.cosmos_store import CosmosStore
+from shared.adapters.graph_directory import GraphDirectory
+from shared.adapters.servicebus_bus import ServiceBusBus
+from shared.adapters.teams_notifier import TeamsNotifier
+from shared.runtime import build
+from shared.settings import Settings
+
+APPROVERS = "5e4d3c2b-1a09-4f8e-8d7c-6b5a49382716"
+ENV = {
+    "JITGATE_MODE": "azure",
+    "ServiceBusConnection__fullyQualifiedNamespace": "sb-jit.servicebus.windows.net",
+    "JITGATE_COSMOS_ENDPOINT": "https://cosmos-jit.documents.azure.com:443/",
+    "JITGATE_GRANT_SCOPES": "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649, "
+    "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649/resourceGroups/rg-web-dev",
+    "JITGATE_GROUP_OBJECT_IDS": f"platform-approvers={APPROVERS}, oncall={APPROVERS}",
+    "AZURE_CLIENT_ID": "0f9c1f6e-59a4-4a53-9d3a-2a3c1d6f0b11",
+    "JITGATE_TEAMS_WEBHOOK_URL": "https://example.invalid/workflows/run?sig=secret",
+}
+
+
+def test_the_azure_settings_are_read_from_the_app_settings() -> None:
+    settings = Settings.from_env(ENV)
+
+    assert settings.servicebus_namespace == "sb-jit.servicebus.windows.net"
+    assert settings.cosmos_database == "jitgate"
+    assert settings.grant_scopes == (
+        "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649",
+        "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649/resourceGroups/rg-web-dev",
+    )
+    assert settings.group_object_ids == {"platform-approvers": APPROVERS, "oncall": APPROVERS}
+    assert settings.providers == ("azure-rbac",)
+    assert settings.missing_azure_settings() == []
+
+
+def test_a_malformed_group_map_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="JITGATE_GROUP_OBJECT_IDS"):
+        Settings.from_env({**ENV, "JITGATE_GROUP_OBJECT_IDS": "platform-approvers"})
+
+
+def test_azure_mode_wires_the_azure_adapters_without_connecting() -> None:
+    runtime = build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,azure-pim"}))
+
+    backends = runtime.backends
+    assert isinstance(runtime.bus, ServiceBusBus) and backends.bus is runtime.bus
+    assert isinstance(runtime.requests, CosmosStore)
+    assert backends.requests is backends.ledger is backends.audit is runtime.audit
+    assert isinstance(backends.providers["azure-rbac"], AzureRbac)
+    assert isinstance(backends.providers["azure-pim"], AzurePim)
+    assert isinstance(backends.notifier, TeamsNotifier)
+    assert isinstance(backends.directory, GraphDirectory)
+    assert backends.activity is None
+    assert runtime.backend_names == {
+        "bus": "servicebus", "store": "cosmos", "grants": "azure-rbac,azure-pim", "notifier": "teams",
+        "directory": "graph", "activity": "none",
+    }
+
+
+def test_azure_mode_names_every_missing_setting() -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("JITGATE_COSMOS_ENDPOINT", "JITGATE_GROUP_OBJECT_IDS")}
+    with pytest.raises(ValueError, match="JITGATE_COSMOS_ENDPOINT, JITGATE_GROUP_OBJECT_IDS"):
+        build(Settings.from_env(env))
+
+
+def test_a_provider_azure_cannot_serve_is_refused() -> None:
+    with pytest.raises(ValueError, match="local"):
+        build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,local"}))
