@@ -30,7 +30,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ from ..domain.errors import (
 from ..domain.ledger import GrantKey, Hold, HoldStatus
 from ..domain.lifecycle import RequestRecord, RequestState
 from ..ports import AuditPage, AuditQuery
+from .sdk_errors import translated
 from .sqlite_store import decode_continuation, encode_continuation
 
 if TYPE_CHECKING:
@@ -364,19 +365,8 @@ def _raise_if_container_missing(exc: Exception) -> None:
         raise PermanentError(f"Cosmos container or database missing: {exc}") from exc
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Cosmos errors → jitgate's: throttling, timeouts and 5xx are TransientError (with retry-after when the
-    service gives one); refusals (401, 403) and other client errors are PermanentError."""
-    try:
-        yield
-    except JitgateError:
-        raise
-    except Exception as exc:
-        mapped = _translate(exc, what)
-        if mapped is None:
-            raise
-        raise mapped from exc
+def _translated(what: str) -> AbstractContextManager[None]:
+    return translated(what, _translate)
 
 
 def _translate(exc: Exception, what: str) -> JitgateError | None:

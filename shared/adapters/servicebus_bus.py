@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..domain.errors import JitgateError, LockLost, NotFound, PermanentError, TransientError
 from ..ports import DeadLetter, ReceivedMessage
+from .sdk_errors import translated
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -349,18 +350,8 @@ def _instant(value: datetime | None) -> datetime:
 # ---------------------------------------------------------------- errors
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """SDK errors → jitgate's: LockLost, NotFound, TransientError (retry), PermanentError (give up)."""
-    try:
-        yield
-    except JitgateError:
-        raise
-    except Exception as exc:
-        mapped = _translate(exc, what)
-        if mapped is None:
-            raise
-        raise mapped from exc
+def _translated(what: str) -> AbstractContextManager[None]:
+    return translated(what, _translate)
 
 
 def _translate(exc: Exception, what: str) -> JitgateError | None:
