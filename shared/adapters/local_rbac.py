@@ -21,6 +21,7 @@ from typing import Final
 from ..domain.errors import AssignmentExists, PermanentError, TransientError
 from ..domain.ids import is_guid
 from ..domain.ledger import MARKER_PREFIX, Assignment, GrantKey
+from .sqlite_file import SqliteFile
 
 # Azure built-in role names → role definition ids, as published by Microsoft (the same id in every
 # tenant). The local plane knows exactly these roles; infra and policy checks import this catalog.
@@ -161,11 +162,8 @@ class LocalRbac:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._db = SqliteFile(path, _BUSY_TIMEOUT_SECONDS, rows=sqlite3.Row)
         self._faults = FaultInjector(GRANT_OPERATIONS)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -247,11 +245,7 @@ class LocalRbac:
 
     def close(self) -> None:
         """Close every thread's connection; the file stays usable by new instances."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()
 
     # ------------------------------------------------------------ internals
 
@@ -309,36 +303,17 @@ class LocalRbac:
             description=row["description"],
         )
 
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            # check_same_thread=False only so that close() may close it; each thread uses its own.
-            conn = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_SECONDS * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         try:
-            yield self._connection()
+            yield self._db.connection()
         except sqlite3.OperationalError as exc:
             raise TransientError(f"local RBAC store {self.path}: {exc}") from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._reading() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with self._db.transaction() as conn:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise TransientError(f"local RBAC store {self.path}: {exc}") from exc

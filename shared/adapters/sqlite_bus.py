@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..domain.errors import LockLost, NotFound
 from ..ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
+from .sqlite_file import SqliteFile
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 
@@ -84,14 +84,11 @@ class SqliteBus:
         queues: Mapping[str, QueueSettings] | None = None,
         default: QueueSettings = QueueSettings(),  # noqa: B008 - frozen dataclass, never mutated
     ) -> None:
-        self._path = str(path)
+        self._db = SqliteFile(path, _BUSY_TIMEOUT_SECONDS)
         self._clock = clock
         self._queues = dict(queues or {})
         self._default = default
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -105,7 +102,7 @@ class SqliteBus:
         return self._enqueue(queue, message_id, body, at)
 
     def cancel_scheduled(self, queue: str, sequence_number: int) -> None:
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "DELETE FROM messages WHERE queue = ? AND seq = ? AND visible_at > ?",
                 (queue, sequence_number, _to_us(self._clock.now())),
@@ -119,7 +116,7 @@ class SqliteBus:
         settings = self._settings(queue)
         received: list[ReceivedMessage] = []
         after_seq = 0
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             # Read the clock only once the write lock is held, so waiting for it cannot make us
             # hand out a lock that has already run out.
             now = self._clock.now()
@@ -185,7 +182,7 @@ class SqliteBus:
     # ------------------------------------------------------------ dead-letter sub-queue
 
     def dead_letters(self, queue: str) -> list[DeadLetter]:
-        rows = self._connection().execute(
+        rows = self._db.connection().execute(
             "SELECT seq, message_id, body, delivery_count, reason, description, dead_lettered_at"
             " FROM dead_letters WHERE queue = ? ORDER BY dead_lettered_at, seq",
             (queue,),
@@ -200,7 +197,7 @@ class SqliteBus:
         ]
 
     def replay_dead_letter(self, queue: str, sequence_number: int) -> None:
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             now_us = _to_us(self._clock.now())
             row = conn.execute(
                 "SELECT message_id, body FROM dead_letters WHERE queue = ? AND seq = ?",
@@ -230,7 +227,7 @@ class SqliteBus:
     def next_due(self, queue: str) -> datetime | None:
         """The earliest time a message of the queue is (or becomes) receivable: its scheduled time
         or the end of its lock, whichever is later. None when the queue is empty."""
-        row = self._connection().execute(
+        row = self._db.connection().execute(
             "SELECT MIN(MAX(visible_at, COALESCE(locked_until, visible_at))) FROM messages"
             " WHERE queue = ?",
             (queue,),
@@ -239,11 +236,7 @@ class SqliteBus:
 
     def close(self) -> None:
         """Close every connection this bus opened (in any thread)."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-            self._local = threading.local()
+        self._db.close()
 
     # ------------------------------------------------------------ internals
 
@@ -251,7 +244,7 @@ class SqliteBus:
         return self._queues.get(queue, self._default)
 
     def _enqueue(self, queue: str, message_id: str, body: bytes, at: datetime | None) -> int:
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             now = self._clock.now()
             now_us = _to_us(now)
             conn.execute("DELETE FROM seen_message_ids WHERE queue = ? AND expires_at <= ?", (queue, now_us))
@@ -292,7 +285,7 @@ class SqliteBus:
     @contextmanager
     def _locked(self, message: ReceivedMessage) -> Iterator[tuple[sqlite3.Connection, datetime]]:
         """A write transaction in which `message` is proven to be still locked by its token."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             now = self._clock.now()
             row = conn.execute(
                 "SELECT lock_token, locked_until FROM messages WHERE queue = ? AND seq = ?",
@@ -306,34 +299,9 @@ class SqliteBus:
             yield conn, now
 
     def _count(self, queue: str, condition: str) -> int:
-        row = self._connection().execute(
+        row = self._db.connection().execute(
             f"SELECT COUNT(*) FROM messages WHERE queue = ? AND {condition}",
             (queue, _to_us(self._clock.now())),
         ).fetchone()
         return int(row[0])
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves; the sqlite3 module's implicit
-            # deferred BEGIN would let two receivers read the same row before either writes.
-            conn = sqlite3.connect(
-                self._path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            with self._connections_lock:
-                self._connections.append(conn)
-            self._local.conn = conn
-        return conn

@@ -1,0 +1,70 @@
+"""One SQLite database file shared by threads and processes: the plumbing every embedded adapter uses."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+
+class SqliteFile:
+    """A connection per thread (never carried across a fork), WAL journaling, a busy timeout, and write
+    transactions that take the write lock up front (BEGIN IMMEDIATE) so two writers wait, never deadlock.
+
+    `isolation_level=None`: no implicit transactions. The sqlite3 module's implicit deferred BEGIN
+    would let two receivers read the same row before either writes.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        busy_timeout: float = 30.0,
+        synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
+        rows: Any = None,
+    ) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._rows = rows
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            # check_same_thread=False only so that close() may close it; each thread uses its own.
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            if self._rows is not None:
+                conn.row_factory = self._rows
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            with self._lock:
+                self._connections.append(conn)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close every thread's connection; the file reopens lazily if used again."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
