@@ -13,7 +13,7 @@ from typing import Any
 
 import azure.functions as func
 
-from functions import access_lifecycle, access_requests, reconcile
+from functions import access_lifecycle, access_requests, archive, reconcile
 from functions._runtime import runtime
 
 Scope = MutableMapping[str, Any]
@@ -55,3 +55,4 @@ app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS, fu
 app.register_blueprint(access_requests.blueprint)
 app.register_blueprint(access_lifecycle.blueprint)
 app.register_blueprint(reconcile.blueprint)
+app.register_blueprint(archive.blueprint)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .clock import SystemClock
@@ -33,6 +36,7 @@ class Runtime:
     policy: Policy
     backend_names: dict[str, str]
     rbac: LocalRbac | None = None
+    archive: Callable[[datetime, datetime], list[str]] | None = None  # (since, until) -> blobs written
 
     @property
     def backends(self) -> Backends:
@@ -99,6 +103,7 @@ def build_azure(settings: Settings) -> Runtime:
     from .adapters.azure_activity import AzureActivity
     from .adapters.azure_pim import AzurePim
     from .adapters.azure_rbac import AzureRbac, arm_token_provider
+    from .adapters.blob_archive import BlobAuditArchive
     from .adapters.cosmos_store import CosmosStore
     from .adapters.graph_directory import GraphDirectory, graph_token_provider
     from .adapters.servicebus_bus import ServiceBusBus
@@ -145,7 +150,12 @@ def build_azure(settings: Settings) -> Runtime:
         "directory": "graph",
         "activity": "azure-monitor" if activity is not None else "none",
     }
-    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names)
+    archive = None
+    if settings.archive_account_url:
+        archiver = BlobAuditArchive(settings.archive_account_url, settings.archive_container, credential)
+        archive = partial(archiver.archive_closed, store)
+    names["archive"] = "blob" if archive is not None else "none"
+    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
 
 
 def azure_credential(settings: Settings) -> TokenCredential:

@@ -39,6 +39,8 @@ class Settings:
     cosmos_database: str = "jitgate"
     azure_client_id: str = ""  # client id of the user-assigned managed identity
     teams_webhook_url: str = field(default="", repr=False)  # a secret: the Teams Workflows webhook for notices
+    archive_account_url: str = ""  # Blob endpoint of the immutable audit archive
+    archive_container: str = "audit-archive"
     activity_workspace_id: str = ""  # Log Analytics workspace with the AzureActivity table
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
@@ -79,6 +81,8 @@ class Settings:
             azure_client_id=e.get("AZURE_CLIENT_ID", ""),
             teams_webhook_url=e.get("JITGATE_TEAMS_WEBHOOK_URL", ""),
             activity_workspace_id=e.get("JITGATE_ACTIVITY_WORKSPACE_ID", ""),
+            archive_account_url=e.get("JITGATE_ARCHIVE_ACCOUNT_URL", ""),
+            archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
             group_object_ids=_pairs("JITGATE_GROUP_OBJECT_IDS", e.get("JITGATE_GROUP_OBJECT_IDS", "")),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from azure.functions.servicebus import ServiceBusMessage
 from azure.functions.timer import TimerRequest
 
 import function_app
-from functions import _runtime, access_lifecycle, access_requests, reconcile
+from functions import _runtime, access_lifecycle, access_requests, archive, reconcile
 from shared.domain.audit import EventType
 from shared.domain.errors import TransientError
 from shared.domain.lifecycle import RequestState
@@ -41,6 +41,7 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "access_requests": access_requests.access_requests.build().get_user_function(),
     "access_lifecycle": access_lifecycle.access_lifecycle.build().get_user_function(),
     "reconcile": reconcile.reconcile.build().get_user_function(),
+    "archive": archive.archive.build().get_user_function(),
     "api": INDEXED["api"].get_user_function(),
 }
 
@@ -114,7 +115,7 @@ def state(runtime: Runtime, request_id: str) -> RequestState:
 
 def test_the_app_indexes_one_function_per_trigger_and_the_http_api() -> None:
     names = sorted(INDEXED)
-    assert names == ["access_lifecycle", "access_requests", "api", "reconcile"]
+    assert names == ["access_lifecycle", "access_requests", "api", "archive", "reconcile"]
 
 
 def test_the_queue_triggers_bind_by_setting_name_through_the_managed_identity_connection() -> None:
@@ -240,6 +241,24 @@ def test_the_timer_revokes_what_is_overdue(runtime: Runtime) -> None:
     assert record is not None and record.state is RequestState.REVOKED
     assert record.revoke_reason == "expired (reconcile)"
     assert runtime.rbac is not None and runtime.rbac.list_marked() == []
+
+
+def test_the_daily_archive_exports_the_last_week_of_closed_requests(runtime: Runtime) -> None:
+    [timer] = bindings("archive")
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "0 30 0 * * *")
+    # GIVEN an archive (in Azure: Blob Storage) that records what it is asked for
+    windows: list[tuple[datetime, datetime]] = []
+    runtime.archive = lambda since, until: windows.append((since, until)) or ["closed-requests/day.jsonl"]
+    # WHEN the daily timer fires
+    user_function("archive")(TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
+    # THEN it asks for the last seven days, up to now
+    [(since, until)] = windows
+    assert until - since == timedelta(days=7)
+
+
+def test_the_archive_timer_does_nothing_without_an_archive(runtime: Runtime) -> None:
+    assert runtime.archive is None
+    user_function("archive")(TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
 
 
 # ---------------------------------------------------------------- HTTP

@@ -59,7 +59,7 @@ def test_azure_mode_wires_the_azure_adapters_without_connecting() -> None:
     assert backends.activity is None
     assert runtime.backend_names == {
         "bus": "servicebus", "store": "cosmos", "grants": "azure-rbac,azure-pim", "notifier": "teams",
-        "directory": "graph", "activity": "none",
+        "directory": "graph", "activity": "none", "archive": "none",
     }
 
 
