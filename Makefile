@@ -30,4 +30,5 @@ clean:
 	rm -rf $(VENV) .jitgate .pytest_cache .mypy_cache .ruff_cache
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
 	bash bench/run_all.sh

@@ -324,15 +324,16 @@ def _event_summary(data: dict[str, Any]) -> str:
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         from .adapters.sqlite_store import SqliteStore
-        from .domain.audit import verify_chain
+        from .domain.audit import verify_chain_documents
 
         path = args.data_dir / "store.db"
         if not path.exists():
             raise CliError(f"no store at {path}")
         store = SqliteStore(path)
-        reports = [
-            verify_chain(rid, events) for rid, events in store.iter_chains() if args.request_id in (None, rid)
-        ]
+        if args.request_id:
+            reports = [verify_chain_documents(args.request_id, store.chain_documents(args.request_id))]
+        else:
+            reports = list(store.verify_chains(processes=os.cpu_count() or 1))
         result: dict[str, Any] = {
             "ok": all(r.ok for r in reports),
             "chains": len(reports),

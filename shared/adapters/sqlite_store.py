@@ -8,16 +8,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import multiprocessing
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.domain.audit import AuditEvent, format_instant
+from shared.domain.audit import AuditEvent, ChainReport, canonical_json, format_instant, verify_chain_documents
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
@@ -268,7 +270,10 @@ class SqliteStore:
         principals: list[tuple[str, str, str, str, int]] = []
         for event, principal_id in events_with_principal:
             at = format_instant(event.at)
-            events.append((event.request_id, event.seq, event.id, event.type.value, at, json.dumps(event.document())))
+            # NB. Stored as canonical JSON, the form the hash is taken over, so that verifying a chain
+            # can hash the stored text instead of rebuilding and re-serialising every event.
+            doc = canonical_json(event.document())
+            events.append((event.request_id, event.seq, event.id, event.type.value, at, doc))
             principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
             if principal_id is not None and principal_id != event.actor.principal_id:
                 principals.append((principal_id, at, event.id, event.request_id, event.seq))
@@ -386,6 +391,78 @@ class SqliteStore:
             after = (rows[-1][0], rows[-1][1])
         if current is not None:
             yield current, events
+
+    def chain_documents(self, request_id: str) -> list[str]:
+        """One request's stored JSON documents in seq order (for `verify_chain_documents`)."""
+        rows = self._conn().execute(
+            "SELECT doc FROM audit_events WHERE request_id = ? ORDER BY seq", (request_id,)
+        ).fetchall()
+        return [doc for (doc,) in rows]
+
+    def iter_chain_documents(
+        self, start: str | None = None, stop: str | None = None
+    ) -> Iterator[tuple[str, list[str]]]:
+        """Every chain whose request id is in [`start`, `stop`), in request id order, as its stored JSON
+        documents in seq order: what `verify_chain_documents` reads, without building models."""
+        position: tuple[str, int] = (start or "", -1)
+        bound, stop_params = ("", ()) if stop is None else (" AND request_id < ?", (stop,))
+        current: str | None = None
+        docs: list[str] = []
+        while True:
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?){bound}"
+                    " ORDER BY request_id, seq LIMIT ?",
+                    (*position, *stop_params, _BATCH),
+                )
+                .fetchall()
+            )
+            for request_id, _, doc in rows:
+                if request_id != current:
+                    if current is not None:
+                        yield current, docs
+                    current, docs = request_id, []
+                docs.append(doc)
+            if len(rows) < _BATCH:
+                break
+            position = (rows[-1][0], rows[-1][1])
+        if current is not None:
+            yield current, docs
+
+    def chain_boundaries(self, parts: int) -> list[str]:
+        """Up to `parts - 1` increasing request ids that cut the audit log into runs of about equally many
+        events, for verifying the runs in parallel. Read from the index on event ids, not the documents."""
+        conn = self._conn()
+        (total,) = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()
+        cuts: list[str] = []
+        for part in range(1, parts):
+            row = conn.execute(
+                "SELECT request_id FROM audit_events ORDER BY id LIMIT 1 OFFSET ?", (total * part // parts,)
+            ).fetchone()
+            if row is not None and row[0] > (cuts[-1] if cuts else ""):
+                cuts.append(row[0])
+        return cuts
+
+    def verify_chains(self, processes: int = 1) -> Iterator[ChainReport]:
+        """`verify_chain_documents` of every chain, in request id order, over `processes` processes."""
+        if processes <= 1:
+            for request_id, docs in self.iter_chain_documents():
+                yield verify_chain_documents(request_id, docs)
+            return
+        cuts = self.chain_boundaries(processes)
+        ranges: list[tuple[str | None, str | None]] = list(zip([None, *cuts], [*cuts, None], strict=True))
+        # NB. fork only from a single-threaded process (the CLI): a forked child of a threaded server could
+        # inherit a lock held by another thread. spawn costs an interpreter start and imports per process.
+        context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
+            for reports in pool.map(_verify_range, [self.path] * len(ranges), *zip(*ranges, strict=True)):
+                yield from reports
+
+
+def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainReport]:
+    with SqliteStore(path) as store:
+        return [verify_chain_documents(rid, docs) for rid, docs in store.iter_chain_documents(start, stop)]
 
 
 # ---------------------------------------------------------------- helpers
