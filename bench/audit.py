@@ -112,7 +112,7 @@ def load_part(path: str, total: int, people: list[str], part: int, parts: int, b
     with SqliteStore(path) as store:
         # Loading only: a bigger page cache for this connection, and each batch in time order (the grant.revoked
         # events come hours after the rest of their request), as a live store receives them.
-        store._conn().execute("PRAGMA cache_size = -262144")
+        store._db.connection().execute("PRAGMA cache_size = -262144")
         while chunk := list(itertools.islice(events, batch)):
             chunk.sort(key=lambda pair: pair[0].at)
             loaded += store.bulk_append(chunk)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "store.db"
         wall, cpu = load(path, args.events, people, args.processes)
         store = SqliteStore(path)
-        conn = store._conn()
+        conn = store._db.connection()
         (count,) = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()
         (chains,) = conn.execute("SELECT COUNT(DISTINCT request_id) FROM audit_events").fetchone()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import random
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,37 +56,8 @@ def body(rng: random.Random, principals: list[str], duration: float) -> bytes:
     }).encode()
 
 
-def relax_fsync() -> None:
-    """What-if, for measurement only (the shipped adapters are not changed): `PRAGMA synchronous = NORMAL`
-    on every bus and store connection, so a WAL commit no longer waits for an fsync. Still safe against a
-    killed process; only an OS crash or power loss can lose the newest commits."""
-    from shared.adapters.sqlite_bus import SqliteBus
-    from shared.adapters.sqlite_store import SqliteStore
-
-    store_connect = SqliteStore._connect
-
-    def _store_connect(self: SqliteStore) -> sqlite3.Connection:
-        conn = store_connect(self)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    bus_connection = SqliteBus._connection
-
-    def _bus_connection(self: SqliteBus) -> sqlite3.Connection:
-        fresh = getattr(self._local, "conn", None) is None
-        conn = bus_connection(self)
-        if fresh:
-            conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    SqliteStore._connect = _store_connect  # type: ignore[method-assign]
-    SqliteBus._connection = _bus_connection  # type: ignore[method-assign]
-
-
-def consume(settings: Settings, relaxed: bool, stop: Any) -> None:
+def consume(settings: Settings, stop: Any) -> None:
     """A worker process: its own runtime on the same files, consumer threads, until `stop` is set."""
-    if relaxed:
-        relax_fsync()
     runtime = build_local(settings)
     worker = make_worker(runtime, settings)
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
@@ -107,11 +77,9 @@ def instant(text: str) -> float:
     return datetime.strptime(text, _FORMAT).timestamp()
 
 
-def run_once(count: int, rate: float, consumers: int, processes: int, relaxed: bool, min_duration: float,
+def run_once(count: int, rate: float, consumers: int, processes: int, min_duration: float,
              max_duration: float, timeout: float, profile: str | None) -> dict[str, float | int | str]:
     """One run; the submitter (and, with processes == 0, the consumers) in this process. Returns figures."""
-    if relaxed:
-        relax_fsync()
     rng = random.Random(count)
     principals = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1000)]
     bodies = [body(rng, principals, round(rng.uniform(min_duration, max_duration), 1)) for _ in range(count)]
@@ -123,10 +91,10 @@ def run_once(count: int, rate: float, consumers: int, processes: int, relaxed: b
         worker = make_worker(runtime, settings)
         context = multiprocessing.get_context("spawn")
         stop = context.Event()
-        workers = [context.Process(target=consume, args=(settings, relaxed, stop)) for _ in range(processes)]
+        workers = [context.Process(target=consume, args=(settings, stop)) for _ in range(processes)]
         for process in workers:
             process.start()
-        store_conn = runtime.requests._conn()  # type: ignore[attr-defined]  # bench-only introspection
+        store_conn = runtime.requests._db.connection()  # type: ignore[attr-defined]  # bench-only introspection
         rss_start = current_rss_mib()
         profiler = None
         if profile:
@@ -232,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         "--processes", type=int, default=0,
         help="worker processes (each with --consumers threads) instead of threads in the submitting process",
     )
-    parser.add_argument(
-        "--what-if-synchronous-normal", action="store_true",
-        help="measure with PRAGMA synchronous=NORMAL on bus and store (not what ships; see relax_fsync)",
-    )
     parser.add_argument("--min-duration", type=float, default=2.0)
     parser.add_argument("--max-duration", type=float, default=4.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every revoke")
@@ -246,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.counts.split(",") if c]
 
     if args.child:
-        figures = run_once(counts[0], args.rate, args.consumers, args.processes, args.what_if_synchronous_normal,
+        figures = run_once(counts[0], args.rate, args.consumers, args.processes,
                            args.min_duration, args.max_duration, args.timeout, args.profile)
         print(json.dumps(figures))
         return 0
@@ -254,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("lifecycle")
     report.figure("consumers (Worker threads)", args.consumers)
     report.figure("worker processes", args.processes or "none (threads in the submitting process)")
-    report.figure("SQLite synchronous", "NORMAL (what-if)" if args.what_if_synchronous_normal else "as shipped")
     report.figure("submit rate asked", args.rate or "as fast as possible")
     complete = True
     for count in counts:
@@ -264,8 +227,6 @@ def main(argv: list[str] | None = None) -> int:
                    "--max-duration", str(args.max_duration), "--timeout", str(args.timeout)]
         if args.profile:
             command += ["--profile", f"{args.profile}.{count}"]
-        if args.what_if_synchronous_normal:
-            command.append("--what-if-synchronous-normal")
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             report.note(f"run of {count} failed: {done.stderr.strip()[-2000:]}")

@@ -203,7 +203,7 @@ def test_verify_chains_matches_verify_chain_and_names_the_broken_link(
     ids = [f"req-{i:03d}" for i in range(40)]
     with SqliteStore(path) as store:
         fill(store, ids, length=4)
-        conn = store._conn()
+        conn = store._db.connection()
         (doc,) = conn.execute("SELECT doc FROM audit_events WHERE request_id = 'req-017' AND seq = 2").fetchone()
         tampered = json.loads(doc)
         tampered["data"]["n"] = 42
