@@ -18,8 +18,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check shared tests
-	$(VENV)/bin/mypy shared
+	$(VENV)/bin/ruff check shared tests functions function_app.py bench
+	$(VENV)/bin/mypy shared functions function_app.py
 
 check: test lint
 
