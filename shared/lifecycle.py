@@ -489,6 +489,13 @@ class Lifecycle:
         name = key.assignment_name()
         found = self._call(lambda: provider.find_assignment(key))
         preexisting = found is not None and not _ours(found, name)
+        if found is not None and not preexisting:
+            # NB. Another request holds this key already. Providers that expire grants themselves (PIM)
+            # must learn this hold's expiry, or they would end the grant at the earlier request's;
+            # for the others creating the same name again is a no-op.
+            self._call(lambda: provider.create_assignment(
+                key, name, marker_for(request.request_id), request.requester.principal_type.value, hold.expires_at
+            ))
         if found is None:
             try:
                 self._call(
