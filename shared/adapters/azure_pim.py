@@ -76,6 +76,7 @@ class AzurePim:
         self._clock = clock or SystemClock()
         self.target_scopes = tuple(checked_scope(scope) for scope in target_scopes)
         self._justifications: dict[str, str] = {}  # request id -> justification; requests never change
+        self._ends: dict[str, datetime | None] = {}  # assignment name -> its schedule's end, as last listed
 
     def close(self) -> None:
         self._arm.close()
@@ -112,7 +113,7 @@ class AzurePim:
         existing = self.find_assignment(key)
         if existing is not None:
             if existing.name == key.assignment_name():
-                return existing
+                return self._extend(key, existing, expires_at)
             raise AssignmentExists(existing.name)
         scope = checked_scope(key.scope)
         request_name = _request_name("assign", key.assignment_name(), format_instant(expires_at), description)
@@ -184,6 +185,42 @@ class AzurePim:
 
     # ------------------------------------------------------------ internals
 
+    def _extend(self, key: GrantKey, existing: Assignment, expires_at: datetime) -> Assignment:
+        """Make jitgate's own schedule for `key` last until `expires_at` if it would end sooner.
+
+        Azure ends a PIM assignment at the expiry it was given, so a later hold joining the grant asks PIM
+        for an `AdminExtend` of it; a shorter or equal hold asks nothing. The request keeps the original
+        justification (the grant's marker), and its name is deterministic so a retry reads it back.
+        """
+        end = self._ends.get(existing.name)
+        if end is None or expires_at <= end:  # no expiry at all, or long enough already
+            return existing
+        scope = checked_scope(key.scope)
+        request_name = _request_name("extend", key.assignment_name(), format_instant(expires_at))
+        path = _request_path(scope, request_name)
+        what = f"PIM AdminExtend {request_name} at {scope}"
+        request = self._arm.get(path, PIM_API_VERSION, what)  # a retry finds its first attempt
+        if request is None:
+            now = self._clock.now()
+            body = {
+                "properties": {
+                    "principalId": key.principal_id,
+                    "roleDefinitionId": role_definition_resource_id(scope, key.role_definition_id),
+                    "requestType": "AdminExtend",
+                    "justification": existing.description,
+                    "scheduleInfo": {
+                        "startDateTime": format_instant(now),
+                        "expiration": {"type": "AfterDuration", "duration": _duration(expires_at - now),
+                                       "endDateTime": None},
+                    },
+                }
+            }
+            request = self._put(path, body, what, key)
+        status = str((request.get("properties") or {}).get("status") or "")
+        if status in _ENDED:
+            raise PermanentError(f"{what}: request {status}")
+        return existing
+
     def _put(self, path: str, body: dict[str, Any], what: str, key: GrantKey) -> dict[str, Any]:
         response = self._arm.send("PUT", path, PIM_API_VERSION, what, body=body)
         if response.is_success:
@@ -225,18 +262,20 @@ class AzurePim:
             if not (at_or_below(str(properties.get("scope", "")), scope) if below
                     else scope_key(str(properties.get("scope", ""))) == scope_key(scope)):
                 continue
-            pairs.append((self._assignment(item), str(item.get("name", ""))))
+            assignment = self._assignment(item)
+            self._ends[assignment.name] = _end_of(properties)
+            pairs.append((assignment, str(item.get("name", ""))))
         return pairs
 
     @staticmethod
     def _live(properties: dict[str, Any], now: datetime) -> bool:
         if properties.get("memberType", "Direct") != "Direct" or properties.get("status") in _ENDED:
             return False
-        end = properties.get("endDateTime")
         try:
-            return not end or datetime.fromisoformat(str(end).replace("Z", "+00:00")) > now
+            end = _end_of(properties, strict=True)
         except ValueError:
             return True  # an end we cannot read: assume the assignment is still there
+        return end is None or end > now
 
     def _assignment(self, item: dict[str, Any]) -> Assignment:
         try:
@@ -282,6 +321,19 @@ class AzurePim:
 def _request_name(*parts: str) -> str:
     """Deterministic, so that a retry reads back its first attempt instead of asking twice."""
     return str(uuid.uuid5(JITGATE_NAMESPACE, "|".join(("azure-pim", *parts))))
+
+
+def _end_of(properties: dict[str, Any], strict: bool = False) -> datetime | None:
+    """A schedule's end (None: it has none, or, unless `strict`, one that cannot be read)."""
+    end = properties.get("endDateTime")
+    if not end:
+        return None
+    try:
+        return datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        if strict:
+            raise
+        return None
 
 
 def _request_path(scope: str, request_name: str) -> str:

@@ -13,7 +13,8 @@ role assignment schedule requests and schedules (api-version 2020-10-01):
   above the scope, `principalId eq '{id}'` at, above and below for that principal, no filter at, above and
   below; role definitions filter on `roleName eq '{name}'` case-insensitively.
 - PIM: an AdminAssign request with `expiration.type=AfterDuration` creates a schedule that ends by itself at
-  start + duration (the fake's clock decides "now"); AdminRemove ends it (400 RoleAssignmentDoesNotExist
+  start + duration (the fake's clock decides "now"); AdminExtend moves a live schedule's end the same way
+  (400 RoleAssignmentDoesNotExist when there is none); AdminRemove ends it (400 RoleAssignmentDoesNotExist
   when there is none); a subscription-level schedule reports its scope in PIM's
   `/providers/Microsoft.Subscription/subscriptions/{id}` form.
 - Every call needs `Authorization: Bearer <token>`; a wrong api-version answers 400.
@@ -282,7 +283,7 @@ class FakeArm(FakeHttpService):
             del tenant.schedules[live["name"]]
             item = tenant.requests[name.lower()] = self._request(scope, name.lower(), properties, "Revoked")
             return Reply(201, item)
-        if kind != "AdminAssign":
+        if kind not in ("AdminAssign", "AdminExtend"):
             return error(400, "InvalidRequestType", str(kind))
         expiration = (properties.get("scheduleInfo") or {}).get("expiration") or {}
         end: datetime | None = None
@@ -295,6 +296,15 @@ class FakeArm(FakeHttpService):
                 return error(400, "RoleAssignmentRequestPolicyValidationFailed",
                              'The following policy rules failed: ["ExpirationRule"]')
             end = self.now() + length
+        if kind == "AdminExtend":
+            # The live schedule keeps its name and the request that made it; only its end moves.
+            if live is None:
+                return error(400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist.")
+            live["_end"] = end
+            live["properties"]["endDateTime"] = iso(end) if end else None
+            item = tenant.requests[name.lower()] = self._request(scope, name.lower(), properties, "Provisioned")
+            item["properties"]["targetRoleAssignmentScheduleId"] = live["name"]
+            return Reply(201, item)
         if live is not None:
             return error(400, "RoleAssignmentExists", "The Role assignment already exists.")
         item = tenant.requests[name.lower()] = self._request(scope, name.lower(), properties, "Provisioned")

@@ -444,6 +444,75 @@ def test_pim_retries_read_back_their_first_request_instead_of_asking_again(arm: 
     assert len(puts) == 2 and puts[0].path == puts[1].path  # the failed attempt and its retry, one name
 
 
+def pim_extends(arm: FakeArm) -> list[dict[str, Any]]:
+    return [c.json()["properties"] for c in arm.calls_to("PUT", "/roleAssignmentScheduleRequests/")
+            if c.json()["properties"]["requestType"] == "AdminExtend"]
+
+
+def test_pim_a_later_hold_extends_jitgate_s_schedule_to_its_expiry(
+    arm: FakeArm, tenant: tuple[Tenant, str], pim: AzurePim
+) -> None:
+    key = pim_key()
+    first = pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User",
+                                  datetime.now(UTC) + timedelta(hours=1))
+
+    later = datetime.now(UTC) + timedelta(hours=3)
+    again = pim.create_assignment(key, key.assignment_name(), marker_for(str(uuid.uuid4())), "User", later)
+
+    [extend] = pim_extends(arm)
+    assert extend["principalId"] == PRINCIPAL
+    assert extend["roleDefinitionId"] == f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{CONTRIBUTOR}"
+    assert extend["justification"] == marker_for(REQUEST_ID)  # the grant keeps its marker
+    assert extend["scheduleInfo"]["expiration"]["type"] == "AfterDuration"
+    assert again == first
+    # AND the one schedule now ends at the later expiry (whole minutes, rounded up) and outlives the first hold
+    [schedule] = tenant[0].schedules.values()
+    end = datetime.fromisoformat(schedule["properties"]["endDateTime"].replace("Z", "+00:00"))
+    assert later <= end <= later + timedelta(minutes=1)
+    arm.skew = timedelta(hours=2)
+    assert pim.get_assignment(RG, key.assignment_name()) == first
+    arm.skew = timedelta(hours=3, minutes=2)
+    assert pim.get_assignment(RG, key.assignment_name()) is None
+
+
+def test_pim_an_earlier_or_equal_hold_asks_pim_for_nothing(arm: FakeArm, pim: AzurePim) -> None:
+    key = pim_key()
+    expires_at = datetime.now(UTC) + timedelta(hours=2)
+    pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User", expires_at)
+    puts = len(arm.calls_to("PUT", "/roleAssignmentScheduleRequests/"))
+
+    for expiry in (expires_at, expires_at - timedelta(hours=1)):
+        found = pim.create_assignment(key, key.assignment_name(), marker_for(str(uuid.uuid4())), "User", expiry)
+        assert found.name == key.assignment_name()
+
+    assert len(arm.calls_to("PUT", "/roleAssignmentScheduleRequests/")) == puts
+    assert pim_extends(arm) == []
+
+
+def test_pim_a_retried_extend_is_not_asked_twice(arm: FakeArm, pim: AzurePim) -> None:
+    key = pim_key()
+    pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User",
+                          datetime.now(UTC) + timedelta(hours=1))
+    later = datetime.now(UTC) + timedelta(hours=3)
+    arm.fail("PUT", "/roleAssignmentScheduleRequests/", error(503, "ServiceUnavailable"))
+
+    with pytest.raises(TransientError):
+        pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User", later)
+    pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User", later)
+    pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User", later)
+
+    extends = [c for c in arm.calls_to("PUT", "/roleAssignmentScheduleRequests/")
+               if c.json()["properties"]["requestType"] == "AdminExtend"]
+    assert len(extends) == 2 and extends[0].path == extends[1].path  # the failed attempt and its retry, one name
+    # AND should the new end not show yet, the request that went through is read back, not sent again
+    existing = pim.find_assignment(key)
+    assert existing is not None
+    pim._ends[key.assignment_name()] = datetime.now(UTC)  # the schedule as listed before the extend
+    assert pim._extend(key, existing, later) == existing
+    assert len(pim_extends(arm)) == 2
+    assert arm.calls_to("GET", extends[0].path)
+
+
 def test_pim_grant_ends_by_itself_when_azure_expires_it(arm: FakeArm, pim: AzurePim) -> None:
     key = pim_key()
     pim.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User",
