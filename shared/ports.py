@@ -67,8 +67,9 @@ class MessageSender(Protocol):
         """Enqueue now. A message id seen within the duplicate-detection window is silently dropped."""
 
     def schedule(self, queue: str, message_id: str, body: bytes, at: datetime) -> int:
-        """Enqueue at `at`; returns the sequence number that cancels it. Duplicate ids within the window
-        are dropped and return the sequence number of the first."""
+        """Enqueue at `at`; returns the sequence number that cancels it. A duplicate id within the window is
+        dropped (the embedded bus returns the first's sequence number; Service Bus a fresh one that cancels
+        nothing, so callers must not rely on either)."""
 
     def cancel_scheduled(self, queue: str, sequence_number: int) -> None:
         """Cancel a scheduled message. Already enqueued, delivered or unknown: not an error."""

@@ -60,6 +60,16 @@ def bus(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Ite
     yield from _open(request.param, tmp_path, clock)
 
 
+# The embedded buses promise more than Service Bus does (sequence numbers fixed at scheduling, delivery in
+# sequence order, dead-letter times); jitgate relies on none of it, so those promises are tested here only.
+EMBEDDED = ["fake", "sqlite"]
+
+
+@pytest.fixture(params=EMBEDDED)
+def embedded_bus(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Bus]:
+    yield from _open(request.param, tmp_path, clock)
+
+
 def receive_one(bus: Bus, queue: str = Q) -> ReceivedMessage:
     received = bus.receive(queue)
     assert len(received) == 1, received
@@ -127,7 +137,8 @@ def test_messages_are_received_in_sequence_order(bus: Bus) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
 
 
-def test_due_messages_come_in_sequence_order_not_due_time_order(bus: Bus, clock: FakeClock) -> None:
+def test_due_messages_come_in_sequence_order_not_due_time_order(embedded_bus: Bus, clock: FakeClock) -> None:
+    bus = embedded_bus
     late_seq = bus.schedule(Q, "scheduled-later-due-first", b"a", clock.now() + timedelta(minutes=1))
     early_seq = bus.schedule(Q, "scheduled-second-due-earlier", b"b", clock.now() + timedelta(seconds=1))
     clock.advance(timedelta(minutes=2))
@@ -191,16 +202,22 @@ def test_the_window_counts_from_the_first_send_not_the_last_duplicate(bus: Bus, 
     assert [m.body for m in bus.receive(Q, max_messages=10)] == [b"first", b"accepted"]
 
 
-def test_duplicate_schedule_within_the_window_returns_the_first_sequence_number(
-    bus: Bus, clock: FakeClock
-) -> None:
+def test_duplicate_schedule_within_the_window_is_dropped(bus: Bus, clock: FakeClock) -> None:
     at = clock.now() + timedelta(hours=2)
-    first = bus.schedule(Q, "revoke:r1:1", b"first", at)
+    bus.schedule(Q, "revoke:r1:1", b"first", at)
     clock.advance(timedelta(minutes=5))
-    again = bus.schedule(Q, "revoke:r1:1", b"second", at + timedelta(hours=1))
-    assert again == first
+    bus.schedule(Q, "revoke:r1:1", b"second", at + timedelta(hours=1))
     clock.advance(timedelta(hours=4))
     assert [m.body for m in bus.receive(Q, max_messages=10)] == [b"first"]
+
+
+def test_duplicate_schedule_within_the_window_returns_the_first_sequence_number(
+    embedded_bus: Bus, clock: FakeClock
+) -> None:
+    at = clock.now() + timedelta(hours=2)
+    first = embedded_bus.schedule(Q, "revoke:r1:1", b"first", at)
+    clock.advance(timedelta(minutes=5))
+    assert embedded_bus.schedule(Q, "revoke:r1:1", b"second", at + timedelta(hours=1)) == first
 
 
 def test_schedule_after_the_window_gets_a_new_sequence_number(bus: Bus, clock: FakeClock) -> None:
@@ -230,8 +247,9 @@ def test_scheduled_message_is_invisible_until_due(bus: Bus, clock: FakeClock) ->
     assert bus.receive(Q) == []
     clock.advance(timedelta(microseconds=1))
     message = receive_one(bus)
-    assert (message.sequence_number, message.body, message.delivery_count) == (seq, b"revoke", 1)
+    assert (message.message_id, message.body, message.delivery_count) == ("revoke:r1:1", b"revoke", 1)
     assert message.enqueued_at == due
+    assert seq >= 0
 
 
 def test_schedule_in_the_past_is_receivable_now(bus: Bus, clock: FakeClock) -> None:
@@ -250,7 +268,8 @@ def test_cancel_before_due_removes_the_message(bus: Bus, clock: FakeClock) -> No
     clock.advance(timedelta(minutes=59))
     bus.cancel_scheduled(Q, seq)
     clock.advance(timedelta(days=1))
-    assert [m.sequence_number for m in bus.receive(Q, max_messages=10)] == [keep]
+    assert [m.message_id for m in bus.receive(Q, max_messages=10)] == ["revoke:r2:1"]
+    assert keep != seq
 
 
 def test_cancel_after_due_is_a_no_op(bus: Bus, clock: FakeClock) -> None:
@@ -258,7 +277,7 @@ def test_cancel_after_due_is_a_no_op(bus: Bus, clock: FakeClock) -> None:
     clock.advance(timedelta(hours=1))
     bus.cancel_scheduled(Q, seq)
     message = receive_one(bus)
-    assert message.sequence_number == seq
+    assert message.message_id == "revoke:r1:1"
 
 
 def test_cancel_of_a_locked_or_completed_message_is_a_no_op(bus: Bus, clock: FakeClock) -> None:
@@ -421,6 +440,15 @@ def test_explicit_dead_letter_keeps_reason_and_description(bus: Bus, clock: Fake
     [dead] = bus.dead_letters(Q)
     assert (dead.message_id, dead.body, dead.delivery_count) == ("m-1", b"bad", 1)
     assert (dead.reason, dead.description) == ("InvalidRequest", "justification: too long")
+
+
+def test_dead_letters_record_when_they_were_dead_lettered(embedded_bus: Bus, clock: FakeClock) -> None:
+    embedded_bus.send(Q, "m-1", b"bad")
+    message = receive_one(embedded_bus)
+    clock.advance(timedelta(seconds=5))
+    embedded_bus.dead_letter(message, "InvalidRequest")
+    clock.advance(LOCK * 2)
+    [dead] = embedded_bus.dead_letters(Q)
     assert dead.dead_lettered_at == clock.now() - LOCK * 2
 
 
@@ -430,7 +458,16 @@ def test_dead_letter_description_defaults_to_empty(bus: Bus) -> None:
     assert bus.dead_letters(Q)[0].description == ""
 
 
-def test_dead_letters_are_listed_oldest_first(bus: Bus, clock: FakeClock) -> None:
+def test_dead_letters_are_listed_with_their_reasons(bus: Bus, clock: FakeClock) -> None:
+    for i in range(3):
+        bus.send(Q, f"m-{i}", b"x")
+    for message, reason in zip(bus.receive(Q, max_messages=3), ["a", "b", "c"], strict=True):
+        bus.dead_letter(message, reason)
+    assert sorted((d.message_id, d.reason) for d in bus.dead_letters(Q)) == [("m-0", "a"), ("m-1", "b"), ("m-2", "c")]
+
+
+def test_dead_letters_are_listed_oldest_first(embedded_bus: Bus, clock: FakeClock) -> None:
+    bus = embedded_bus
     for i in range(3):
         bus.send(Q, f"m-{i}", b"x")
     m0, m1, m2 = bus.receive(Q, max_messages=3)
