@@ -122,19 +122,7 @@ class AzurePim:
         request = self._arm.get(path, PIM_API_VERSION, what)  # a retry finds its first attempt
         if request is None:
             now = self._clock.now()
-            body = {
-                "properties": {
-                    "principalId": key.principal_id,
-                    "roleDefinitionId": role_definition_resource_id(scope, key.role_definition_id),
-                    "requestType": "AdminAssign",
-                    "justification": description,
-                    "scheduleInfo": {
-                        "startDateTime": format_instant(now),
-                        "expiration": {"type": "AfterDuration", "duration": _duration(expires_at - now),
-                                       "endDateTime": None},
-                    },
-                }
-            }
+            body = _schedule_request(key, scope, "AdminAssign", description, now, expires_at)
             request = self._put(path, body, what, key)
         status = str((request.get("properties") or {}).get("status") or "")
         if status in _ENDED:
@@ -202,19 +190,7 @@ class AzurePim:
         request = self._arm.get(path, PIM_API_VERSION, what)  # a retry finds its first attempt
         if request is None:
             now = self._clock.now()
-            body = {
-                "properties": {
-                    "principalId": key.principal_id,
-                    "roleDefinitionId": role_definition_resource_id(scope, key.role_definition_id),
-                    "requestType": "AdminExtend",
-                    "justification": existing.description,
-                    "scheduleInfo": {
-                        "startDateTime": format_instant(now),
-                        "expiration": {"type": "AfterDuration", "duration": _duration(expires_at - now),
-                                       "endDateTime": None},
-                    },
-                }
-            }
+            body = _schedule_request(key, scope, "AdminExtend", existing.description, now, expires_at)
             request = self._put(path, body, what, key)
         status = str((request.get("properties") or {}).get("status") or "")
         if status in _ENDED:
@@ -344,3 +320,21 @@ def _duration(remaining: timedelta) -> str:
     """ISO 8601 whole minutes, rounded up, at least MIN_DURATION."""
     minutes = max(math.ceil(remaining.total_seconds() / 60), int(MIN_DURATION.total_seconds() // 60))
     return f"PT{minutes}M"
+
+
+def _schedule_request(
+    key: GrantKey, scope: str, request_type: str, justification: str, now: datetime, expires_at: datetime
+) -> dict[str, Any]:
+    """A roleAssignmentScheduleRequests body that lasts from now until `expires_at` (PIM ends it itself)."""
+    return {
+        "properties": {
+            "principalId": key.principal_id,
+            "roleDefinitionId": role_definition_resource_id(scope, key.role_definition_id),
+            "requestType": request_type,
+            "justification": justification,
+            "scheduleInfo": {
+                "startDateTime": format_instant(now),
+                "expiration": {"type": "AfterDuration", "duration": _duration(expires_at - now), "endDateTime": None},
+            },
+        }
+    }
