@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,9 @@ from ..domain.ledger import GrantKey, Hold, HoldStatus
 from ..domain.lifecycle import RequestRecord, RequestState
 from ..ports import AuditPage, AuditQuery
 from .sdk_errors import translated
-from .sqlite_store import decode_continuation, encode_continuation
+from .store_format import decode_continuation, encode_continuation
+from .store_format import instant as _instant
+from .store_format import parse_instant as _parse_instant
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -58,7 +60,6 @@ log = logging.getLogger("jitgate.cosmos")
 
 REQUESTS, LEDGER, AUDIT = "requests", "ledger", "audit"
 MAX_PAGE = 1000
-_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts", "_lsn")
 _ETAGS_KEPT = 4096
 # Statuses Cosmos answers when the same request may succeed later.
@@ -334,14 +335,6 @@ def _ordered(holds: Iterator[Hold] | Any) -> list[Hold]:
                                         h.role_definition_id, h.scope))
 
 
-def _instant(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {value.isoformat()} has no timezone; the store keeps UTC instants")
-    return format_instant(value)
-
-
-def _parse_instant(text: str) -> datetime:
-    return datetime.strptime(text, _INSTANT_FORMAT).replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- errors

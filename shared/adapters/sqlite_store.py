@@ -5,15 +5,13 @@ Safe for several threads (one connection each) and several processes (WAL, busy 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,13 @@ from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditPage, AuditQuery
 
 from .sqlite_file import SqliteFile
+from .store_format import decode_continuation, encode_continuation
+from .store_format import instant as _instant
+from .store_format import parse_instant as _parse_instant
 
 SCHEMA_VERSION = 1
 MAX_PAGE = 1000
 _BATCH = 2000
-_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -431,26 +431,6 @@ def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainR
 # ---------------------------------------------------------------- helpers
 
 
-def encode_continuation(at: str, event_id: str) -> str:
-    """An opaque token for the position after the event (at, id) in (at, id) order."""
-    return base64.urlsafe_b64encode(json.dumps([at, event_id]).encode()).decode().rstrip("=")
-
-
-def decode_continuation(token: str) -> tuple[str, str]:
-    """The (at, id) position of a token from `encode_continuation`; ValueError if it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        at, event_id = json.loads(raw)
-        if not (isinstance(at, str) and isinstance(event_id, str)):
-            raise TypeError
-        datetime.strptime(at, _INSTANT_FORMAT)
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
-        raise ValueError(
-            "malformed continuation token: pass back the continuation of the previous page unchanged"
-        ) from None
-    return at, event_id
-
-
 def _record(text: str) -> RequestRecord:
     # NB. Validate from JSON text, not from a dict: AccessRequest is strict, and strict python-mode
     # validation refuses the plain strings that stand for its enums in a stored document.
@@ -488,11 +468,3 @@ def _key(key: GrantKey) -> tuple[str, str, str, str]:
     return key.provider, key.principal_id, key.role_definition_id, key.scope
 
 
-def _instant(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {value.isoformat()} has no timezone; the store keeps UTC instants")
-    return format_instant(value)
-
-
-def _parse_instant(text: str) -> datetime:
-    return datetime.strptime(text, _INSTANT_FORMAT).replace(tzinfo=UTC)

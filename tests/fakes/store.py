@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
+from shared.adapters.store_format import decode_continuation, encode_continuation
 from shared.domain.audit import AuditEvent, format_instant
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import GrantKey, Hold, HoldStatus
@@ -125,7 +124,7 @@ class FakeStore:
         limit = min(max(query.limit, 1), MAX_PAGE)
         since = None if query.since is None else format_instant(_utc(query.since))
         until = None if query.until is None else format_instant(_utc(query.until))
-        after = None if query.continuation is None else _decode(query.continuation)
+        after = None if query.continuation is None else decode_continuation(query.continuation)
         matching: list[tuple[tuple[str, str], AuditEvent]] = []
         for event, requester in list(self._events.values()):
             position = (format_instant(event.at), event.id)
@@ -140,7 +139,7 @@ class FakeStore:
                 matching.append((position, event))
         matching.sort(key=lambda pair: pair[0])
         page = matching[:limit]
-        continuation = _encode(*page[-1][0]) if len(matching) > limit else None
+        continuation = encode_continuation(*page[-1][0]) if len(matching) > limit else None
         return AuditPage(events=[event.model_copy(deep=True) for _, event in page], continuation=continuation)
 
     def request_ids(self) -> Iterator[str]:
@@ -171,20 +170,3 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"timestamp {value.isoformat()} has no timezone; the store keeps UTC instants")
     return value
-
-
-def _encode(at: str, event_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at, event_id]).encode()).decode()
-
-
-def _decode(token: str) -> tuple[str, str]:
-    try:
-        at, event_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not (isinstance(at, str) and isinstance(event_id, str)):
-            raise TypeError
-        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
-        raise ValueError(
-            "malformed continuation token: pass back the continuation of the previous page unchanged"
-        ) from None
-    return at, event_id
