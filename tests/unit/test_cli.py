@@ -1,0 +1,285 @@
+"""The `jitgate` command line, in-process: exit codes, outputs and error messages (no server, no network)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"
+EXAMPLE_TESTS = ROOT / "policies" / "example.tests.yaml"
+ALLOWED_ROLES = ROOT / "infra" / "allowed-roles.json"
+
+VALID_REQUEST = {
+    "schemaVersion": 1,
+    "requestId": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "requester": {"principalId": "dddddddd-0000-4000-8000-00000000000d", "displayName": "Jane"},
+    "target": {
+        "provider": "local",
+        "scope": "/subscriptions/11111111-1111-4111-8111-111111111111",
+        "role": "Reader",
+    },
+    "duration": "PT1H",
+    "justification": "reading the dev subscription",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No command may touch the developer's .jitgate or a policy chosen by the environment."""
+    for name in ("JITGATE_POLICY", "JITGATE_MODE", "JITGATE_URL", "JITGATE_TOKEN", "JITGATE_SEED_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JITGATE_DATA_DIR", str(tmp_path / "env-data"))
+
+
+# ------------------------------------------------------------------------------------- policy check
+
+
+def test_policy_check_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", str(EXAMPLE_POLICY)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    assert str(EXAMPLE_POLICY) in out
+
+
+def test_policy_check_reports_every_error_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\n"  # 1
+        "groups:\n"  # 2
+        "  engineers: [dddddddd-0000-4000-8000-00000000000d]\n"  # 3
+        "rules:\n"  # 4
+        "  - name: r1\n"  # 5
+        "    match:\n"  # 6
+        "      providers: [local]\n"  # 7
+        "      roles: [Reader]\n"  # 8
+        '      scopes: ["**"]\n'  # 9
+        "    outcome: auto\n"  # 10
+        "    maxDuration: PT8H\n"  # 11
+        "    surprise: true\n"  # 12  unknown key
+        "  - name: r2\n"  # 13
+        "    match:\n"  # 14
+        "      providers: [local]\n"  # 15
+        "      roles: [Contributor]\n"  # 16
+        '      scopes: ["**"]\n'  # 17
+        "    outcome: auto\n"  # 18
+        "    maxDuration: eight hours\n"  # 19  bad duration
+    )
+    assert main(["policy", "check", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "OK" not in captured.out
+    err = captured.err
+    assert str(bad) in err or bad.name in err
+    assert "Traceback" not in err
+    assert re.search(r":12:", err), err
+    assert re.search(r":19:", err), err
+    assert "surprise" in err
+
+
+def test_policy_check_on_a_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["policy", "check", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the policy" in err
+
+
+# -------------------------------------------------------------------------------------- policy test
+
+
+def test_policy_test_runs_the_example_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "test", str(EXAMPLE_TESTS)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = re.fullmatch(r"(\d+) passed, 0 failed", lines[-1])
+    assert match, lines[-1]
+    assert int(match.group(1)) > 0
+    assert int(match.group(1)) == sum(1 for line in lines if line.startswith("PASS "))
+    assert not any(line.startswith("FAIL ") for line in lines)
+
+
+def test_policy_test_fails_a_case_expecting_the_wrong_outcome(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(EXAMPLE_POLICY, tmp_path / "example.yaml")
+    cases = tmp_path / "wrong.tests.yaml"
+    cases.write_text(
+        "policy: example.yaml\n"
+        'now: "2026-11-26T10:00:00Z"\n'
+        "cases:\n"
+        "  - name: owner is wrongly expected to be granted\n"
+        "    request:\n"
+        "      requester: {principalId: aaaaaaaa-0000-4000-8000-00000000000a}\n"
+        "      target:\n"
+        "        provider: local\n"
+        "        scope: /subscriptions/11111111-1111-4111-8111-111111111111\n"
+        "        role: Owner\n"
+        "    expect: {outcome: auto}\n"
+        "  - name: jane reads dev\n"
+        "    request:\n"
+        "      requester: {principalId: dddddddd-0000-4000-8000-00000000000d}\n"
+        "      target:\n"
+        "        provider: local\n"
+        "        scope: /subscriptions/11111111-1111-4111-8111-111111111111\n"
+        "        role: Reader\n"
+        "    expect: {outcome: auto, rule: dev-reader}\n"
+    )
+    assert main(["policy", "test", str(cases)]) == 1
+    out = capsys.readouterr().out
+    fail_lines = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert len(fail_lines) == 1
+    assert "owner is wrongly expected to be granted" in fail_lines[0]
+    assert "expected auto" in fail_lines[0]
+    assert out.strip().splitlines()[-1] == "1 passed, 1 failed"
+
+
+# ----------------------------------------------------------------------------------- policy explain
+
+
+def test_policy_explain_prints_a_decision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(VALID_REQUEST))
+    assert main(["policy", "explain", str(EXAMPLE_POLICY), str(request)]) == 0
+    out = capsys.readouterr().out
+    decision = [line for line in out.splitlines() if line.startswith("decision:")]
+    assert len(decision) == 1
+    assert "dev-reader" in out
+
+
+def test_policy_explain_with_an_invalid_request_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({**VALID_REQUEST, "surprise": True}))
+    assert main(["policy", "explain", str(EXAMPLE_POLICY), str(request)]) == 1
+    captured = capsys.readouterr()
+    assert "decision:" not in captured.out
+    assert captured.err.startswith("jitgate: ")
+    assert str(request) in captured.err
+    assert "not a valid access request" in captured.err
+
+
+def test_policy_explain_with_malformed_json_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = tmp_path / "request.json"
+    request.write_text("{not json")
+    assert main(["policy", "explain", str(EXAMPLE_POLICY), str(request)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jitgate: ")
+    assert "not a valid access request" in err
+
+
+# ------------------------------------------------------------------------------------------- schema
+
+
+def test_schema_check_passes_on_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "check"]) == 0
+    assert "is current" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------------------- infra
+
+
+def test_infra_roles_prints_the_committed_allowed_roles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infra", "roles"]) == 0
+    assert capsys.readouterr().out == ALLOWED_ROLES.read_text()
+
+
+def test_infra_roles_refuses_a_policy_that_allows_any_role(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "wildcard.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "groups:\n"
+        "  engineers: [dddddddd-0000-4000-8000-00000000000d]\n"
+        "rules:\n"
+        "  - name: anything\n"
+        "    match:\n"
+        "      providers: [azure-rbac]\n"
+        '      roles: "*"\n'
+        '      scopes: ["**"]\n'
+        "      requesterGroups: [engineers]\n"
+        "    outcome: approval\n"
+        "    approval:\n"
+        "      groups: [engineers]\n"
+        "    maxDuration: PT1H\n"
+    )
+    assert main(["policy", "check", str(policy)]) == 0, "the fixture itself must be a valid policy"
+    capsys.readouterr()
+    assert main(["infra", "roles", "--policy", str(policy)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{policy}:5:" in captured.err
+    assert "allows any role" in captured.err
+    assert "Traceback" not in captured.err
+
+
+# -------------------------------------------------------------------------------------------- audit
+
+
+def test_audit_verify_without_a_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["audit", "verify", "--data-dir", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jitgate: no store at")
+    assert str(empty / "store.db") in err
+    assert not (empty / "store.db").exists(), "verify must not create a store"
+
+
+# ---------------------------------------------------------------------------------------------- dlq
+
+
+def test_dlq_list_on_a_fresh_store_is_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["dlq", "list", "--data-dir", str(data), "--policy", str(EXAMPLE_POLICY)]) == 0
+    assert "no dead-lettered messages" in capsys.readouterr().out
+
+
+def test_dlq_list_json_on_a_fresh_store_is_an_empty_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["dlq", "list", "--json", "--data-dir", str(data), "--policy", str(EXAMPLE_POLICY)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_dlq_replay_of_an_unknown_sequence_number_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    argv = ["dlq", "replay", "access-lifecycle", "999", "--data-dir", str(data), "--policy", str(EXAMPLE_POLICY)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "replayed" not in captured.out
+    assert captured.err.startswith("jitgate: ")
+    assert "999" in captured.err and "access-lifecycle" in captured.err
+
+
+# ---------------------------------------------------------------------------------------- reconcile
+
+
+def test_reconcile_on_a_fresh_store_prints_a_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["reconcile", "--data-dir", str(data), "--policy", str(EXAMPLE_POLICY)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "flushed" in report
+    assert report["flushed"] == 0
+
+
+# ------------------------------------------------------------------------------------------ no args
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: jitgate" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("group", ["policy", "audit", "dlq", "infra"])
+def test_a_command_group_without_an_action_exits_2(group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([group]) == 2
+    assert "usage: jitgate" in capsys.readouterr().out
