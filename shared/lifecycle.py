@@ -984,11 +984,9 @@ class Lifecycle:
     def flush_pending(self) -> int:
         """Flush outboxes left by crashed handlers (reconcile and startup call this)."""
         count = 0
-        for state in RequestState:
-            for record in self.b.requests.requests_in({state}):
-                if record.pending_events:
-                    count += len(record.pending_events)
-                    self._flush(record)
+        for record in self.b.requests.requests_with_outbox():
+            count += len(record.pending_events)
+            self._flush(record)
         return count
 
     def _call(self, fn: Callable[[], T]) -> T:

@@ -119,6 +119,10 @@ class RequestStore(Protocol):
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
         """Records in any of the states (for reconcile), oldest update first."""
 
+    def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
+        """Records whose audit outbox is not empty (a handler died between its state write and its audit
+        append), oldest update first. Cheap when there are none: reconcile asks on every tick."""
+
 
 class LedgerStore(Protocol):
     """Holds on grant keys."""

@@ -67,6 +67,9 @@ _TRANSIENT_STATUS = {408, 429, 449, 500, 502, 503, 504}
 
 # The queries, parameterised; the fake container in tests/azure interprets exactly these.
 REQUESTS_IN = "SELECT TOP @limit * FROM c WHERE ARRAY_CONTAINS(@states, c.state) ORDER BY c.updatedOrder"
+REQUESTS_WITH_OUTBOX = (
+    "SELECT TOP @limit * FROM c WHERE ARRAY_LENGTH(c.pendingEvents) > 0 ORDER BY c.updatedOrder"
+)
 HOLDS_ACTIVE = "SELECT * FROM c WHERE c.status = @active"
 HOLDS_OVERDUE = "SELECT * FROM c WHERE c.status = @active AND c.expiresAt <= @now"
 HOLDS_OF_REQUEST = "SELECT * FROM c WHERE c.requestId = @requestId"
@@ -160,6 +163,12 @@ class CosmosStore:
             return []
         parameters = {"@limit": limit, "@states": sorted(state.value for state in states)}
         docs = self._query(REQUESTS, REQUESTS_IN, parameters, page_size=min(limit, MAX_PAGE))
+        return [self._record(doc) for doc in islice(docs, limit)]
+
+    def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
+        if limit < 1:
+            return []
+        docs = self._query(REQUESTS, REQUESTS_WITH_OUTBOX, {"@limit": limit}, page_size=min(limit, MAX_PAGE))
         return [self._record(doc) for doc in islice(docs, limit)]
 
     def _etag_of(self, request_id: str, version: int) -> str:

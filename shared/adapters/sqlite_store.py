@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS requests (
     doc        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
+CREATE INDEX IF NOT EXISTS requests_with_outbox ON requests (updated_at)
+    WHERE json_array_length(doc, '$.pendingEvents') > 0;
 
 CREATE TABLE IF NOT EXISTS holds (
     provider           TEXT NOT NULL,
@@ -167,6 +169,15 @@ class SqliteStore:
             )
             .fetchall()
         )
+        return [_record(doc) for (doc,) in rows]
+
+    def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
+        # NB. The WHERE clause repeats the partial index's, so the planner reads only the index.
+        rows = self._db.connection().execute(
+            "SELECT doc FROM requests WHERE json_array_length(doc, '$.pendingEvents') > 0"
+            " ORDER BY updated_at, request_id LIMIT ?",
+            (max(limit, 0),),
+        ).fetchall()
         return [_record(doc) for (doc,) in rows]
 
     # ------------------------------------------------------------ ledger

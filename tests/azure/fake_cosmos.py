@@ -68,6 +68,7 @@ def _compare(field: str, op: str, param: str) -> Predicate:
 
 CLAUSES: dict[str, Predicate] = {
     "ARRAY_CONTAINS(@states, c.state)": lambda doc, p: _path(doc, "state") in p["@states"],
+    "ARRAY_LENGTH(c.pendingEvents) > 0": lambda doc, p: bool(doc.get("pendingEvents")),
     "c.status = @active": _compare("status", "=", "@active"),
     "c.expiresAt <= @now": _compare("expiresAt", "<=", "@now"),
     "c.requestId = @requestId": _compare("requestId", "=", "@requestId"),

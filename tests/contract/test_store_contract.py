@@ -298,6 +298,21 @@ def test_requests_in_follows_state_changes(store: Store) -> None:
     assert [r.version for r in store.requests_in({RequestState.APPROVED})] == [2]
 
 
+def test_requests_with_outbox_are_those_whose_audit_events_are_not_yet_appended(store: Store) -> None:
+    # GIVEN one record written with an unflushed outbox (a handler died before appending) and one without
+    crashed = RequestRecord(request_id="crashed", state=RequestState.RECEIVED, created_at=T0, updated_at=T0)
+    crashed.emit(EventType.REQUEST_RECEIVED, T0, {})
+    store.create_request(crashed)
+    store.create_request(RequestRecord(request_id="clean", state=RequestState.ACTIVE, created_at=T0, updated_at=T0))
+    # THEN only the first is found, with its events, until its outbox is cleared
+    [found] = store.requests_with_outbox()
+    assert (found.request_id, len(found.pending_events)) == ("crashed", 1)
+    found.pending_events = []
+    store.save_request(found)
+    assert store.requests_with_outbox() == []
+    assert store.requests_with_outbox(limit=0) == []
+
+
 # ---------------------------------------------------------------- ledger
 
 

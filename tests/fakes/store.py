@@ -64,6 +64,11 @@ class FakeStore:
         chosen = sorted((r for r in records if r.state in states), key=lambda r: (r.updated_at, r.request_id))
         return chosen[: max(limit, 0)]
 
+    def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
+        records = [RequestRecord.model_validate_json(text) for text in self._requests.values()]
+        chosen = sorted((r for r in records if r.pending_events), key=lambda r: (r.updated_at, r.request_id))
+        return chosen[: max(limit, 0)]
+
     # ------------------------------------------------------------ ledger
 
     def put_hold(self, hold: Hold) -> None:
