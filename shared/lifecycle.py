@@ -266,7 +266,7 @@ class Lifecycle:
                 {
                     "approverGroups": decision.approver_groups,
                     "required": decision.required_approvals,
-                    "deadline": _iso(record.approval_deadline),
+                    "deadline": format_instant(record.approval_deadline),
                 },
             )
             saved = self._commit(record)
@@ -341,11 +341,7 @@ class Lifecycle:
                 )
             return True
 
-        saved = self._update(request_id, mutate)
-        if saved is None:
-            raise NotFound(f"no request {request_id}")
-        if refused:
-            raise AuthError(refused[0])
+        saved = self._decided(request_id, mutate, refused)
         outcome = result[0]
         if outcome.state is RequestState.APPROVED and saved.state is RequestState.APPROVED:
             self._send_grant(saved)
@@ -363,7 +359,7 @@ class Lifecycle:
             if self._refuse(record, approver_id, now, "deny", refused):
                 return True
             record.move_to(RequestState.DENIED, now)
-            record.denial = {"by": approver_id, "reason": reason, "at": _iso(now)}
+            record.denial = {"by": approver_id, "reason": reason, "at": format_instant(now)}
             record.emit(
                 EventType.REQUEST_DENIED,
                 now,
@@ -372,13 +368,18 @@ class Lifecycle:
             )
             return True
 
+        saved = self._decided(request_id, mutate, refused)
+        self._notify(saved, "denied", f"Request denied: {reason}")
+        return Result(request_id, saved.state, "denied")
+
+    def _decided(self, request_id: str, mutate: Callable[[RequestRecord], bool], refused: list[str]) -> RequestRecord:
+        """Write an approver's decision; a refusal (already audited by `mutate`) is raised after the write."""
         saved = self._update(request_id, mutate)
         if saved is None:
             raise NotFound(f"no request {request_id}")
         if refused:
             raise AuthError(refused[0])
-        self._notify(saved, "denied", f"Request denied: {reason}")
-        return Result(request_id, saved.state, "denied")
+        return saved
 
     def _refuse(
         self, record: RequestRecord, approver_id: str, now: datetime, verdict: str, refused: list[str]
@@ -422,7 +423,7 @@ class Lifecycle:
             record.emit(
                 EventType.REQUEST_EXPIRED,
                 now,
-                {"deadline": _iso(record.approval_deadline), "approvals": len(record.approvals)},
+                {"deadline": format_instant(record.approval_deadline), "approvals": len(record.approvals)},
             )
             return True
 
@@ -538,19 +539,19 @@ class Lifecycle:
                     **key.as_dict(),
                     "assignmentName": key.assignment_name(),
                     "preexisting": hold.preexisting,
-                    "expiresAt": _iso(hold.expires_at),
+                    "expiresAt": format_instant(hold.expires_at),
                 },
             )
-            record.emit(EventType.REVOKE_SCHEDULED, now, {"at": _iso(hold.expires_at), "sequenceNumber": seq})
+            record.emit(EventType.REVOKE_SCHEDULED, now, {"at": format_instant(hold.expires_at), "sequenceNumber": seq})
             return True
 
         saved = self._update(request_id, mutate)
         assert saved is not None
         if saved.state is RequestState.ACTIVE and saved.revoke_sequence == seq:
-            self._notify(saved, "granted", f"Access granted until {_iso(hold.expires_at)}")
+            self._notify(saved, "granted", f"Access granted until {format_instant(hold.expires_at)}")
         else:
             self._release_leftovers(saved)
-        return Result(request_id, saved.state, f"active until {_iso(hold.expires_at)}")
+        return Result(request_id, saved.state, f"active until {format_instant(hold.expires_at)}")
 
     def _ensure_revoke_scheduled(self, record: RequestRecord) -> None:
         if record.expires_at is None:
@@ -1035,7 +1036,6 @@ def _ours(assignment: Assignment, name: str) -> bool:
     return assignment.name == name or assignment.marked_request_id is not None
 
 
-_iso = format_instant
 
 
 def _decision_data(decision: Decision) -> dict[str, Any]:
@@ -1067,5 +1067,5 @@ def _facts(record: RequestRecord) -> dict[str, str]:
     if record.decision is not None and record.decision.required_approvals:
         facts["Approvals"] = f"{len(record.approvals)} of {record.decision.required_approvals}"
     if record.expires_at is not None:
-        facts["Expires"] = _iso(record.expires_at)
+        facts["Expires"] = format_instant(record.expires_at)
     return facts
