@@ -256,9 +256,13 @@ def test_the_daily_archive_exports_the_last_week_of_closed_requests(runtime: Run
     assert until - since == timedelta(days=7)
 
 
-def test_the_archive_timer_does_nothing_without_an_archive(runtime: Runtime) -> None:
+def test_the_archive_timer_says_so_when_there_is_no_archive(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
     assert runtime.archive is None
-    user_function("archive")(TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
+    with caplog.at_level("WARNING", logger="jitgate.archive"):
+        user_function("archive")(TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
+    assert "JITGATE_ARCHIVE_ACCOUNT_URL is not set" in caplog.text
 
 
 # ---------------------------------------------------------------- HTTP

@@ -241,7 +241,7 @@ def test_send_and_schedule_share_duplicate_detection(bus: Bus, clock: FakeClock)
 
 def test_scheduled_message_is_invisible_until_due(bus: Bus, clock: FakeClock) -> None:
     due = clock.now() + timedelta(hours=1)
-    seq = bus.schedule(Q, "revoke:r1:1", b"revoke", due)
+    bus.schedule(Q, "revoke:r1:1", b"revoke", due)
     assert bus.receive(Q) == []
     clock.advance(timedelta(hours=1) - timedelta(microseconds=1))
     assert bus.receive(Q) == []
@@ -249,7 +249,6 @@ def test_scheduled_message_is_invisible_until_due(bus: Bus, clock: FakeClock) ->
     message = receive_one(bus)
     assert (message.message_id, message.body, message.delivery_count) == ("revoke:r1:1", b"revoke", 1)
     assert message.enqueued_at == due
-    assert seq >= 0
 
 
 def test_schedule_in_the_past_is_receivable_now(bus: Bus, clock: FakeClock) -> None:
@@ -264,12 +263,11 @@ def test_sequence_numbers_increase(bus: Bus, clock: FakeClock) -> None:
 
 def test_cancel_before_due_removes_the_message(bus: Bus, clock: FakeClock) -> None:
     seq = bus.schedule(Q, "revoke:r1:1", b"x", clock.now() + timedelta(hours=1))
-    keep = bus.schedule(Q, "revoke:r2:1", b"y", clock.now() + timedelta(hours=1))
+    bus.schedule(Q, "revoke:r2:1", b"y", clock.now() + timedelta(hours=1))
     clock.advance(timedelta(minutes=59))
     bus.cancel_scheduled(Q, seq)
     clock.advance(timedelta(days=1))
     assert [m.message_id for m in bus.receive(Q, max_messages=10)] == ["revoke:r2:1"]
-    assert keep != seq
 
 
 def test_cancel_after_due_is_a_no_op(bus: Bus, clock: FakeClock) -> None:
