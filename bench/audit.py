@@ -29,7 +29,7 @@ from typing import Any
 
 from _common import Report, percentile
 
-from shared.adapters.sqlite_store import SqliteStore
+from shared.adapters.embedded.store import SqliteStore
 from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, event_id, format_instant, hash_of, verify_chain
 from shared.ports import AuditQuery
 

@@ -323,7 +323,7 @@ def _event_summary(data: dict[str, Any]) -> str:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
-        from .adapters.sqlite_store import SqliteStore
+        from .adapters.embedded.store import SqliteStore
         from .domain.audit import verify_chain_documents
 
         path = args.data_dir / "store.db"
@@ -375,7 +375,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 def _policy_explain(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from .adapters.policy_directory import PolicyDirectory
+    from .adapters.embedded.policy_directory import PolicyDirectory
     from .domain.errors import InvalidRequest
     from .domain.policy import Policy
     from .domain.request import parse_access_request

@@ -114,7 +114,7 @@ class Story:
         return response.status_code, str(reply.get("text", reply))
 
     def assignments(self) -> list[Any]:
-        from .adapters.local_rbac import LocalRbac
+        from .adapters.embedded.rbac import LocalRbac
 
         return list(LocalRbac(self.data_dir / "rbac.db").all_assignments())
 

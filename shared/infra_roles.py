@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from .adapters.local_rbac import AZURE_BUILTIN_ROLES, resolve_builtin_role
+from .adapters.azure.roles import AZURE_BUILTIN_ROLES, resolve_builtin_role
 from .domain.decision import Outcome
 from .domain.errors import PermanentError, PolicyError
 from .domain.ids import is_guid

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .adapters.policy_directory import PolicyDirectory
+from .adapters.embedded.policy_directory import PolicyDirectory
 from .clock import SystemClock
 from .domain.decision import Decision, Outcome
 from .domain.errors import InvalidRequest, PolicyError

@@ -17,7 +17,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from .adapters.local_rbac import LocalRbac
+    from .adapters.embedded.rbac import LocalRbac
     from .domain.policy import Policy
     from .ports import GrantProvider
 
@@ -53,11 +53,11 @@ def build(settings: Settings) -> Runtime:
 
 def build_local(settings: Settings) -> Runtime:
     """The embedded default: SQLite bus, store and simulated RBAC plane under `settings.data_dir`."""
-    from .adapters.local_rbac import LocalRbac
-    from .adapters.outbox_notifier import OutboxNotifier
-    from .adapters.policy_directory import PolicyDirectory
-    from .adapters.sqlite_bus import SqliteBus
-    from .adapters.sqlite_store import SqliteStore
+    from .adapters.embedded.bus import SqliteBus
+    from .adapters.embedded.outbox import OutboxNotifier
+    from .adapters.embedded.policy_directory import PolicyDirectory
+    from .adapters.embedded.rbac import LocalRbac
+    from .adapters.embedded.store import SqliteStore
     from .domain.policy import Policy
 
     data = settings.data_dir
@@ -100,14 +100,15 @@ def build_azure(settings: Settings) -> Runtime:
     missing = settings.missing_azure_settings()
     if missing:
         raise ValueError(f"JITGATE_MODE=azure needs the app settings {', '.join(missing)}")
-    from .adapters.azure_activity import AzureActivity
-    from .adapters.azure_pim import AzurePim
-    from .adapters.azure_rbac import AzureRbac, arm_token_provider
-    from .adapters.blob_archive import BlobAuditArchive
-    from .adapters.cosmos_store import CosmosStore
-    from .adapters.graph_directory import GraphDirectory, graph_token_provider
-    from .adapters.servicebus_bus import ServiceBusBus
-    from .adapters.teams_notifier import TeamsNotifier
+    from .adapters.azure.arm import arm_token_provider
+    from .adapters.azure.blob_archive import BlobAuditArchive
+    from .adapters.azure.cosmos import CosmosStore
+    from .adapters.azure.graph import GraphDirectory, graph_token_provider
+    from .adapters.azure.monitor import AzureActivity
+    from .adapters.azure.pim import AzurePim
+    from .adapters.azure.rbac import AzureRbac
+    from .adapters.azure.servicebus import ServiceBusBus
+    from .adapters.teams.workflows import TeamsNotifier
     from .domain.policy import Policy
 
     credential = azure_credential(settings)

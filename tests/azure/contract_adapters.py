@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.adapters.cosmos_store import CosmosStore
-from shared.adapters.servicebus_bus import ServiceBusBus
+from shared.adapters.azure.cosmos import CosmosStore
+from shared.adapters.azure.servicebus import ServiceBusBus
 from shared.ports import Clock, QueueSettings
 from tests.azure.fake_cosmos import FakeCosmosAccount
 from tests.azure.fake_servicebus import FakeServiceBusNamespace

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from shared.adapters.azure_rbac import AzureRbac
-from shared.adapters.local_rbac import AZURE_BUILTIN_ROLES
+from shared.adapters.azure.rbac import AzureRbac
+from shared.adapters.azure.roles import AZURE_BUILTIN_ROLES
 from tests.azure.fake_http import Call, FakeHttpService, Reply, error
 
 TOKEN = "fake-arm-token"

@@ -24,12 +24,13 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.adapters.azure_activity import AzureActivity, activity_query
-from shared.adapters.azure_pim import AzurePim
-from shared.adapters.azure_rbac import AzureRbac, CachedToken, arm_token_provider
-from shared.adapters.blob_archive import BlobAuditArchive
-from shared.adapters.graph_directory import GraphDirectory
-from shared.adapters.teams_notifier import TeamsNotifier
+from shared.adapters.azure.arm import CachedToken, arm_token_provider
+from shared.adapters.azure.blob_archive import BlobAuditArchive
+from shared.adapters.azure.graph import GraphDirectory
+from shared.adapters.azure.monitor import AzureActivity, activity_query
+from shared.adapters.azure.pim import AzurePim
+from shared.adapters.azure.rbac import AzureRbac
+from shared.adapters.teams.workflows import TeamsNotifier
 from shared.cards import teams_message
 from shared.domain.audit import canonical_json, verify_chain
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
@@ -310,9 +311,9 @@ def test_nothing_is_built_or_called_before_first_use(arm: FakeArm, tenant: tuple
 def test_importing_the_adapters_imports_no_azure_sdk() -> None:
     code = (
         "import sys\n"
-        "import shared.adapters.azure_rbac, shared.adapters.azure_pim, shared.adapters.graph_directory\n"
-        "import shared.adapters.teams_notifier, shared.adapters.azure_activity, shared.adapters.blob_archive\n"
-        "shared.adapters.azure_rbac.arm_token_provider()\n"
+        "import shared.adapters.azure.rbac, shared.adapters.azure.pim, shared.adapters.azure.graph\n"
+        "import shared.adapters.teams.workflows, shared.adapters.azure.monitor, shared.adapters.azure.blob_archive\n"
+        "shared.adapters.azure.arm.arm_token_provider()\n"
         "print(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))\n"
     )
     root = Path(__file__).resolve().parents[2]
@@ -983,7 +984,7 @@ def test_live_rbac_grant_read_back_and_revoke() -> None:
 
 
 def test_live_graph_groups() -> None:
-    from shared.adapters.graph_directory import graph_token_provider
+    from shared.adapters.azure.graph import graph_token_provider
 
     env = live("JITGATE_LIVE_PRINCIPAL_ID")
     assert isinstance(GraphDirectory(graph_token_provider()).groups_of(env["JITGATE_LIVE_PRINCIPAL_ID"]), frozenset)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from shared.adapters.cosmos_store import CosmosStore
+from shared.adapters.azure.cosmos import CosmosStore
 from shared.domain.audit import SYSTEM, EventType, make_event
 from shared.domain.errors import ConcurrencyConflict, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, Hold

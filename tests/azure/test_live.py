@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adapters.cosmos_store import CosmosStore
-from shared.adapters.servicebus_bus import ServiceBusBus
+from shared.adapters.azure.cosmos import CosmosStore
+from shared.adapters.azure.servicebus import ServiceBusBus
 from shared.domain.audit import SYSTEM, EventType, make_event
 from shared.domain.errors import ConcurrencyConflict
 from shared.domain.ledger import GrantKey, Hold

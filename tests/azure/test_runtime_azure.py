@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from shared.adapters.azure_pim import AzurePim
-from shared.adapters.azure_rbac import AzureRbac
-from shared.adapters.cosmos_store import CosmosStore
-from shared.adapters.graph_directory import GraphDirectory
-from shared.adapters.servicebus_bus import ServiceBusBus
-from shared.adapters.teams_notifier import TeamsNotifier
+from shared.adapters.azure.cosmos import CosmosStore
+from shared.adapters.azure.graph import GraphDirectory
+from shared.adapters.azure.pim import AzurePim
+from shared.adapters.azure.rbac import AzureRbac
+from shared.adapters.azure.servicebus import ServiceBusBus
+from shared.adapters.teams.workflows import TeamsNotifier
 from shared.runtime import build
 from shared.settings import Settings
 

@@ -17,7 +17,7 @@ from azure.servicebus.exceptions import (
     ServiceBusServerBusyError,
 )
 
-from shared.adapters.servicebus_bus import REPLAY_OF, ServiceBusBus
+from shared.adapters.azure.servicebus import REPLAY_OF, ServiceBusBus
 from shared.domain.errors import LockLost, NotFound, PermanentError, TransientError
 from shared.ports import QueueSettings
 from tests.azure.fake_servicebus import FakeServiceBusNamespace

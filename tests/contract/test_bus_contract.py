@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.sqlite_bus import SqliteBus
+from shared.adapters.embedded.bus import SqliteBus
 from shared.domain.errors import LockLost, NotFound
 from shared.ports import Bus, QueueSettings, ReceivedMessage
 from tests.azure.contract_adapters import servicebus_bus
@@ -596,7 +596,7 @@ def test_two_threads_never_hold_the_same_message(tmp_path: Path, clock: FakeCloc
 
 _DRAIN_IN_ANOTHER_PROCESS = """
 import json, pathlib, sys, time
-from shared.adapters.sqlite_bus import SqliteBus
+from shared.adapters.embedded.bus import SqliteBus
 from tests.fakes.clock import FakeClock
 path, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 bus = SqliteBus(path, FakeClock())

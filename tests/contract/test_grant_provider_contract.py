@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from shared.adapters.local_rbac import AZURE_BUILTIN_ROLES, LocalRbac
-from shared.adapters.outbox_notifier import OutboxNotifier, read_outbox
+from shared.adapters.azure.roles import AZURE_BUILTIN_ROLES
+from shared.adapters.embedded.outbox import OutboxNotifier, read_outbox
+from shared.adapters.embedded.rbac import LocalRbac
 from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text, teams_message
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey, marker_for

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from shared.adapters.sqlite_store import SqliteStore
+from shared.adapters.embedded.store import SqliteStore
 from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, make_event, verify_chain
 from shared.domain.decision import Decision, Outcome
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.adapters.local_rbac import LocalRbac
+from shared.adapters.embedded.rbac import LocalRbac
 from shared.domain.ledger import Assignment
 from shared.settings import DEFAULT_POLICY, Settings
 from shared.teams import outgoing_payload, sign

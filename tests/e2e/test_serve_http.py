@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.local_rbac import AZURE_BUILTIN_ROLES
+from shared.adapters.azure.roles import AZURE_BUILTIN_ROLES
 from shared.teams import sign
 from tests.e2e.conftest import ALICE, BOB, DEV_SUB, JANE, PROD_SUB, STRANGER, JitgateServer
 from tests.unit.test_hostile_corpus import CORPUS, HostileCase, strict_guid

@@ -6,13 +6,8 @@ import threading
 import uuid
 from datetime import datetime
 
-from shared.adapters.local_rbac import (
-    GRANT_OPERATIONS,
-    FaultInjector,
-    check_new_assignment,
-    normalized,
-    resolve_builtin_role,
-)
+from shared.adapters.azure.roles import check_new_assignment, normalized, resolve_builtin_role
+from shared.adapters.embedded.rbac import GRANT_OPERATIONS, FaultInjector
 from shared.domain.errors import AssignmentExists, PermanentError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
 from shared.ports import Notice

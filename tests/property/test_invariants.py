@@ -41,7 +41,7 @@ from hypothesis import event as statistic
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from shared.adapters.local_rbac import resolve_builtin_role
+from shared.adapters.azure.roles import resolve_builtin_role
 from shared.domain.audit import AuditEvent, EventType, verify_chain
 from shared.domain.errors import AuthError, LockLost, NotFound
 from shared.domain.ledger import Assignment, GrantKey, Hold, HoldStatus

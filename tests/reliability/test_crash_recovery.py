@@ -40,9 +40,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.adapters.local_rbac import LocalRbac
-from shared.adapters.sqlite_bus import SqliteBus
-from shared.adapters.sqlite_store import SqliteStore
+from shared.adapters.embedded.bus import SqliteBus
+from shared.adapters.embedded.rbac import LocalRbac
+from shared.adapters.embedded.store import SqliteStore
 from shared.clock import SystemClock
 from shared.domain.audit import AuditEvent, canonical_json, verify_chain
 from shared.domain.ledger import Assignment, Hold, HoldStatus

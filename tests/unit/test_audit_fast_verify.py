@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.adapters.sqlite_store import SqliteStore
+from shared.adapters.embedded.store import SqliteStore
 from shared.domain import audit
 from shared.domain.audit import (
     SYSTEM,

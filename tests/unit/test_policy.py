@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.adapters.policy_directory import PolicyDirectory
+from shared.adapters.embedded.policy_directory import PolicyDirectory
 from shared.domain.decision import Outcome
 from shared.domain.errors import PolicyError
 from shared.domain.policy import Policy

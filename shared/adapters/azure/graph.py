@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from ..clock import SystemClock
-from ..domain.errors import PermanentError, TransientError
-from ..domain.ids import is_guid
-from ..ports import Clock
-from .azure_rbac import ArmFailure, CachedToken, TokenProvider, same_origin
+from ...clock import SystemClock
+from ...domain.errors import PermanentError, TransientError
+from ...domain.ids import is_guid
+from ...ports import Clock
+from ..http import same_origin
+from .arm import ArmFailure, CachedToken, TokenProvider
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -15,10 +15,10 @@ import threading
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ..domain.audit import AuditEvent, EventType, canonical_json, verify_chain
-from ..domain.errors import JitgateError, PermanentError, TransientError
-from ..domain.lifecycle import RequestRecord, RequestState
-from ..ports import AuditPage, AuditQuery
+from ...domain.audit import AuditEvent, EventType, canonical_json, verify_chain
+from ...domain.errors import JitgateError, PermanentError, TransientError
+from ...domain.lifecycle import RequestRecord, RequestState
+from ...ports import AuditPage, AuditQuery
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -24,9 +24,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..domain.errors import JitgateError, LockLost, NotFound, PermanentError, TransientError
-from ..ports import DeadLetter, ReceivedMessage
-from .sdk_errors import translated
+from ...domain.errors import JitgateError, LockLost, NotFound, PermanentError, TransientError
+from ...ports import DeadLetter, ReceivedMessage
+from ..sdk_errors import translated
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

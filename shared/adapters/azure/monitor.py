@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 
-from ..clock import SystemClock
-from ..domain.audit import format_instant
-from ..domain.errors import PermanentError, TransientError
-from ..domain.ids import is_guid
-from ..ports import Clock
-from .azure_rbac import checked_scope, is_transient_status, retry_after
+from ...clock import SystemClock
+from ...domain.audit import format_instant
+from ...domain.errors import PermanentError, TransientError
+from ...domain.ids import is_guid
+from ...ports import Clock
+from ..http import is_transient_status, retry_after
+from .arm import checked_scope
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

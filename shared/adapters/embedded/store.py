@@ -21,10 +21,10 @@ from shared.domain.ledger import GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditPage, AuditQuery
 
+from ..store_format import decode_continuation, encode_continuation
+from ..store_format import instant as _instant
+from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
-from .store_format import decode_continuation, encode_continuation
-from .store_format import instant as _instant
-from .store_format import parse_instant as _parse_instant
 
 SCHEMA_VERSION = 1
 MAX_PAGE = 1000

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cards import render_text, teams_message
-from ..clock import SystemClock
-from ..domain.audit import format_instant
-from ..domain.errors import TransientError
-from ..ports import Clock, Notice
+from ...cards import render_text, teams_message
+from ...clock import SystemClock
+from ...domain.audit import format_instant
+from ...domain.errors import TransientError
+from ...ports import Clock, Notice
 
 
 class OutboxNotifier:

@@ -35,8 +35,8 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ..domain.audit import AuditEvent, format_instant
-from ..domain.errors import (
+from ...domain.audit import AuditEvent, format_instant
+from ...domain.errors import (
     AlreadyExists,
     ConcurrencyConflict,
     JitgateError,
@@ -44,13 +44,13 @@ from ..domain.errors import (
     PermanentError,
     TransientError,
 )
-from ..domain.ledger import GrantKey, Hold, HoldStatus
-from ..domain.lifecycle import RequestRecord, RequestState
-from ..ports import AuditPage, AuditQuery
-from .sdk_errors import translated
-from .store_format import decode_continuation, encode_continuation
-from .store_format import instant as _instant
-from .store_format import parse_instant as _parse_instant
+from ...domain.ledger import GrantKey, Hold, HoldStatus
+from ...domain.lifecycle import RequestRecord, RequestState
+from ...ports import AuditPage, AuditQuery
+from ..sdk_errors import translated
+from ..store_format import decode_continuation, encode_continuation
+from ..store_format import instant as _instant
+from ..store_format import parse_instant as _parse_instant
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

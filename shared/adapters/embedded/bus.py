@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..domain.errors import LockLost, NotFound
-from ..ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
+from ...domain.errors import LockLost, NotFound
+from ...ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
 from .sqlite_file import SqliteFile
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"

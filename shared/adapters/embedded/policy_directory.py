@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..domain.policy import Policy
+from ...domain.policy import Policy
 
 
 class PolicyDirectory:

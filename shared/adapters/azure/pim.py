@@ -5,7 +5,7 @@ A grant is an `AdminAssign` request whose schedule expires `AfterDuration` (the 
 `expires_at`), so Azure itself ends the grant even if jitgate is down; jitgate's own revoke is an
 `AdminRemove` request. PIM names its schedules itself, so a grant jitgate made is known by the marker in
 the justification of the request that created it, and is named by its grant key's deterministic
-`assignment_name()` like every other provider's. Role resolution and the ARM plumbing are `azure_rbac`'s.
+`assignment_name()` like every other provider's. Role resolution and the ARM plumbing are `arm`'s.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any, Final
 
 import httpx
 
-from ..clock import SystemClock
-from ..domain.audit import format_instant
-from ..domain.errors import AssignmentExists, PermanentError, TransientError
-from ..domain.ids import JITGATE_NAMESPACE, is_guid
-from ..domain.ledger import MARKER_PREFIX, Assignment, GrantKey
-from ..ports import Clock
-from .azure_rbac import (
+from ...clock import SystemClock
+from ...domain.audit import format_instant
+from ...domain.errors import AssignmentExists, PermanentError, TransientError
+from ...domain.ids import JITGATE_NAMESPACE, is_guid
+from ...domain.ledger import MARKER_PREFIX, Assignment, GrantKey
+from ...ports import Clock
+from .arm import (
     ARM_ENDPOINT,
     AUTHORIZATION,
     ArmClient,

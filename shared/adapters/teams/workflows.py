@@ -16,10 +16,10 @@ from typing import Any, Final
 
 import httpx
 
-from ..cards import teams_message
-from ..domain.errors import PermanentError, TransientError
-from ..ports import Notice
-from .azure_rbac import is_transient_status, retry_after
+from ...cards import teams_message
+from ...domain.errors import PermanentError, TransientError
+from ...ports import Notice
+from ..http import is_transient_status, retry_after
 
 log = logging.getLogger("jitgate.teams")
 
