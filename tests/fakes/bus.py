@@ -43,8 +43,8 @@ class FakeBus:
     """Service Bus queues in dictionaries: peek-lock, delivery count, dead-letter, scheduling and
     duplicate detection, with time taken only from the injected clock.
 
-    `scheduled` keeps every `schedule` call and `cancelled` every `cancel_scheduled` call (queue, sequence
-    number), in order, so tests can pin when a message was asked for, not only what is left."""
+    `scheduled` keeps every `schedule` call in order, so tests can pin when a message was asked for, not
+    only what is left."""
 
     def __init__(
         self,
@@ -60,7 +60,6 @@ class FakeBus:
         self._dead: dict[int, DeadLetter] = {}
         self._seen: dict[tuple[str, str], tuple[int, datetime]] = {}  # -> (seq, expires_at)
         self.scheduled: list[Scheduled] = []
-        self.cancelled: list[tuple[str, int]] = []
 
     def send(self, queue: str, message_id: str, body: bytes) -> None:
         self._enqueue(queue, message_id, body, None)
@@ -73,7 +72,6 @@ class FakeBus:
         return seq
 
     def cancel_scheduled(self, queue: str, sequence_number: int) -> None:
-        self.cancelled.append((queue, sequence_number))
         stored = self._messages.get(sequence_number)
         if stored is not None and stored.queue == queue and stored.visible_at > self._clock.now():
             del self._messages[sequence_number]
