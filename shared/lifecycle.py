@@ -721,13 +721,16 @@ class Lifecycle:
         return result
 
     def _verify_gone(self, provider: GrantProvider, scope: str, name: str) -> None:
+        """Read the assignment back after the delete until it is gone, deleting it again between reads;
+        every delete is read back. TransientError when it is still there after `verify_attempts` reads."""
         delay = 0.2
-        for _ in range(self.b.verify_attempts):
+        for attempt in range(self.b.verify_attempts):
+            if attempt:
+                self._call(lambda: provider.delete_assignment(scope, name))
+                self.b.sleep(delay)
+                delay = min(delay * 2, self.b.max_backoff)
             if self._call(lambda: provider.get_assignment(scope, name)) is None:
                 return
-            self._call(lambda: provider.delete_assignment(scope, name))
-            self.b.sleep(delay)
-            delay = min(delay * 2, self.b.max_backoff)
         raise TransientError(f"assignment {name} at {scope} still present after delete")
 
     def _release_leftovers(self, record: RequestRecord) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared.adapters.azure.roles import check_new_assignment, normalized, resolve_builtin_role
@@ -13,28 +14,45 @@ from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
 from shared.ports import Notice
 
 
+@dataclass(frozen=True)
+class ProviderCall:
+    """One call of a GrantProvider port method, with its arguments as they were passed."""
+
+    method: str
+    args: tuple[object, ...]
+
+
 class FakeGrantProvider:
     """A GrantProvider kept in a dict, with LocalRbac's ARM semantics, built-in role catalog, `seed` for
     pre-existing access and `inject_fault`. `name` is configurable so that it can stand in for any
-    provider a request names."""
+    provider a request names.
+
+    `calls` is every port call in order (a faulted call too: it was made), so tests can pin what jitgate
+    asked for, not only what is left. With `deletes_take_effect` False a delete answers OK and leaves the
+    assignment in place, as an eventually consistent control plane may."""
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
+        self.calls: list[ProviderCall] = []
+        self.deletes_take_effect = True
         self._assignments: dict[str, Assignment] = {}  # by lower-cased name: unique in the tenant
         self._lock = threading.Lock()
         self._faults = FaultInjector(GRANT_OPERATIONS)
 
     def resolve_role(self, scope: str, role: str) -> str:
+        self._called("resolve_role", scope, role)
         self._faults.check("resolve")
         return resolve_builtin_role(role)
 
     def find_assignment(self, key: GrantKey) -> Assignment | None:
+        self._called("find_assignment", key)
         self._faults.check("find")
         key = self._own(key)
         with self._lock:
             return next((a for a in self._assignments.values() if a.key == key), None)
 
     def get_assignment(self, scope: str, name: str) -> Assignment | None:
+        self._called("get_assignment", scope, name)
         self._faults.check("get")
         with self._lock:
             found = self._assignments.get(name.lower())
@@ -48,17 +66,22 @@ class FakeGrantProvider:
         principal_type: str = "User",
         expires_at: datetime | None = None,
     ) -> Assignment:
+        self._called("create_assignment", key, name, description, principal_type, expires_at)
         self._faults.check("create")
         return self._insert(self._own(key), key.scope, name, description, principal_type)
 
     def delete_assignment(self, scope: str, name: str) -> None:
+        self._called("delete_assignment", scope, name)
         self._faults.check("delete")
+        if not self.deletes_take_effect:
+            return
         with self._lock:
             found = self._assignments.get(name.lower())
             if found is not None and found.scope.lower() == scope.lower():
                 del self._assignments[name.lower()]
 
     def list_marked(self) -> list[Assignment]:
+        self._called("list_marked")
         self._faults.check("list")
         return [a for a in self.all_assignments() if a.description.startswith(MARKER_PREFIX)]
 
@@ -75,6 +98,13 @@ class FakeGrantProvider:
 
     def inject_fault(self, operation: str, error: Exception, times: int = 1) -> None:
         self._faults.inject(operation, error, times)
+
+    def calls_to(self, method: str) -> list[ProviderCall]:
+        return [call for call in self.calls if call.method == method]
+
+    def _called(self, method: str, *args: object) -> None:
+        with self._lock:
+            self.calls.append(ProviderCall(method, args))
 
     def _insert(
         self, key: GrantKey, scope: str, name: str, description: str, principal_type: str
