@@ -219,6 +219,22 @@ class GrantProvider(Protocol):
 
 
 @dataclass(frozen=True)
+class Person:
+    """Someone in the directory: an Entra object id and, when the directory knows it, a display name."""
+
+    principal_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class Members:
+    """The first members of a group (`people`, at most the limit asked for) and how many it has in all."""
+
+    people: tuple[Person, ...]
+    total: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something people should hear about. Adapters render it (Adaptive Card, console line)."""
 
@@ -240,6 +256,10 @@ class Directory(Protocol):
     """Group membership of principals (policy file locally, Microsoft Graph in Azure)."""
 
     def groups_of(self, principal_id: str) -> frozenset[str]: ...
+
+    def members_of(self, group: str, limit: int) -> Members:
+        """The users in a policy group, nested groups included: the first `limit` and the total. Raises
+        PermanentError for a group the directory does not know, TransientError when it cannot answer now."""
 
 
 class ActivityReader(Protocol):
