@@ -236,14 +236,22 @@ class Members:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something people should hear about. Adapters render it (Adaptive Card, console line)."""
+    """Something people should hear about. Adapters render it (Adaptive Card, console line).
 
-    kind: str  # approval_requested break_glass approved denied granted revoked expired failed revoke_failed
+    The lifecycle fills in what happened; `notices.AddressedNotifier` adds who must hear it (`mentions`, and
+    how many members of each audience group were left out), how to answer (`answer_to`, the outgoing
+    webhook's name) and where to read more (`link`)."""
+
+    kind: str  # approval_requested break_glass approved denied granted revoked expired failed revoke_failed test
     request_id: str
     title: str
     facts: dict[str, str] = field(default_factory=dict)
     reply_hints: list[str] = field(default_factory=list)
     audience: list[str] = field(default_factory=list)  # approver groups, when relevant
+    mentions: list[Person] = field(default_factory=list)
+    unmentioned: dict[str, int] = field(default_factory=dict)  # audience group -> members not @mentioned
+    answer_to: str = ""
+    link: str = ""
 
 
 class Notifier(Protocol):

@@ -15,7 +15,7 @@ class PolicyDirectory:
         membership: dict[str, set[str]] = {}
         self._members: dict[str, tuple[Person, ...]] = {}
         for group, members in policy.groups.items():
-            ids = list(dict.fromkeys(member.lower() for member in members))
+            ids = sorted({member.lower() for member in members})  # the policy's groups are sets: a stable order
             self._members[group] = tuple(Person(principal_id) for principal_id in ids)
             for member in ids:
                 membership.setdefault(member, set()).add(group)
