@@ -33,6 +33,7 @@ from .text import quoted, reason_in_words, state_in_words
 MAX_SKEW = timedelta(minutes=5)
 MAX_COMMENT = 1000
 BOT_NAME = "jitgate"
+MIN_SECRET_BYTES = 16
 
 USAGE = (
     "Commands: `approve <request id> [comment]`, `deny <request id> <reason>`, `status <request id>`, `help`."
@@ -55,6 +56,22 @@ def sign(secret: bytes, body: bytes) -> str:
     """The `Authorization` header value Teams sends with `body`."""
     digest = hmac.new(secret, body, hashlib.sha256).digest()
     return "HMAC " + base64.b64encode(digest).decode()
+
+
+def decode_secret(text: str) -> bytes:
+    """The HMAC key from the security token Teams shows (base64). ValueError says what is wrong with it."""
+    token = text.strip()
+    if not token:
+        raise ValueError("the secret is empty")
+    try:
+        key = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not valid base64: paste the security token exactly as Teams showed it"
+                         ) from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"the secret decodes to {len(key)} bytes, fewer than {MIN_SECRET_BYTES}: it cannot be "
+                         "the security token Teams showed")
+    return key
 
 
 def verify_signature(secret: bytes, body: bytes, authorization: str | None) -> None:
