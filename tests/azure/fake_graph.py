@@ -5,10 +5,11 @@
 administrative units, as the real endpoint does.
 
 `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user` answers the group's users (nested groups
-flattened, devices and other members left out by the cast), each `{id, displayName}` as `$select`ed. As in
-Graph, an OData cast is an advanced query: without `$count=true` and the header `ConsistencyLevel:
-eventual` it answers 400 `Request_UnsupportedQuery`; with them every page carries `@odata.count`. A user
-the app may not read fully comes back with `displayName: null`.
+flattened, devices and other members left out by the cast), each `{id, displayName}` as `$select`ed. Graph
+serves this cast as an advanced query, which needs `$count=true` and the header `ConsistencyLevel: eventual`
+and carries `@odata.count` on every page; without them this fake answers 400 `Request_UnsupportedQuery` (the
+code Graph gives a cast it does not serve). A user the app may not read fully comes back with
+`displayName: null`.
 
 Pages follow `@odata.nextLink` (absolute, with a `$skiptoken`); `$top` caps a page. An unknown object
 answers 404 `Request_ResourceNotFound`. Every call needs `Authorization: Bearer <token>`.
