@@ -240,9 +240,8 @@ def parse_command(text: str) -> TeamsCommand:
     request_id = words[1].lower()
     if not is_guid(request_id):
         raise InvalidCommand(f"{quoted(words[1])} is not a request id (a GUID): `{usage}`.")
-    typed = words[2].strip() if len(words) > 2 else ""
     # NB. A placeholder copied from the card's line is not a comment or a reason, wherever it was left.
-    rest = _SPACE.sub(" ", _PLACEHOLDER.sub(" ", typed)).strip()
+    rest = _SPACE.sub(" ", _PLACEHOLDER.sub(" ", words[2])).strip() if len(words) > 2 else ""
     if len(rest) > MAX_COMMENT:
         what = "reason" if verb == "deny" else "comment"
         raise InvalidCommand(f"the {what} is longer than {MAX_COMMENT} characters")
