@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 Mode = Literal["local", "azure", "gcp"]
 
@@ -45,6 +46,10 @@ class Settings:
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
+    # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
+    # and the portal (Backstage) base URL each card links the request's page under.
+    teams_webhook_name: str = "jitgate"
+    portal_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,6 +91,8 @@ class Settings:
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
             group_object_ids=_pairs("JITGATE_GROUP_OBJECT_IDS", e.get("JITGATE_GROUP_OBJECT_IDS", "")),
+            teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
+            portal_url=_base_url("JITGATE_PORTAL_URL", e.get("JITGATE_PORTAL_URL", "")),
         )
 
     def missing_azure_settings(self) -> list[str]:
@@ -118,6 +125,17 @@ class Settings:
 def _listed(text: str) -> tuple[str, ...]:
     """A comma-separated setting."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _base_url(name: str, text: str) -> str:
+    """An http(s) base URL without a trailing slash; '' when unset."""
+    url = text.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
+    return url
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

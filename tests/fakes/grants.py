@@ -11,7 +11,7 @@ from shared.adapters.azure.roles import check_new_assignment, normalized, resolv
 from shared.adapters.embedded.rbac import GRANT_OPERATIONS, FaultInjector
 from shared.domain.errors import AssignmentExists, PermanentError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
-from shared.ports import Notice
+from shared.ports import Members, Notice, Person
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,26 @@ class FakeDirectory:
     """Group membership from a dict of group name → member principal ids (as the policy file lists them).
     Principal ids compare case-insensitively, as Entra object ids do."""
 
-    def __init__(self, groups: dict[str, set[str]]) -> None:
+    def __init__(self, groups: dict[str, set[str]], names: dict[str, str] | None = None) -> None:
         self.groups = groups
+        self.names = {k.lower(): v for k, v in (names or {}).items()}
+        self._fault: Exception | None = None
 
     def groups_of(self, principal_id: str) -> frozenset[str]:
         wanted = principal_id.lower()
         return frozenset(
             group for group, members in self.groups.items() if wanted in {m.lower() for m in members}
         )
+
+    def members_of(self, group: str, limit: int) -> Members:
+        """Members in id order, named from `names` (principal id -> display name) when given."""
+        if group not in self.groups:
+            raise PermanentError(f"no group {group}")
+        if self._fault is not None:
+            raise self._fault
+        people = [Person(m.lower(), self.names.get(m.lower(), "")) for m in sorted(self.groups[group])]
+        return Members(tuple(people[:limit]), len(people))
+
+    def fail_members_of(self, error: Exception | None) -> None:
+        """Make every `members_of` raise `error` (None: answer again)."""
+        self._fault = error

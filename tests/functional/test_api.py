@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -415,7 +416,12 @@ def test_deny_in_teams(client: TestClient, runtime: Runtime, pending: str):
 def test_status_in_teams(client: TestClient, pending: str):
     code, answer = teams(client, ALICE, f"status {pending}")
     assert code == 200
-    assert "pending_approval" in answer["text"] and "0 of 2" in answer["text"]
+    # Words for people: the request id once, the state as a sentence, the deadline to the second with its zone.
+    assert re.fullmatch(
+        rf"Request {pending} \(Contributor at /subscriptions/\S+/resourceGroups/rg-payments-prod for Jane Doe\) "
+        r"is waiting for 2 more approvals \(deadline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)\.",
+        answer["text"],
+    ), answer["text"]
 
 
 def test_status_in_teams_is_refused_to_strangers(client: TestClient, runtime: Runtime, pending: str):
@@ -438,7 +444,7 @@ def test_requester_cannot_approve_their_own_request(client: TestClient, runtime:
 def test_non_approver_is_refused_in_the_reply(client: TestClient, runtime: Runtime, pending: str):
     code, answer = teams(client, MALLORY, f"approve {pending}")
     assert code == 200
-    assert "not in the approver groups" in answer["text"]
+    assert answer["text"] == "Refused: you are not in platform-approvers, the approver group of this request."
     assert state(runtime, pending) == "pending_approval"
 
 
