@@ -110,7 +110,7 @@ class RequestRecord(BaseModel):
     revoke_sequence: int | None = None
     revoke_n: int = 0
     failure: str | None = None
-    refusals: dict[str, datetime] = {}  # recent refusal -> when, so a flood of them is audited once a minute
+    refusals: dict[str, datetime] = {}  # "action|caller" -> last audited refusal, so a flood is audited once a minute
     audit_seq: int = 0
     audit_head: str = ""
     pending_events: list[AuditEvent] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +29,7 @@ from shared.domain.lifecycle import RequestRecord
 from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
+from tests.fakes.clock import FakeClock
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"  # approver
 BOB = "bbbbbbbb-0000-4000-8000-00000000000b"  # approver
@@ -465,13 +467,48 @@ def test_forged_signature_is_401_and_audited(client: TestClient, runtime: Runtim
     assert ALICE in refusal["data"]["reason"]
 
 
+def test_a_flood_of_forged_calls_adds_one_refusal_and_leaves_the_record_as_it_was(
+        client: TestClient, runtime: Runtime, settings: Settings, pending: str):
+    # GIVEN a request pending approval, and a clock that stands still while the flood lasts
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+
+    def stored_size() -> int:
+        with sqlite3.connect(settings.data_dir / "store.db") as db:
+            (size,) = db.execute("SELECT length(doc) FROM requests WHERE request_id = ?", (pending,)).fetchone()
+        return int(size)
+
+    def forged_call() -> None:
+        # a random signature and a random claimed sender: nothing in it can be verified
+        body = outgoing_payload(f"approve {pending}", str(uuid.uuid4()), "Mallory")
+        response = client.post("/api/teams/webhook", content=body,
+                               headers={"Authorization": sign(os.urandom(32), body)})
+        assert response.status_code == 401
+
+    # WHEN anyone sends 1,000 forged webhook calls naming it
+    forged_call()
+    size_after_first = stored_size()
+    for _ in range(999):
+        forged_call()
+    # THEN one refusal is audited, and the stored record has not grown by a byte
+    assert len(refusals(runtime, pending)) == 1
+    assert stored_size() == size_after_first
+    # AND once the minute has passed, the next forged call is audited again (collapsed, not silenced)
+    clock.advance(61)
+    forged_call()
+    assert len(refusals(runtime, pending)) == 2
+    assert state(runtime, pending) == "pending_approval"
+
+
 def test_missing_and_malformed_authorization_are_401(client: TestClient, runtime: Runtime, pending: str):
     body = outgoing_payload(f"approve {pending}", ALICE, "Alice")
     missing = client.post("/api/teams/webhook", content=body)
     malformed = client.post("/api/teams/webhook", content=body, headers={"Authorization": "HMAC %%%"})
     assert missing.status_code == 401 and "missing" in missing.json()["detail"]
     assert malformed.status_code == 401 and "malformed" in malformed.json()["detail"]
-    assert len(refusals(runtime, pending)) == 2
+    # one unauthenticated refusal of this endpoint a minute is audited, whatever its reason
+    [refusal] = refusals(runtime, pending)
+    assert refusal["actor"]["principalId"] == "unauthenticated" and "missing" in refusal["data"]["reason"]
     assert state(runtime, pending) == "pending_approval"
 
 

@@ -303,6 +303,26 @@ def test_refused_api_access_is_audited_on_the_request(world: World) -> None:
     )
 
 
+def test_refusals_are_collapsed_by_verified_facts_and_their_bookkeeping_is_bounded(world: World) -> None:
+    from shared.domain.audit import Actor
+    from shared.lifecycle.refusals import REFUSALS_KEPT
+
+    rid = world.submit(access_request())
+    # GIVEN refusals of unauthenticated callers whose reasons carry whatever they claimed
+    unauthenticated = Actor(principal_id="unauthenticated", kind="user")
+    for n in range(100):
+        world.lifecycle.refuse_access(rid, unauthenticated, "teams.webhook", f"bad signature (claims sender {n})")
+    # THEN one is audited: what they claimed does not make a refusal new
+    assert world.event_types(rid).count("access.refused") == 1
+    # WHEN many authenticated callers are refused, THEN each is audited, yet the record keeps a bounded memory
+    for n in range(40):
+        caller = Actor(principal_id=f"{n:08d}-0000-4000-8000-000000000000", kind="user")
+        world.lifecycle.refuse_access(rid, caller, "read", "not allowed")
+    assert world.event_types(rid).count("access.refused") == 41
+    record = world.store.get_request(rid)
+    assert record is not None and len(record.refusals) == REFUSALS_KEPT
+
+
 def test_unknown_provider_fails_the_grant(world: World) -> None:
     doc = access_request()
     doc["target"]["provider"] = "azure-rbac"
