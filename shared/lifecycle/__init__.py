@@ -51,9 +51,9 @@ class Lifecycle:
         self.refusals = Refusals(backends, records)
         self._reconcile = Reconcile(backends, records, grants, self.intake, self.approvals, self.access)
 
-    def submit(self, raw: bytes) -> Result:
-        """HTTP intake: validate, record as received, enqueue for evaluation."""
-        return self.intake.submit(raw)
+    def submit(self, raw: bytes, submitted_by: Actor | None = None) -> Result:
+        """HTTP intake: validate, record as received, enqueue for evaluation; `submitted_by` is the caller."""
+        return self.intake.submit(raw, submitted_by)
 
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.audit import Actor, EventType, format_instant
+from ..domain.audit import SYSTEM, Actor, EventType, format_instant
 from ..domain.decision import Decision, Outcome
 from ..domain.durations import format_duration
 from ..domain.errors import AlreadyExists, IdempotencyMismatch, InvalidRequest
@@ -24,12 +24,13 @@ class Intake:
         self.records = records
         self.notices = notices
 
-    def submit(self, raw: bytes) -> Result:
+    def submit(self, raw: bytes, submitted_by: Actor | None = None) -> Result:
         """HTTP intake: validate, record as received (visible at once through the API), enqueue for
-        evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited."""
-        request = self._parse_or_reject(raw)
+        evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited in the name of
+        `submitted_by`, the verified caller."""
+        request = self._parse_or_reject(raw, submitted_by)
         known = self.b.requests.get_request(request.request_id) is not None
-        record = self._received(request)
+        record = self._received(request, submitted_by)
         if record.state is RequestState.RECEIVED:
             # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
             # duplicate detection drops it otherwise.
@@ -39,8 +40,8 @@ class Intake:
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""
         try:
-            request = self._parse_or_reject(raw)
-            record = self._received(request)
+            request = self._parse_or_reject(raw, None)
+            record = self._received(request, None)
         except (InvalidRequest, IdempotencyMismatch):
             return None  # terminal: already rejected and audited
         if record.state is not RequestState.RECEIVED:
@@ -102,14 +103,14 @@ class Intake:
             self._redrive(saved)
         return Result(request_id, saved.state, decision.summary())
 
-    def _parse_or_reject(self, raw: bytes) -> AccessRequest:
+    def _parse_or_reject(self, raw: bytes, submitted_by: Actor | None) -> AccessRequest:
         try:
             return parse_access_request(raw)
         except InvalidRequest as exc:
-            self._record_invalid(exc, raw)
+            self._record_invalid(exc, raw, submitted_by)
             raise
 
-    def _record_invalid(self, exc: InvalidRequest, raw: bytes) -> None:
+    def _record_invalid(self, exc: InvalidRequest, raw: bytes, submitted_by: Actor | None) -> None:
         request_id = exc.request_id or ""
         now = self.b.clock.now()
         data = {
@@ -117,11 +118,15 @@ class Intake:
             "errors": [e.as_dict() for e in exc.errors],
             "bodyBytes": len(raw),
         }
+        # NB. Nothing in an invalid body can be trusted: over HTTP the caller is named, on the queue jitgate.
+        actor = submitted_by or SYSTEM
 
         def mutate(record: RequestRecord) -> bool:
             if record.state is RequestState.REJECTED and record.errors == data["errors"]:
                 return False  # the same invalid message delivered again
-            record.emit(EventType.REQUEST_REJECTED, now, data)
+            if not record.provoked(_rejected_key(submitted_by), now):
+                return False  # this sender had a body rejected on this request within the minute
+            record.emit(EventType.REQUEST_REJECTED, now, data, actor)
             return True
 
         if self.records.update(request_id, mutate) is None:
@@ -132,13 +137,13 @@ class Intake:
                 updated_at=now,
                 errors=data["errors"],
             )
-            record.emit(EventType.REQUEST_REJECTED, now, data)
+            record.emit(EventType.REQUEST_REJECTED, now, data, actor)
             try:
                 self.records.create(record)
             except AlreadyExists:
                 self.records.update(request_id, mutate)
 
-    def _received(self, request: AccessRequest) -> RequestRecord:
+    def _received(self, request: AccessRequest, submitted_by: Actor | None) -> RequestRecord:
         """The stored record of this request, created on first sight. Raises IdempotencyMismatch."""
         existing = self.b.requests.get_request(request.request_id)
         if existing is None:
@@ -161,20 +166,31 @@ class Intake:
                 return self.records.create(record)
             except AlreadyExists:
                 existing = self.records.load(request.request_id)
-        self._check_same(existing, request)
+        self._check_same(existing, request, submitted_by)
         return existing
 
-    def _check_same(self, existing: RequestRecord, request: AccessRequest) -> None:
+    def _check_same(self, existing: RequestRecord, request: AccessRequest, submitted_by: Actor | None) -> None:
         if existing.fingerprint == request.fingerprint():
             return
         now = self.b.clock.now()
         reason = "requestId reused with a different body"
+        # NB. The rejection names who reused the id: over HTTP the verified caller; on the queue nothing says
+        # who sent the message, so the requester its body names, marked as not verified.
+        actor = submitted_by or Actor(principal_id=request.requester.principal_id, kind="user")
 
         def mutate(record: RequestRecord) -> bool:
+            if not record.provoked(_rejected_key(submitted_by), now):
+                return False  # this sender reused the id within the minute: rejected, not written again
             record.emit(
                 EventType.REQUEST_REJECTED,
                 now,
-                {"reason": reason, "fingerprint": request.fingerprint(), "state": record.state.value},
+                {
+                    "reason": reason,
+                    "fingerprint": request.fingerprint(),
+                    "state": record.state.value,
+                    "actorVerified": submitted_by is not None,
+                },
+                actor,
             )
             return True
 
@@ -197,6 +213,11 @@ class Intake:
                 audience=decision.approver_groups if decision else [],
                 hints=[f"approve {record.request_id} [comment]", f"deny {record.request_id} <reason>"],
             )
+
+
+def _rejected_key(submitted_by: Actor | None) -> str:
+    """Who had a body rejected on someone else's request, by what is verified: the caller, or the queue."""
+    return f"rejected|{submitted_by.principal_id if submitted_by is not None else 'queue'}"
 
 
 def _decision_data(decision: Decision) -> dict[str, Any]:

@@ -214,7 +214,27 @@ def test_intake_refuses_id_reuse_with_another_body(client: TestClient, runtime: 
                            headers=who(JANE))
     assert response.status_code == 409
     assert "different body" in response.json()["detail"]
-    assert runtime.audit.chain(body["requestId"])[-1].type.value == "request.rejected"
+    rejected = runtime.audit.chain(body["requestId"])[-1]
+    assert rejected.type.value == "request.rejected"
+    assert (rejected.actor.principal_id, rejected.actor.kind, rejected.data["actorVerified"]) == (JANE, "user", True)
+
+
+def test_a_service_reusing_an_id_or_sending_an_invalid_body_for_it_is_named_in_the_trail(
+        client: TestClient, runtime: Runtime):
+    # GIVEN Jane's request, and the Backstage service (Jit.Submitter)
+    body = access_request()
+    submit(client, runtime, body)
+    service = "5e7d0c1a-0000-4000-8000-0000000000b5"
+    # WHEN the service sends another body under her request id, and then an invalid one
+    reused = client.post("/api/access-requests", json={**body, "duration": "PT2H"},
+                         headers=who(service, "Jit.Submitter"))
+    invalid = client.post("/api/access-requests", json={**body, "duration": "P99D"},
+                          headers=who(service, "Jit.Submitter"))
+    assert (reused.status_code, invalid.status_code) == (409, 422)
+    # THEN her trail names the service, not jitgate; the second rejection within the minute adds nothing
+    rejected = [e for e in runtime.audit.chain(body["requestId"]) if e.type.value == "request.rejected"]
+    assert [(e.actor.principal_id, e.data["actorVerified"]) for e in rejected] == [(service, True)]
+    assert state(runtime, body["requestId"]) == "active"
 
 
 def test_intake_rejects_a_body_over_64_kib_from_its_first_bytes(runtime: Runtime):

@@ -79,14 +79,31 @@ def test_every_message_delivered_three_times_has_the_effect_of_one(world: World)
     assert world.chains_ok()
 
 
-def test_request_id_reused_with_another_body_is_refused_and_audited(world: World) -> None:
+def test_request_id_reused_with_another_body_is_refused_and_audited_in_the_name_of_who_reused_it(
+    world: World,
+) -> None:
+    from shared.domain.audit import Actor
+
     doc = access_request()
     rid = world.submit(doc)
-    other = {**doc, "duration": "PT2H"}
+    # WHEN Bob reuses Jane's request id over HTTP (verified), and a queued body claiming Carol does too
+    bob = Actor(principal_id=BOB, kind="user")
+    by_bob = {**doc, "requester": {"principalId": BOB, "displayName": "Bob"}}
     with pytest.raises(IdempotencyMismatch):
-        world.lifecycle.submit(body(other))
-    world.lifecycle.evaluate(body(other))  # on the queue: completed, not raised
+        world.lifecycle.submit(body(by_bob), bob)
+    claiming_carol = {**doc, "requester": {"principalId": CAROL, "displayName": "Carol"}}
+    world.lifecycle.evaluate(body(claiming_carol))  # on the queue: completed, not raised
+    # THEN Jane's request stands, and each rejection names who reused the id, and whether that is verified
     assert world.state(rid) == "active"
+    rejected = [e for e in world.store.chain(rid) if e.type is EventType.REQUEST_REJECTED]
+    assert [(e.actor.principal_id, e.actor.kind, e.data["actorVerified"]) for e in rejected] == [
+        (BOB, "user", True),
+        (CAROL, "user", False),
+    ]
+    # AND the same sender reusing it again within a minute is refused without growing Jane's trail
+    with pytest.raises(IdempotencyMismatch):
+        world.lifecycle.submit(body(by_bob), bob)
+    world.lifecycle.evaluate(body(claiming_carol))
     assert world.event_types(rid).count("request.rejected") == 2
     assert world.lifecycle.submit(body(doc)).message == "already received"
 
@@ -305,7 +322,7 @@ def test_refused_api_access_is_audited_on_the_request(world: World) -> None:
 
 def test_refusals_are_collapsed_by_verified_facts_and_their_bookkeeping_is_bounded(world: World) -> None:
     from shared.domain.audit import Actor
-    from shared.lifecycle.refusals import REFUSALS_KEPT
+    from shared.domain.lifecycle import PROVOKED_KEPT
 
     rid = world.submit(access_request())
     # GIVEN refusals of unauthenticated callers whose reasons carry whatever they claimed
@@ -320,7 +337,7 @@ def test_refusals_are_collapsed_by_verified_facts_and_their_bookkeeping_is_bound
         world.lifecycle.refuse_access(rid, caller, "read", "not allowed")
     assert world.event_types(rid).count("access.refused") == 41
     record = world.store.get_request(rid)
-    assert record is not None and len(record.refusals) == REFUSALS_KEPT
+    assert record is not None and len(record.refusals) == PROVOKED_KEPT
 
 
 def test_unknown_provider_fails_the_grant(world: World) -> None:
