@@ -222,7 +222,7 @@ class GrantProvider(Protocol):
 class Notice:
     """Something people should hear about. Adapters render it (Adaptive Card, console line)."""
 
-    kind: str  # approval_requested break_glass approved denied granted revoked expired failed revoke_failed
+    kind: str  # approval_requested break_glass approved denied granted revoked withdrawn expired failed revoke_failed
     request_id: str
     title: str
     facts: dict[str, str] = field(default_factory=dict)

@@ -47,8 +47,8 @@ class Lifecycle:
         self.records = records
         self.intake = Intake(backends, records, notices)
         self.approvals = Approvals(backends, records, notices)
-        self.access = Access(backends, records, grants, notices)
         self.refusals = Refusals(backends, records)
+        self.access = Access(backends, records, grants, notices, self.refusals)
         self._reconcile = Reconcile(backends, records, grants, self.intake, self.approvals, self.access)
 
     def submit(self, raw: bytes, submitted_by: Actor | None = None) -> Result:

@@ -15,16 +15,20 @@ from .backends import Backends, Result
 from .grants import Grants
 from .notices import Notices
 from .records import Records, request_of
+from .refusals import Refusals
 
 
 class Access:
     """`grant`, `revoke` and `request_revoke` (the requester's or an admin's early revoke)."""
 
-    def __init__(self, backends: Backends, records: Records, grants: Grants, notices: Notices) -> None:
+    def __init__(
+        self, backends: Backends, records: Records, grants: Grants, notices: Notices, refusals: Refusals
+    ) -> None:
         self.b = backends
         self.records = records
         self.grants = grants
         self.notices = notices
+        self.refusals = refusals
 
     # ------------------------------------------------------------ grant
 
@@ -127,15 +131,16 @@ class Access:
     # ------------------------------------------------------------ revoke
 
     def request_revoke(self, request_id: str, caller_id: str, is_admin: bool, reason: str = "") -> Result:
-        """Early revoke from the API: the requester ("I'm done") or an admin."""
+        """Early revoke from the API: the requester ("I'm done") or an admin. A request that had already
+        ended is answered with how it ended, and the attempt is audited."""
         record = self.records.load(request_id)
         request = request_of(record)
         if not is_admin and caller_id.lower() != request.requester.principal_id:
             raise AuthError("only the requester or an admin may revoke this request")
-        if record.state.terminal:
-            return Result(request_id, record.state, f"already {record.state.value}")
-        kind = "admin" if is_admin and caller_id.lower() != request.requester.principal_id else "early"
         actor = Actor(principal_id=caller_id.lower(), kind="user")
+        if record.state.terminal:
+            return self._too_late(record, actor)
+        kind = "admin" if is_admin and caller_id.lower() != request.requester.principal_id else "early"
         reason = reason or kind
 
         def remember(current: RequestRecord) -> bool:
@@ -149,22 +154,32 @@ class Access:
         saved = self.records.update(request_id, remember)
         if saved is not None and saved.grant_key is not None:
             self.grants.make_due(saved.grant_key, request_id)
-        return self.revoke(request_id, reason, actor)
+        result, ended = self._revoke(request_id, reason, actor)
+        if not ended and result.state.terminal:
+            # It ended by other means (the revoke at expiry) between this call's read and its write.
+            return self._too_late(self.records.load(request_id), actor)
+        return result
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then
         confirm it is gone. Safe to run any number of times."""
+        return self._revoke(request_id, reason, actor)[0]
+
+    def _revoke(self, request_id: str, reason: str, actor: Actor) -> tuple[Result, bool]:
+        """`revoke`, and whether this call is the one that ended the request."""
         record = self.records.load(request_id)
         if record.state.terminal:
             self.grants.release_leftovers(request_id)
-            return Result(request_id, record.state, f"already {record.state.value}")
+            return Result(request_id, record.state, _how_it_ended(record)), False
         now = self.b.clock.now()
         outcome: dict[str, Any] = {"reason": reason, "by": actor.principal_id}
+        granted = False
         if record.state is RequestState.ACTIVE and record.grant_key is not None:
+            granted = True
             try:
                 outcome |= self.grants.release(record.grant_key, request_id)
             except PermanentError as exc:
-                return self._revoke_failed(record, reason, actor, str(exc))
+                return self._revoke_failed(record, reason, actor, str(exc)), False
             if record.expires_at is not None:
                 outcome["latenessSeconds"] = round((now - record.expires_at).total_seconds(), 3)
             if reason != "expired" and record.revoke_sequence is not None:
@@ -176,22 +191,40 @@ class Access:
                 if hold.status == HoldStatus.ACTIVE:  # a grant interrupted half way (a crash)
                     outcome |= self.grants.release(hold.key, request_id)
                     outcome["note"] = "the grant was interrupted before it completed; its assignment is removed"
+                    granted = True
+        ended: list[bool] = []
 
         def mutate(current: RequestRecord) -> bool:
+            ended.clear()
             if current.state.terminal:
                 return False
             current.move_to(RequestState.REVOKED, now)
             current.revoked_at = now
             current.revoke_reason = reason
             current.emit(EventType.GRANT_REVOKED, now, outcome, actor)
+            ended.append(True)
             return True
 
         saved = self.records.update(request_id, mutate)
         assert saved is not None
-        if saved.state is RequestState.REVOKED and saved.revoked_at == now:
-            self._record_activity(saved)
-            self.notices.notify(saved, "revoked", f"Access revoked ({reason})")
-        return Result(request_id, saved.state, f"revoked ({reason})")
+        if not ended:
+            return Result(request_id, saved.state, _how_it_ended(saved)), False
+        if not granted:
+            # NB. Nothing was granted, so nothing is announced as revoked: a person withdrew the request,
+            # or jitgate closed it (its time ran out before the grant completed).
+            what = "withdrawn" if actor.kind == "user" else "ended"
+            self.notices.notify(saved, "withdrawn" if actor.kind == "user" else "revoked",
+                                f"Request {what} before anything was granted ({reason})")
+            return Result(request_id, saved.state, f"{what} before anything was granted ({reason})"), True
+        self._record_activity(saved)
+        self.notices.notify(saved, "revoked", f"Access revoked ({reason})")
+        return Result(request_id, saved.state, f"revoked ({reason})"), True
+
+    def _too_late(self, record: RequestRecord, actor: Actor) -> Result:
+        """A revoke asked of a request that had already ended: say how it ended, and audit the attempt."""
+        ended = _how_it_ended(record)
+        self.refusals.refuse_access(record.request_id, actor, "revoke", f"nothing to revoke: {ended}")
+        return Result(record.request_id, record.state, ended)
 
     def _revoke_failed(self, record: RequestRecord, reason: str, actor: Actor, error: str) -> Result:
         """The provider refused the revoke for good: audit and announce it (once per distinct error),
@@ -243,3 +276,13 @@ class Access:
             return True
 
         self.records.update(record.request_id, mutate)
+
+
+def _how_it_ended(record: RequestRecord) -> str:
+    """How a request that is over ended, for someone who asks to revoke it."""
+    when = format_instant(record.revoked_at or record.updated_at)
+    if record.state is not RequestState.REVOKED:
+        return f"already ended: the request is {record.state.value}"
+    if (record.revoke_reason or "").startswith("expired"):
+        return f"already ended at expiry: revoked at {when}"
+    return f"already revoked ({record.revoke_reason}) at {when}"

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from shared.api import create_app
 from shared.domain.errors import ConcurrencyConflict, IllegalTransition, PermanentError, TransientError
-from shared.domain.lifecycle import RequestRecord
+from shared.domain.lifecycle import LifecycleCommand, RequestRecord
 from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
@@ -394,6 +394,25 @@ def test_revoke_and_webhook_refuse_oversize_bodies_with_413(client: TestClient, 
     webhook = client.post("/api/teams/webhook", content=body, headers={"Authorization": sign(SECRET, body)})
     assert webhook.status_code == 413
     assert state(runtime, request_id) == "active"
+
+
+def test_a_revoke_after_expiry_is_answered_with_how_the_request_ended_and_audited(client: TestClient,
+                                                                                  runtime: Runtime):
+    # GIVEN a grant that was revoked at its expiry
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+    request_id = submit(client, runtime, access_request(duration="PT1M"))
+    clock.advance(60)
+    assert runtime.lifecycle.handle_command(LifecycleCommand(command="revoke", request_id=request_id).body())
+    # WHEN the requester says she is done
+    response = client.post(f"/api/access-requests/{request_id}/revoke", json={"reason": "done"},
+                           headers=who(JANE))
+    # THEN she is told it had already ended at expiry, and her attempt is on the request's trail
+    assert response.status_code == 200
+    assert response.json()["state"] == "revoked"
+    assert response.json()["message"].startswith("already ended at expiry")
+    [attempt] = refusals(runtime, request_id)
+    assert attempt["actor"]["principalId"] == JANE and attempt["data"]["action"] == "revoke"
 
 
 def test_revoke_of_an_unknown_request_is_404(client: TestClient):

@@ -204,6 +204,48 @@ def test_early_revoke_by_requester_cancels_the_scheduled_revoke(world: World) ->
     assert world.event_types(rid).count("grant.revoked") == 1
 
 
+def test_a_revoke_arriving_just_after_expiry_says_it_had_already_ended_and_is_audited(world: World) -> None:
+    # GIVEN a grant whose expiry has come, its scheduled revoke about to be delivered
+    rid = world.submit(access_request(duration="PT1M"))
+    world.clock.advance(60)
+    real_delete = world.grants.delete_assignment
+
+    def delete_then_expiry_lands(scope: str, name: str) -> None:
+        real_delete(scope, name)
+        world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the revoke at expiry lands while Jane's own revoke is under way
+
+    world.grants.delete_assignment = delete_then_expiry_lands  # type: ignore[method-assign]
+    # WHEN Jane says she is done a few milliseconds late
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
+    # THEN the answer says the request had already ended at expiry, not that her revoke ended it
+    assert result.state is RequestState.REVOKED
+    assert result.message.startswith("already ended at expiry") and "done" not in result.message
+    [revoked] = [e for e in world.store.chain(rid) if e.type is EventType.GRANT_REVOKED]
+    assert revoked.data["reason"] == "expired" and revoked.actor.principal_id == "jitgate"
+    # AND her attempt is audited, and people hear of the revoke once
+    attempt = world.store.chain(rid)[-1]
+    assert attempt.type is EventType.ACCESS_REFUSED and attempt.actor.principal_id == JANE
+    assert attempt.data["action"] == "revoke" and "already ended at expiry" in attempt.data["reason"]
+    assert len(world.notifier.of_kind("revoked")) == 1
+    # AND asking again later gets the same answer, from the stored record
+    world.clock.advance(90)
+    again = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    assert again.message == result.message
+    assert world.event_types(rid).count("access.refused") == 2
+    assert world.chains_ok()
+
+
+def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revoked(world: World) -> None:
+    rid = world.submit(access_request(role="Contributor", scope=PROD_RG))
+    assert world.state(rid) == "pending_approval"
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    assert result.state is RequestState.REVOKED and result.message.startswith("withdrawn")
+    [notice] = world.notifier.of_kind("withdrawn")
+    assert notice.title.startswith("Request withdrawn") and "revoked" not in notice.title.lower()
+    assert world.notifier.of_kind("revoked") == []
+
+
 def test_admin_revokes_someone_elses_grant(world: World) -> None:
     rid = world.submit(access_request(duration="PT1H"))
     world.lifecycle.request_revoke(rid, CAROL, is_admin=True)
