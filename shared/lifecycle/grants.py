@@ -50,7 +50,9 @@ class Grants:
         if existing is not None:
             return existing
         now = self.b.clock.now()
-        hold = Hold.for_key(key, request.request_id, now, now + request.duration, preexisting=False)
+        hold = Hold.for_key(
+            key, request.request_id, now, now + request.duration, False, request.requester.principal_type.value
+        )
         self.b.ledger.put_hold(hold)
         return hold
 
@@ -68,7 +70,7 @@ class Grants:
         if found is not None and not preexisting:
             # NB. Another request holds this key already. Providers that expire grants themselves (PIM)
             # must learn this hold's expiry, or they would end the grant at the earlier request's;
-            # for the others creating the same name again is a no-op.
+            # for the others creating the same name again only moves the marker to this request.
             self._call(create)
         if found is None:
             try:
@@ -124,13 +126,20 @@ class Grants:
         again = self.b.ledger.active_holds(key)
         if again:
             holder = again[0]
+            # NB. As the principal it is: ARM refuses a principal type that is not the directory object's.
+            principal_type = holder.principal_type or self._requester_type(holder.request_id)
             self._call(
                 lambda: provider.create_assignment(
-                    key, name, marker_for(holder.request_id), "User", holder.expires_at
+                    key, name, marker_for(holder.request_id), principal_type, holder.expires_at
                 )
             )
             result["reappliedFor"] = holder.request_id
         return result
+
+    def _requester_type(self, request_id: str) -> str:
+        """The principal type a hold stored before holds kept it stands for: its request's requester's."""
+        record = self.b.requests.get_request(request_id)
+        return record.request.requester.principal_type.value if record and record.request else "User"
 
     def release_leftovers(self, request_id: str) -> None:
         """A request that is no longer active must hold nothing (cleans up after crashes and races)."""

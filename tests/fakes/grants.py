@@ -6,7 +6,12 @@ import threading
 import uuid
 from datetime import datetime
 
-from shared.adapters.azure.roles import check_new_assignment, normalized, resolve_builtin_role
+from shared.adapters.azure.roles import (
+    check_new_assignment,
+    check_principal_type,
+    normalized,
+    resolve_builtin_role,
+)
 from shared.adapters.embedded.rbac import GRANT_OPERATIONS, FaultInjector
 from shared.domain.errors import AssignmentExists, PermanentError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
@@ -14,13 +19,14 @@ from shared.ports import Notice
 
 
 class FakeGrantProvider:
-    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics, built-in role catalog, `seed` for
-    pre-existing access and `inject_fault`. `name` is configurable so that it can stand in for any
-    provider a request names."""
+    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics (a principal keeps the type its first
+    assignment gave it), built-in role catalog, `seed` for pre-existing access and `inject_fault`. `name`
+    is configurable so that it can stand in for any provider a request names."""
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
         self._assignments: dict[str, Assignment] = {}  # by lower-cased name: unique in the tenant
+        self._principal_types: dict[str, str] = {}  # the directory, as far as assignments have shown it
         self._lock = threading.Lock()
         self._faults = FaultInjector(GRANT_OPERATIONS)
 
@@ -81,10 +87,12 @@ class FakeGrantProvider:
     ) -> Assignment:
         check_new_assignment(key, name, principal_type)
         with self._lock:
+            check_principal_type(key.principal_id, self._principal_types.get(key.principal_id), principal_type)
             existing = self._assignments.get(name.lower())
             if existing is not None:
                 if existing.key == key:
-                    return existing
+                    self._assignments[existing.name] = existing.model_copy(update={"description": description})
+                    return self._assignments[existing.name]
                 raise PermanentError(
                     f"RoleAssignmentUpdateNotPermitted: assignment {name} grants something else"
                 )
@@ -101,6 +109,7 @@ class FakeGrantProvider:
                 description=description,
             )
             self._assignments[created.name] = created
+            self._principal_types.setdefault(key.principal_id, principal_type)
             return created
 
     def _own(self, key: GrantKey) -> GrantKey:

@@ -246,6 +246,38 @@ def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revok
     assert world.notifier.of_kind("revoked") == []
 
 
+@pytest.mark.parametrize("hold_has_type", [True, False], ids=["hold", "hold-stored-before-types"])
+def test_a_revoke_racing_a_grant_on_the_same_key_re_applies_it_as_the_holders_principal_type(
+    world: World, hold_has_type: bool
+) -> None:
+    # GIVEN a group holding Reader through jitgate, and a second request of that group for the same grant
+    group = "99999999-0000-4000-8000-000000000099"
+    first, second = (access_request(principal=group, duration=d) for d in ("PT1M", "PT1H"))
+    for doc in (first, second):
+        doc["requester"]["principalType"] = "Group"
+    world.submit(first)
+    world.lifecycle.evaluate(body(second))  # approved; its grant command waits on the queue
+    real_delete = world.grants.delete_assignment
+
+    def grant_lands_mid_revoke(scope: str, name: str) -> None:
+        world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
+        if not hold_has_type:
+            [held] = world.store.holds_for_request(second["requestId"])
+            world.store.put_hold(held.model_copy(update={"principal_type": None}))
+        real_delete(scope, name)
+
+    world.grants.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
+    # WHEN the first request is revoked early
+    world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
+    # THEN the assignment is put back for the second, as the group it is
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    [assignment] = world.marked()
+    assert assignment.principal_type == "Group"
+    revoked = world.store.chain(first["requestId"])[-1]
+    assert revoked.data["reappliedFor"] == second["requestId"]
+
+
 def test_admin_revokes_someone_elses_grant(world: World) -> None:
     rid = world.submit(access_request(duration="PT1H"))
     world.lifecycle.request_revoke(rid, CAROL, is_admin=True)
