@@ -5,16 +5,17 @@ still calls for it, and writes with optimistic concurrency. Side effects on the 
 by construction (deterministic assignment names, delete-missing is a no-op), so a handler that crashes
 half way is simply run again.
 
-The pieces, each an object with its own dependencies, used in one direction only:
+The pieces, each an object with its own dependencies, used in one direction only (an arrow reads
+"uses"; nothing below uses anything above it):
 
     Lifecycle (this module): the entry points the API, the workers, the CLI and the function app call
-      └─ Reconcile  (reconcile.py)   the safety net; drives the handlers below
-           ├─ Intake     (intake.py)     submit, evaluate, the policy decision
-           ├─ Approvals  (approvals.py)  approve, deny, expire
-           ├─ Access     (access.py)     grant, revoke, early revoke ─► Grants
-           └─ Grants     (grants.py)     holds and assignments on the providers
-      Refusals (refusals.py)  refused callers, audited without letting anyone flood a chain
-    and beneath them all: Records (records.py, persistence and the audit outbox), Notices (notices.py),
+      ├─► Reconcile  (reconcile.py)   the safety net: drives Intake, Approvals, Access and Grants
+      ├─► Intake     (intake.py)      submit, evaluate, the policy decision
+      ├─► Approvals  (approvals.py)   approve, deny, expire
+      ├─► Access     (access.py)      grant, revoke, early revoke ─► Grants, Refusals
+      │     └─► Grants (grants.py)    holds and assignments on the providers, with retries
+      └─► Refusals   (refusals.py)    refused callers, audited without letting anyone flood a chain
+    and beneath them all: Records (records.py: persistence and the audit outbox), Notices (notices.py),
     Backends and Result (backends.py).
 """
 

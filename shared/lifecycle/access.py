@@ -211,11 +211,11 @@ class Access:
             return Result(request_id, saved.state, _how_it_ended(saved)), False
         if not granted:
             # NB. Nothing was granted, so nothing is announced as revoked: a person withdrew the request,
-            # or jitgate closed it (its time ran out before the grant completed).
-            what = "withdrawn" if actor.kind == "user" else "ended"
-            self.notices.notify(saved, "withdrawn" if actor.kind == "user" else "revoked",
-                                f"Request {what} before anything was granted ({reason})")
-            return Result(request_id, saved.state, f"{what} before anything was granted ({reason})"), True
+            # or jitgate closed it because its time ran out before the grant completed.
+            withdrawn = actor.kind == "user"
+            what = f"{'withdrawn' if withdrawn else 'ended'} before anything was granted ({reason})"
+            self.notices.notify(saved, "withdrawn" if withdrawn else "revoked", f"Request {what}")
+            return Result(request_id, saved.state, what), True
         self._record_activity(saved)
         self.notices.notify(saved, "revoked", f"Access revoked ({reason})")
         return Result(request_id, saved.state, f"revoked ({reason})"), True
@@ -280,9 +280,11 @@ class Access:
 
 def _how_it_ended(record: RequestRecord) -> str:
     """How a request that is over ended, for someone who asks to revoke it."""
-    when = format_instant(record.revoked_at or record.updated_at)
     if record.state is not RequestState.REVOKED:
         return f"already ended: the request is {record.state.value}"
-    if (record.revoke_reason or "").startswith("expired"):
+    when = format_instant(record.revoked_at or record.updated_at)
+    reason = record.revoke_reason or ""
+    if reason.startswith("expired"):
         return f"already ended at expiry: revoked at {when}"
-    return f"already revoked ({record.revoke_reason}) at {when}"
+    ended = "withdrawn" if record.granted_at is None else "revoked"
+    return f"already {ended} at {when}" + (f" ({reason})" if reason else "")

@@ -244,6 +244,7 @@ def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revok
     [notice] = world.notifier.of_kind("withdrawn")
     assert notice.title.startswith("Request withdrawn") and "revoked" not in notice.title.lower()
     assert world.notifier.of_kind("revoked") == []
+    assert world.lifecycle.request_revoke(rid, JANE, is_admin=False).message.startswith("already withdrawn at")
 
 
 @pytest.mark.parametrize("hold_has_type", [True, False], ids=["hold", "hold-stored-before-types"])
