@@ -210,11 +210,11 @@ class _Api:
         try:
             request = parse_access_request(raw)
         except InvalidRequest:
-            return self.lifecycle.submit(raw)  # records, audits and raises the rejection
+            return self.lifecycle.submit(raw, caller.actor())  # records, audits and raises the rejection
         if not caller.may_submit_for(request.requester.principal_id):
             self._refuse(request.request_id, caller.actor(), "submit",
                          f"you may only request access for yourself (the {SUBMITTER} role submits for others)")
-        return self.lifecycle.submit(raw)
+        return self.lifecycle.submit(raw, caller.actor())
 
     def get_request(self, request_id: str,
                     caller: Annotated[Caller, Depends(_authenticated("read"))]) -> dict[str, Any]:

@@ -204,8 +204,9 @@ class GrantProvider(Protocol):
         principal_type: str = "User",
         expires_at: datetime | None = None,
     ) -> Assignment:
-        """Create under `name`. Same name again: returns the existing one (no-op).
-        The same key under another name: raises AssignmentExists. `expires_at` lets providers that
+        """Create under `name`. Same name again for the same grant: returns it, its description updated
+        (as an ARM PUT does). The same key under another name: raises AssignmentExists. A principal type
+        other than the principal's own: PermanentError (UnmatchedPrincipalType). `expires_at` lets providers that
         can expire grants themselves (PIM, IAM conditions) do so as a second line of defence."""
 
     def delete_assignment(self, scope: str, name: str) -> None:
@@ -242,7 +243,8 @@ class Notice:
     how many members of each audience group were left out), how to answer (`answer_to`, the outgoing
     webhook's name) and where to read more (`link`)."""
 
-    kind: str  # approval_requested break_glass approved denied granted revoked expired failed revoke_failed test
+    # approval_requested break_glass approved denied granted revoked withdrawn expired failed revoke_failed test
+    kind: str
     request_id: str
     title: str
     facts: dict[str, str] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -14,6 +14,11 @@ from .decision import Decision
 from .errors import IllegalTransition
 from .ledger import GrantKey
 from .request import AccessRequest
+
+# NB. Anyone can provoke an event on someone else's request (a forged webhook call naming it, a body reusing
+# its id): once one is written, the same verified caller provokes nothing more for a minute.
+PROVOKED_QUIET = timedelta(seconds=60)
+PROVOKED_KEPT = 8  # (what, who) pairs a record remembers; the oldest is forgotten first
 
 
 class RequestState(StrEnum):
@@ -110,7 +115,7 @@ class RequestRecord(BaseModel):
     revoke_sequence: int | None = None
     revoke_n: int = 0
     failure: str | None = None
-    refusals: dict[str, datetime] = {}  # recent refusal -> when, so a flood of them is audited once a minute
+    refusals: dict[str, datetime] = {}  # "what|verified caller" -> when it last provoked an event (see `provoked`)
     audit_seq: int = 0
     audit_head: str = ""
     pending_events: list[AuditEvent] = []
@@ -127,6 +132,16 @@ class RequestRecord(BaseModel):
         self.pending_events = [*self.pending_events, event]
         self.updated_at = at
         return event
+
+    def provoked(self, key: str, at: datetime) -> bool:
+        """Note that `key` ("what|verified caller") provoked an event on this record at `at`; False, and the
+        record left exactly as it was, when it already did within the quiet minute."""
+        last = self.refusals.get(key)
+        if last is not None and at - last < PROVOKED_QUIET:
+            return False
+        recent = sorted((t, k) for k, t in self.refusals.items() if k != key and at - t < PROVOKED_QUIET)
+        self.refusals = {k: t for t, k in recent[-(PROVOKED_KEPT - 1) :]} | {key: at}
+        return True
 
     def approver_ids(self) -> set[str]:
         return {a.approver_id for a in self.approvals}

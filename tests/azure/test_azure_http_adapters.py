@@ -53,6 +53,7 @@ OTHER_RG = f"{SUB}/resourceGroups/rg-payments-dr"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 REQUEST_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+OTHER_REQUEST_ID = "2b4e28ba-2fa1-11d2-883f-0016d3cca427"
 PRINCIPAL = "5a4bdd72-ab3e-4d8e-ab0f-8dd8917481a2"
 WORKSPACE = "7a3c9e1f-0d2b-4c5a-9e8f-1a2b3c4d5e6f"
 
@@ -143,6 +144,36 @@ def test_access_assigned_outside_jitgate_raises_assignment_exists_with_its_name(
 
     assert raised.value.existing_name == seeded["name"]
     assert rbac.list_marked() == []
+
+
+def test_a_retried_create_is_answered_with_the_assignment_and_may_move_its_marker(
+    arm: FakeArm, rbac: AzureRbac
+) -> None:
+    key = rbac_key()
+    first = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID))
+
+    again = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID))
+    moved = rbac.create_assignment(key, key.assignment_name(), marker_for(OTHER_REQUEST_ID))
+
+    assert again == first
+    assert (moved.key, moved.marked_request_id) == (first.key, OTHER_REQUEST_ID)
+    # every PUT was answered with the assignment: nothing had to be looked up
+    assert len(arm.calls_to("PUT", "/roleAssignments/")) == 3
+    assert arm.calls_to("GET", "/roleAssignments") == []
+
+
+def test_a_principal_type_other_than_the_directory_objects_is_refused_for_good(
+    arm: FakeArm, tenant: tuple[Tenant, str], rbac: AzureRbac
+) -> None:
+    arm.seed_principal(tenant[0], PRINCIPAL, "ServicePrincipal")
+    key = rbac_key()
+
+    with pytest.raises(PermanentError, match="400 UnmatchedPrincipalType"):
+        rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User")
+
+    assert tenant[0].assignments == {}
+    created = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "ServicePrincipal")
+    assert created.principal_type == "ServicePrincipal"
 
 
 def test_principal_not_found_is_transient_with_a_backoff_and_a_retry_succeeds(
@@ -400,6 +431,35 @@ def test_the_lifecycle_leaves_access_granted_outside_jitgate_alone(
     applied = next(e for e in world.store.chain(request_id) if e.type.value == "grant.applied")
     assert applied.data["preexisting"] is True
     assert list(tenant[0].assignments.values()) == [seeded]
+
+
+def test_a_revoke_racing_a_grant_re_applies_it_through_arm_as_the_group_it_is(
+    arm: FakeArm, tenant: tuple[Tenant, str], rbac: AzureRbac
+) -> None:
+    # GIVEN a group (a group in the directory) holding Contributor, and its second request for the same
+    world = azure_world(rbac)
+    group = principal()
+    arm.seed_principal(tenant[0], group, "Group")
+    first, second = (azure_request(duration) for duration in ("PT1M", "PT1H"))
+    for doc in (first, second):
+        doc["requester"] = {"principalId": group, "principalType": "Group", "displayName": "Payments on-call"}
+    world.submit(first)
+    world.lifecycle.evaluate(json.dumps(second).encode())
+    real_delete = rbac.delete_assignment
+
+    def grant_lands_mid_revoke(scope: str, name: str) -> None:
+        rbac.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
+        real_delete(scope, name)
+
+    rbac.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
+    # WHEN the first is revoked early
+    world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
+    # THEN ARM has the assignment again, for the second request, as a group
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    [assigned] = tenant[0].assignments.values()
+    assert assigned["properties"]["principalType"] == "Group"
+    assert assigned["properties"]["description"] == marker_for(second["requestId"])
 
 
 # ---------------------------------------------------------------- azure-pim

@@ -156,8 +156,8 @@ def test_two_approvals_over_the_signed_teams_webhook_and_refused_calls(jitgate_s
         assert [a["approverId"] for a in record["approvals"]] == approvals, f"{label}: {record['approvals']}"
         assert not s.assignments_of(rid), f"{label}: nothing may be granted"
         reasons = {e["data"]["reason"] for e in s.events(rid, "access.refused")}
-        # Each distinct refusal is audited against the request; the same refusal repeated within a
-        # minute is written once (anyone can provoke refusals, so they must not flood the chain).
+        # A refusal is audited against the request, once a minute per action and verified caller: every
+        # unauthenticated caller counts as one (anyone can provoke refusals; they must not flood the chain).
         expected = refused_before + (0 if reasons <= audited_reasons else 1)
         assert refusals() == expected, f"{label}: the refusal is audited against the request"
         audited_reasons.update(reasons)

@@ -7,7 +7,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.adapters.azure.roles import check_new_assignment, normalized, resolve_builtin_role
+from shared.adapters.azure.roles import (
+    check_new_assignment,
+    check_principal_type,
+    normalized,
+    resolve_builtin_role,
+)
 from shared.adapters.embedded.rbac import GRANT_OPERATIONS, FaultInjector
 from shared.domain.errors import AssignmentExists, PermanentError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
@@ -23,9 +28,9 @@ class ProviderCall:
 
 
 class FakeGrantProvider:
-    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics, built-in role catalog, `seed` for
-    pre-existing access and `inject_fault`. `name` is configurable so that it can stand in for any
-    provider a request names.
+    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics (a principal keeps the type its first
+    assignment gave it), built-in role catalog, `seed` for pre-existing access and `inject_fault`. `name`
+    is configurable so that it can stand in for any provider a request names.
 
     `calls` is every port call in order (a faulted call too: it was made), so tests can pin what jitgate
     asked for, not only what is left. With `deletes_take_effect` False a delete answers OK and leaves the
@@ -36,6 +41,7 @@ class FakeGrantProvider:
         self.calls: list[ProviderCall] = []
         self.deletes_take_effect = True
         self._assignments: dict[str, Assignment] = {}  # by lower-cased name: unique in the tenant
+        self._principal_types: dict[str, str] = {}  # the directory, as far as assignments have shown it
         self._lock = threading.Lock()
         self._faults = FaultInjector(GRANT_OPERATIONS)
 
@@ -111,10 +117,12 @@ class FakeGrantProvider:
     ) -> Assignment:
         check_new_assignment(key, name, principal_type)
         with self._lock:
+            check_principal_type(key.principal_id, self._principal_types.get(key.principal_id), principal_type)
             existing = self._assignments.get(name.lower())
             if existing is not None:
                 if existing.key == key:
-                    return existing
+                    self._assignments[existing.name] = existing.model_copy(update={"description": description})
+                    return self._assignments[existing.name]
                 raise PermanentError(
                     f"RoleAssignmentUpdateNotPermitted: assignment {name} grants something else"
                 )
@@ -131,6 +139,7 @@ class FakeGrantProvider:
                 description=description,
             )
             self._assignments[created.name] = created
+            self._principal_types.setdefault(key.principal_id, principal_type)
             return created
 
     def _own(self, key: GrantKey) -> GrantKey:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -26,10 +27,11 @@ from fastapi.testclient import TestClient
 from shared.api import create_app
 from shared.domain.audit import canonical_json
 from shared.domain.errors import ConcurrencyConflict, IllegalTransition, PermanentError, TransientError
-from shared.domain.lifecycle import RequestRecord
+from shared.domain.lifecycle import LifecycleCommand, RequestRecord
 from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
+from tests.fakes.clock import FakeClock
 from tests.tampering import TAMPERINGS
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"  # approver
@@ -215,7 +217,27 @@ def test_intake_refuses_id_reuse_with_another_body(client: TestClient, runtime: 
                            headers=who(JANE))
     assert response.status_code == 409
     assert "different body" in response.json()["detail"]
-    assert runtime.audit.chain(body["requestId"])[-1].type.value == "request.rejected"
+    rejected = runtime.audit.chain(body["requestId"])[-1]
+    assert rejected.type.value == "request.rejected"
+    assert (rejected.actor.principal_id, rejected.actor.kind, rejected.data["actorVerified"]) == (JANE, "user", True)
+
+
+def test_a_service_reusing_an_id_or_sending_an_invalid_body_for_it_is_named_in_the_trail(
+        client: TestClient, runtime: Runtime):
+    # GIVEN Jane's request, and the Backstage service (Jit.Submitter)
+    body = access_request()
+    submit(client, runtime, body)
+    service = "5e7d0c1a-0000-4000-8000-0000000000b5"
+    # WHEN the service sends another body under her request id, and then an invalid one
+    reused = client.post("/api/access-requests", json={**body, "duration": "PT2H"},
+                         headers=who(service, "Jit.Submitter"))
+    invalid = client.post("/api/access-requests", json={**body, "duration": "P99D"},
+                          headers=who(service, "Jit.Submitter"))
+    assert (reused.status_code, invalid.status_code) == (409, 422)
+    # THEN her trail names the service, not jitgate; the second rejection within the minute adds nothing
+    rejected = [e for e in runtime.audit.chain(body["requestId"]) if e.type.value == "request.rejected"]
+    assert [(e.actor.principal_id, e.data["actorVerified"]) for e in rejected] == [(service, True)]
+    assert state(runtime, body["requestId"]) == "active"
 
 
 def test_intake_rejects_a_body_over_64_kib_from_its_first_bytes(runtime: Runtime):
@@ -377,6 +399,25 @@ def test_revoke_and_webhook_refuse_oversize_bodies_with_413(client: TestClient, 
     assert state(runtime, request_id) == "active"
 
 
+def test_a_revoke_after_expiry_is_answered_with_how_the_request_ended_and_audited(client: TestClient,
+                                                                                  runtime: Runtime):
+    # GIVEN a grant that was revoked at its expiry
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+    request_id = submit(client, runtime, access_request(duration="PT1M"))
+    clock.advance(60)
+    assert runtime.lifecycle.handle_command(LifecycleCommand(command="revoke", request_id=request_id).body())
+    # WHEN the requester says she is done
+    response = client.post(f"/api/access-requests/{request_id}/revoke", json={"reason": "done"},
+                           headers=who(JANE))
+    # THEN she is told it had already ended at expiry, and her attempt is on the request's trail
+    assert response.status_code == 200
+    assert response.json()["state"] == "revoked"
+    assert response.json()["message"].startswith("already ended at expiry")
+    [attempt] = refusals(runtime, request_id)
+    assert attempt["actor"]["principalId"] == JANE and attempt["data"]["action"] == "revoke"
+
+
 def test_revoke_of_an_unknown_request_is_404(client: TestClient):
     response = client.post(f"/api/access-requests/{uuid.uuid4()}/revoke", headers=who(JANE))
     assert response.status_code == 404
@@ -473,13 +514,48 @@ def test_forged_signature_is_401_and_audited(client: TestClient, runtime: Runtim
     assert ALICE in refusal["data"]["reason"]
 
 
+def test_a_flood_of_forged_calls_adds_one_refusal_and_leaves_the_record_as_it_was(
+        client: TestClient, runtime: Runtime, settings: Settings, pending: str):
+    # GIVEN a request pending approval, and a clock that stands still while the flood lasts
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+
+    def stored_size() -> int:
+        with sqlite3.connect(settings.data_dir / "store.db") as db:
+            (size,) = db.execute("SELECT length(doc) FROM requests WHERE request_id = ?", (pending,)).fetchone()
+        return int(size)
+
+    def forged_call() -> None:
+        # a random signature and a random claimed sender: nothing in it can be verified
+        body = outgoing_payload(f"approve {pending}", str(uuid.uuid4()), "Mallory")
+        response = client.post("/api/teams/webhook", content=body,
+                               headers={"Authorization": sign(os.urandom(32), body)})
+        assert response.status_code == 401
+
+    # WHEN anyone sends 1,000 forged webhook calls naming it
+    forged_call()
+    size_after_first = stored_size()
+    for _ in range(999):
+        forged_call()
+    # THEN one refusal is audited, and the stored record has not grown by a byte
+    assert len(refusals(runtime, pending)) == 1
+    assert stored_size() == size_after_first
+    # AND once the minute has passed, the next forged call is audited again (collapsed, not silenced)
+    clock.advance(61)
+    forged_call()
+    assert len(refusals(runtime, pending)) == 2
+    assert state(runtime, pending) == "pending_approval"
+
+
 def test_missing_and_malformed_authorization_are_401(client: TestClient, runtime: Runtime, pending: str):
     body = outgoing_payload(f"approve {pending}", ALICE, "Alice")
     missing = client.post("/api/teams/webhook", content=body)
     malformed = client.post("/api/teams/webhook", content=body, headers={"Authorization": "HMAC %%%"})
     assert missing.status_code == 401 and "missing" in missing.json()["detail"]
     assert malformed.status_code == 401 and "malformed" in malformed.json()["detail"]
-    assert len(refusals(runtime, pending)) == 2
+    # one unauthenticated refusal of this endpoint a minute is audited, whatever its reason
+    [refusal] = refusals(runtime, pending)
+    assert refusal["actor"]["principalId"] == "unauthenticated" and "missing" in refusal["data"]["reason"]
     assert state(runtime, pending) == "pending_approval"
 
 

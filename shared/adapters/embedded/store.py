@@ -26,7 +26,7 @@ from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: holds keep the principal type
 MAX_PAGE = 1000
 _BATCH = 2000
 
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS holds (
     preexisting        INTEGER NOT NULL,
     status             TEXT NOT NULL,
     released_at        TEXT,
+    principal_type     TEXT,
     PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_by_request ON holds (request_id);
@@ -85,7 +86,7 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 
 _HOLD_COLUMNS = (
     "provider, principal_id, role_definition_id, scope, request_id,"
-    " granted_at, expires_at, preexisting, status, released_at"
+    " granted_at, expires_at, preexisting, status, released_at, principal_type"
 )
 
 
@@ -109,6 +110,9 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
+            if "principal_type" not in columns:  # a version 1 file: its holds load with no type
+                conn.execute("ALTER TABLE holds ADD COLUMN principal_type TEXT")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -184,7 +188,7 @@ class SqliteStore:
 
     def put_hold(self, hold: Hold) -> None:
         self._db.connection().execute(
-            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 hold.provider,
                 hold.principal_id,
@@ -196,6 +200,7 @@ class SqliteStore:
                 int(hold.preexisting),
                 hold.status.value,
                 None if hold.released_at is None else _instant(hold.released_at),
+                hold.principal_type,
             ),
         )
 
@@ -460,6 +465,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         preexisting,
         status,
         released,
+        principal_type,
     ) = row
     return Hold(
         provider=provider,
@@ -472,6 +478,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         preexisting=bool(preexisting),
         status=HoldStatus(status),
         released_at=None if released is None else _parse_instant(released),
+        principal_type=principal_type,
     )
 
 
