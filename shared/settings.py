@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import math
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -13,6 +15,14 @@ from typing import Literal
 Mode = Literal["local", "azure", "gcp"]
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
+
+
+class SettingsError(ValueError):
+    """Settings the process cannot start with. The message names each setting and what is wrong with it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,8 @@ class Settings:
     lock_duration: timedelta = timedelta(seconds=30)
     max_delivery_count: int = 10
     poll_interval: float = 0.05
+    # NB. uvicorn waits for a stalled request forever; a client gets this long for the head and again for the body.
+    request_read_timeout: timedelta = timedelta(seconds=10)
     workers: int = 2
     public_url: str = ""
     seed_file: Path | None = None
@@ -53,24 +65,28 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = dict(os.environ if env is None else env)
+        """The settings in `env` (default: the process environment); SettingsError names every bad one."""
+        read = _Reader(dict(os.environ if env is None else env))
+        e = read.env
         mode = e.get("JITGATE_MODE", "local")
         if mode not in ("local", "azure", "gcp"):
-            raise ValueError(f"JITGATE_MODE must be local, azure or gcp, not {mode!r}")
+            read.problems.append(f"JITGATE_MODE must be local, azure or gcp, not {mode!r}")
+            mode = "local"
         base = cls(mode=mode)  # type: ignore[arg-type]
         seed = e.get("JITGATE_SEED_FILE")
-        return replace(
+        settings = replace(
             base,
             data_dir=Path(e.get("JITGATE_DATA_DIR", str(base.data_dir))),
             policy_path=Path(e.get("JITGATE_POLICY", str(base.policy_path))),
             requests_queue=e.get("JITGATE_REQUESTS_QUEUE", base.requests_queue),
             lifecycle_queue=e.get("JITGATE_LIFECYCLE_QUEUE", base.lifecycle_queue),
-            teams_secret=e.get("JITGATE_TEAMS_SECRET", ""),
-            reconcile_interval=timedelta(seconds=float(e.get("JITGATE_RECONCILE_SECONDS", "60"))),
-            stale_after=timedelta(seconds=float(e.get("JITGATE_STALE_SECONDS", "60"))),
-            lock_duration=timedelta(seconds=float(e.get("JITGATE_LOCK_SECONDS", "30"))),
-            max_delivery_count=int(e.get("JITGATE_MAX_DELIVERIES", "10")),
-            workers=int(e.get("JITGATE_WORKERS", "2")),
+            teams_secret=read.teams_secret("JITGATE_TEAMS_SECRET"),
+            reconcile_interval=read.seconds("JITGATE_RECONCILE_SECONDS", base.reconcile_interval),
+            stale_after=read.seconds("JITGATE_STALE_SECONDS", base.stale_after),
+            lock_duration=read.seconds("JITGATE_LOCK_SECONDS", base.lock_duration),
+            request_read_timeout=read.seconds("JITGATE_REQUEST_READ_SECONDS", base.request_read_timeout),
+            max_delivery_count=read.count("JITGATE_MAX_DELIVERIES", base.max_delivery_count, minimum=1),
+            workers=read.count("JITGATE_WORKERS", base.workers, minimum=0),
             public_url=e.get("JITGATE_PUBLIC_URL", ""),
             seed_file=Path(seed) if seed else None,
             # NB. The same setting the Service Bus trigger binding reads (connection "ServiceBusConnection"),
@@ -85,8 +101,11 @@ class Settings:
             archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
-            group_object_ids=_pairs("JITGATE_GROUP_OBJECT_IDS", e.get("JITGATE_GROUP_OBJECT_IDS", "")),
+            group_object_ids=read.pairs("JITGATE_GROUP_OBJECT_IDS"),
         )
+        if read.problems:
+            raise SettingsError(read.problems)
+        return settings
 
     def missing_azure_settings(self) -> list[str]:
         """The app settings Azure mode cannot start without, by their environment names."""
@@ -100,19 +119,88 @@ class Settings:
         }
         return [name for name, value in required.items() if not value]
 
+    @property
+    def has_teams_secret(self) -> bool:
+        """Whether the Teams webhook can verify calls: a secret is set, or one is kept locally."""
+        return bool(self.teams_secret) or self.local
+
     def resolved_teams_secret(self) -> bytes:
         """The outgoing-webhook HMAC key. Locally one is generated once and kept in the data dir, so the
-        CLI (`jitgate teams approve`) and the server agree; elsewhere it must be configured."""
+        CLI (`jitgate teams approve`) and the server agree; elsewhere it must be configured.
+        SettingsError when it is missing or not valid base64."""
         if self.teams_secret:
-            return base64.b64decode(self.teams_secret)
+            return decode_teams_secret("JITGATE_TEAMS_SECRET", self.teams_secret)
         if not self.local:
-            raise ValueError("JITGATE_TEAMS_SECRET is required outside local mode")
+            raise SettingsError(["JITGATE_TEAMS_SECRET is required outside local mode"])
         path = self.data_dir / "teams-secret"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
             path.chmod(0o600)
-        return base64.b64decode(path.read_text().strip())
+        return decode_teams_secret(str(path), path.read_text())
+
+
+def decode_teams_secret(name: str, text: str) -> bytes:
+    """The HMAC key in a base64 security token as Teams shows it; SettingsError naming `name` otherwise."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as exc:
+        hint = "; is the '=' padding at its end missing?" if "padding" in str(exc).lower() else ""
+        raise SettingsError([f"{name} is not valid base64 ({exc}{hint}): set it to the security token exactly "
+                             "as Teams showed it when the outgoing webhook was created"]) from None
+    if not key:
+        raise SettingsError([f"{name} is empty: set it to the outgoing webhook's security token"])
+    return key
+
+
+class _Reader:
+    """Reads settings from an environment, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def seconds(self, name: str, default: timedelta) -> timedelta:
+        text = self.env.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            self.problems.append(f"{name} must be a positive number of seconds, not {text[:40]!r}")
+            return default
+        return timedelta(seconds=value)
+
+    def count(self, name: str, default: int, minimum: int) -> int:
+        text = self.env.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            self.problems.append(f"{name} must be a whole number of at least {minimum}, not {text[:40]!r}")
+            return default
+        return value
+
+    def pairs(self, name: str) -> dict[str, str]:
+        try:
+            return _pairs(name, self.env.get(name, ""))
+        except ValueError as exc:
+            self.problems.append(str(exc))
+            return {}
+
+    def teams_secret(self, name: str) -> str:
+        text = self.env.get(name, "")
+        if text:
+            try:
+                decode_teams_secret(name, text)
+            except SettingsError as exc:
+                self.problems.extend(exc.problems)
+        return text
 
 
 def _listed(text: str) -> tuple[str, ...]:
