@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse `argv` (default: the process's arguments); a command with free words (`teams approve ID --as OID looks good`) takes them wherever
-    they stand, before or after its options, as its README usage shows."""
+    """Parse `argv` (default: the process's arguments). A command with free words takes them wherever they
+    stand, before or after its options, as the README shows: `teams approve ID --as OID looks good`."""
     args, extra = parser.parse_known_args(argv)
     words = getattr(args, "free_words", None)
     if extra and words is not None:
