@@ -85,6 +85,9 @@ HOSTILE_BODIES: dict[str, bytes] = {
     "oversize-70k": b'{"reason": "' + b"x" * 70_000 + b'"}',
     "binary": bytes(range(256)) * 8,
 }
+ALL_BODIES = {**{case.name: case.raw for case in CORPUS}, **HOSTILE_BODIES}
+# Corpus bodies that are valid revoke bodies (no reason given), though not valid access requests.
+REVOKE_WITHOUT_REASON = frozenset({"01-empty-body.bin", "02-whitespace-only.bin", "39-empty-object.json"})
 
 
 def test_corpus_is_complete_and_consistent() -> None:
