@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .domain.audit import Actor, EventType, format_instant, verify_chain
+from .domain.audit import Actor, EventType, verify_chain
 from .domain.errors import (
     AlreadyExists,
     AuthError,
@@ -42,7 +42,7 @@ from .domain.errors import (
 )
 from .domain.ids import is_guid, is_principal_id, principal_id_problem
 from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
-from .domain.lifecycle import RequestRecord, RequestState
+from .domain.lifecycle import RequestRecord
 from .domain.request import MAX_BODY_BYTES, AccessRequest, parse_access_request
 from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import Result
@@ -59,6 +59,7 @@ from .teams import (
     parse_command,
     reply,
     request_id_named_in,
+    status_reply,
     verify_signature,
 )
 
@@ -360,7 +361,7 @@ class _Api:
         if sender != requester and not self._is_approver(sender, record):
             self._refuse(record.request_id, Actor(principal_id=sender, kind="user"), "teams.status",
                          "only the requester and its approvers may see this request's status")
-        return _status_text(record)
+        return status_reply(record)
 
     # ------------------------------------------------------------ audit
 
@@ -536,23 +537,6 @@ def _instant(name: str, text: str | None, errors: list[FieldError]) -> datetime 
 
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
     return {to_camel(key): value for key, value in values.items()}
-
-
-def _status_text(record: RequestRecord) -> str:
-    parts = [f"Request {record.request_id} is {record.state.value}"]
-    request = record.request
-    if request is not None:
-        parts.append(f"{request.target.role} at {request.target.scope} for {request.requester.display_name}")
-    decision = record.decision
-    if record.state is RequestState.PENDING_APPROVAL and decision is not None:
-        parts.append(f"approvals {len(record.approvals)} of {decision.required_approvals}")
-    if record.expires_at is not None and record.state is RequestState.ACTIVE:
-        parts.append(f"expires {format_instant(record.expires_at)}")
-    if record.denial:
-        parts.append(f"denied: {record.denial.get('reason', '')}")
-    if record.failure:
-        parts.append(f"reason: {record.failure}")
-    return "; ".join(parts) + "."
 
 
 def _claimed_sender(body: bytes) -> str:

@@ -81,15 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(r)
     r.set_defaults(run=_request)
 
-    t = sub.add_parser("teams", help="send a signed Teams outgoing-webhook command to a running server")
-    t.add_argument("verb", choices=["approve", "deny", "status"])
-    t.add_argument("request_id")
-    t.add_argument("text", nargs="*", help="comment (approve) or reason (deny), before or after the options")
-    t.add_argument("--as", dest="principal", required=True, help="the approver's Entra object id")
-    t.add_argument("--name", default="Approver")
-    _client_options(t)
-    t.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
-    t.set_defaults(run=_teams, free_words="text")
+    t = sub.add_parser("teams", help="Teams: send a signed outgoing-webhook command, or check the Teams settings")
+    tsub = t.add_subparsers(metavar="ACTION")
+    for verb in ("approve", "deny", "status"):
+        tv = tsub.add_parser(verb, help=f"a signed `{verb}` as Teams would send it")
+        tv.add_argument("request_id")
+        tv.add_argument("text", nargs="*", help="comment (approve) or reason (deny), before or after the options")
+        tv.add_argument("--as", dest="principal", required=True, help="the sender's Entra object id")
+        tv.add_argument("--name", default="Approver")
+        _client_options(tv)
+        tv.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
+        tv.set_defaults(run=_teams, verb=verb, free_words="text")
+    tc = tsub.add_parser("check", help="check the Teams settings: the secret, a signed test message to a running "
+                                       "jitgate (--url), a test card to the Workflows webhook")
+    tc.add_argument("--url", default=None, help="a running jitgate to send a signed test message to")
+    tc.add_argument("--mention", action="append", default=[], metavar="OBJECT_ID",
+                    help="@mention this Entra user on the test card (repeatable)")
+    tc.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
+    tc.set_defaults(run=_teams_check)
 
     a = sub.add_parser("audit", help="query and verify the audit trail")
     asub = a.add_subparsers(metavar="ACTION")
@@ -267,6 +276,23 @@ def _teams(args: argparse.Namespace) -> int:
     reply = response.json()
     print(reply.get("text") or reply)
     return 0 if response.status_code == 200 else 1
+
+
+def _teams_check(args: argparse.Namespace) -> int:
+    from .adapters.teams.check import check_teams
+    from .domain.ids import is_guid
+
+    wrong = [oid for oid in args.mention if not is_guid(oid.lower())]
+    if wrong:
+        raise CliError(f"--mention takes Entra object ids (GUIDs), not {', '.join(wrong)}")
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    checks = check_teams(settings, args.url, args.mention)
+    for check in checks:
+        print(f"{check.status:<8}{check.name:<9}{check.detail}")
+    return 1 if any(check.status == "failed" for check in checks) else 0
 
 
 def _audit_query(args: argparse.Namespace) -> int:

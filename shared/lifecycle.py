@@ -51,6 +51,7 @@ from .ports import (
     Notifier,
     RequestStore,
 )
+from .text import clause, duration_in_words, instant_in_words, listed, reason_in_words, state_in_words
 
 log = logging.getLogger("jitgate.lifecycle")
 
@@ -239,7 +240,8 @@ class Lifecycle:
                 {"reason": "denied by policy", "rule": decision.rule, "reasons": decision.reasons},
             )
             saved = self._commit(record)
-            self._notify(saved, "denied", f"Request denied by policy: {decision.summary()}")
+            self._notify(saved, "denied", f"Request denied by policy rule {decision.rule}" if decision.rule
+                         else "Request denied by policy: no rule allows this access")
         elif decision.outcome is Outcome.AUTO:
             record.move_to(RequestState.APPROVED, now)
             record.emit(
@@ -369,7 +371,7 @@ class Lifecycle:
             return True
 
         saved = self._decided(request_id, mutate, refused)
-        self._notify(saved, "denied", f"Request denied: {reason}")
+        self._notify(saved, "denied", "Request denied by an approver")
         return Result(request_id, saved.state, "denied")
 
     def _decided(self, request_id: str, mutate: Callable[[RequestRecord], bool], refused: list[str]) -> RequestRecord:
@@ -400,14 +402,16 @@ class Lifecycle:
     def _approver_refusal(self, record: RequestRecord, approver_id: str) -> str:
         """Why this person may not decide on this request now ('' when they may)."""
         if record.state is not RequestState.PENDING_APPROVAL:
-            return f"the request is {record.state.value}, not pending approval"
+            return f"the request is {state_in_words(record)}: only a request waiting for approvals can be decided"
         request = self._request_of(record)
         if approver_id == request.requester.principal_id:
             return "you cannot approve or deny your own request"
         decision = record.decision
         allowed = set(decision.approver_groups if decision else [])
         if not allowed & self.b.directory.groups_of(approver_id):
-            return f"you are not in the approver groups {sorted(allowed)} of this request"
+            if len(allowed) == 1:
+                return f"you are not in {listed(allowed)}, the approver group of this request"
+            return f"you are in none of this request's approver groups: {listed(sorted(allowed))}"
         return ""
 
     def expire_request(self, request_id: str) -> Result:
@@ -548,7 +552,7 @@ class Lifecycle:
         saved = self._update(request_id, mutate)
         assert saved is not None
         if saved.state is RequestState.ACTIVE and saved.revoke_sequence == seq:
-            self._notify(saved, "granted", f"Access granted until {format_instant(hold.expires_at)}")
+            self._notify(saved, "granted", f"Access granted until {instant_in_words(hold.expires_at)}")
         else:
             self._release_leftovers(saved)
         return Result(request_id, saved.state, f"active until {format_instant(hold.expires_at)}")
@@ -574,7 +578,7 @@ class Lifecycle:
         assert saved is not None
         self._release_leftovers(saved)
         if saved.state is RequestState.FAILED:
-            self._notify(saved, "failed", f"Grant failed: {error}")
+            self._notify(saved, "failed", "Grant failed")
         return Result(request_id, saved.state, error)
 
     # ------------------------------------------------------------ revoke
@@ -673,7 +677,7 @@ class Lifecycle:
         saved = self._update(record.request_id, mutate)
         assert saved is not None
         if saved.state is RequestState.ACTIVE and not repeated:
-            self._notify(saved, "revoke_failed", f"Revoke failed ({reason}): {error}; jitgate keeps retrying")
+            self._notify(saved, "revoke_failed", f"Revoke failed ({reason}): {clause(error)}; jitgate keeps retrying")
         return Result(record.request_id, saved.state, f"revoke failed: {error}; reconcile will retry")
 
     def _release(self, key: GrantKey, request_id: str) -> dict[str, Any]:
@@ -721,13 +725,16 @@ class Lifecycle:
         return result
 
     def _verify_gone(self, provider: GrantProvider, scope: str, name: str) -> None:
+        """Read the assignment back after the delete until it is gone, deleting it again between reads;
+        every delete is read back. TransientError when it is still there after `verify_attempts` reads."""
         delay = 0.2
-        for _ in range(self.b.verify_attempts):
+        for attempt in range(self.b.verify_attempts):
+            if attempt:
+                self._call(lambda: provider.delete_assignment(scope, name))
+                self.b.sleep(delay)
+                delay = min(delay * 2, self.b.max_backoff)
             if self._call(lambda: provider.get_assignment(scope, name)) is None:
                 return
-            self._call(lambda: provider.delete_assignment(scope, name))
-            self.b.sleep(delay)
-            delay = min(delay * 2, self.b.max_backoff)
         raise TransientError(f"assignment {name} at {scope} still present after delete")
 
     def _release_leftovers(self, record: RequestRecord) -> None:
@@ -1051,13 +1058,14 @@ def _decision_data(decision: Decision) -> dict[str, Any]:
 
 
 def _facts(record: RequestRecord) -> dict[str, str]:
-    facts = {"Request": record.request_id, "State": record.state.value}
+    # NB. Words for people (the card shows the request id once, above the facts); the audit events keep ISO 8601.
+    facts = {"State": state_in_words(record)}
     if record.request is not None:
         r = record.request
         facts |= {
             "Requester": f"{r.requester.display_name} ({r.requester.principal_id})",
             "Target": f"{r.target.role} at {r.target.scope} ({r.target.provider.value})",
-            "Duration": format_duration(r.duration),
+            "Duration": duration_in_words(r.duration),
             "Justification": r.justification,
         }
         if r.ticket:
@@ -1066,6 +1074,7 @@ def _facts(record: RequestRecord) -> dict[str, str]:
         facts["Rule"] = record.decision.rule
     if record.decision is not None and record.decision.required_approvals:
         facts["Approvals"] = f"{len(record.approvals)} of {record.decision.required_approvals}"
-    if record.expires_at is not None:
-        facts["Expires"] = format_instant(record.expires_at)
+    reason = reason_in_words(record)
+    if reason:
+        facts["Reason"] = reason
     return facts

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 Mode = Literal["local", "azure", "gcp"]
+_T = TypeVar("_T")
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 
@@ -57,6 +59,10 @@ class Settings:
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
+    # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
+    # and the portal (Backstage) base URL each card links the request's page under.
+    teams_webhook_name: str = "jitgate"
+    portal_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,7 +86,9 @@ class Settings:
             policy_path=Path(e.get("JITGATE_POLICY", str(base.policy_path))),
             requests_queue=e.get("JITGATE_REQUESTS_QUEUE", base.requests_queue),
             lifecycle_queue=e.get("JITGATE_LIFECYCLE_QUEUE", base.lifecycle_queue),
-            teams_secret=read.teams_secret("JITGATE_TEAMS_SECRET"),
+            # NB. Decoded where it is used (resolved_teams_secret): the API does so at start and refuses a bad
+            # one; `jitgate teams check` reports it among its checks.
+            teams_secret=e.get("JITGATE_TEAMS_SECRET", ""),
             reconcile_interval=read.seconds("JITGATE_RECONCILE_SECONDS", base.reconcile_interval),
             stale_after=read.seconds("JITGATE_STALE_SECONDS", base.stale_after),
             lock_duration=read.seconds("JITGATE_LOCK_SECONDS", base.lock_duration),
@@ -101,7 +109,9 @@ class Settings:
             archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
-            group_object_ids=read.pairs("JITGATE_GROUP_OBJECT_IDS"),
+            group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
+            teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
+            portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
         )
         if read.problems:
             raise SettingsError(read.problems)
@@ -141,16 +151,16 @@ class Settings:
 
 
 def decode_teams_secret(name: str, text: str) -> bytes:
-    """The HMAC key in a base64 security token as Teams shows it; SettingsError naming `name` otherwise."""
+    """The HMAC key in the security token Teams shows (`teams.decode_secret`); SettingsError naming `name`."""
+    from .teams import decode_secret
+
     try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
-        hint = "; is the '=' padding at its end missing?" if "padding" in str(exc).lower() else ""
-        raise SettingsError([f"{name} is not valid base64 ({exc}{hint}): set it to the security token exactly "
-                             "as Teams showed it when the outgoing webhook was created"]) from None
-    if not key:
-        raise SettingsError([f"{name} is empty: set it to the outgoing webhook's security token"])
-    return key
+        return decode_secret(text)
+    except ValueError as exc:
+        token = text.strip()
+        padding = token and len(token) % 4 and not token.endswith("=")
+        hint = " (is the '=' padding at its end missing?)" if padding else ""
+        raise SettingsError([f"{name}: {exc}{hint}"]) from None
 
 
 class _Reader:
@@ -186,26 +196,29 @@ class _Reader:
             return default
         return value
 
-    def pairs(self, name: str) -> dict[str, str]:
+    def checked(self, name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+        """`parse(name, value)`; its ValueError is a problem, and `default` stands in meanwhile."""
         try:
-            return _pairs(name, self.env.get(name, ""))
+            return parse(name, self.env.get(name, ""))
         except ValueError as exc:
             self.problems.append(str(exc))
-            return {}
-
-    def teams_secret(self, name: str) -> str:
-        text = self.env.get(name, "")
-        if text:
-            try:
-                decode_teams_secret(name, text)
-            except SettingsError as exc:
-                self.problems.extend(exc.problems)
-        return text
+            return default
 
 
 def _listed(text: str) -> tuple[str, ...]:
     """A comma-separated setting."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _base_url(name: str, text: str) -> str:
+    """An http(s) base URL without a trailing slash; '' when unset."""
+    url = text.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
+    return url
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -103,6 +103,8 @@ locals {
     JITGATE_COSMOS_DATABASE       = azurerm_cosmosdb_sql_database.this.name
     JITGATE_TEAMS_WEBHOOK_URL     = "@Microsoft.KeyVault(SecretUri=${azurerm_key_vault.this.vault_uri}secrets/${azapi_resource.teams_webhook_url.name})"
     JITGATE_TEAMS_SECRET          = "@Microsoft.KeyVault(SecretUri=${azurerm_key_vault.this.vault_uri}secrets/${azapi_resource.teams_secret.name})"
+    JITGATE_TEAMS_WEBHOOK_NAME    = var.teams_webhook_name
+    JITGATE_PORTAL_URL            = var.portal_url
     JITGATE_ARCHIVE_ACCOUNT_URL   = azurerm_storage_account.archive.primary_blob_endpoint
     JITGATE_ARCHIVE_CONTAINER     = azurerm_storage_container.archive.name
     JITGATE_ACTIVITY_WORKSPACE_ID = azurerm_log_analytics_workspace.this.workspace_id

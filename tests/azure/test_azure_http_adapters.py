@@ -39,7 +39,7 @@ from shared.domain.policy import Policy
 from shared.ports import Notice
 from tests.azure import fake_arm, fake_graph, fake_loganalytics
 from tests.azure.fake_arm import FakeArm, Tenant
-from tests.azure.fake_graph import FakeGraph, directory_role, group
+from tests.azure.fake_graph import FakeGraph, device, directory_role, group, user
 from tests.azure.fake_http import Reply, error
 from tests.azure.fake_loganalytics import FakeLogAnalytics, table
 from tests.azure.fake_teams import SIGNATURE, FakeTeamsWebhook
@@ -653,6 +653,73 @@ def test_graph_throttling_is_transient_and_a_missing_permission_permanent(graph:
     graph.fail("GET", "/transitiveMemberOf", error(403, "Authorization_RequestDenied"))
     with pytest.raises(PermanentError, match="Authorization_RequestDenied"):
         directory(graph).groups_of(PRINCIPAL)
+
+
+def test_members_of_a_group_are_its_users_read_page_by_page_as_far_as_the_limit(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    people = [user(f"Person {n}") for n in range(5)]
+    graph.groups[approvers.id] = [people[0], device("kiosk"), *people[1:], user(None)]  # nested groups flattened
+
+    members = directory(graph, group_names={"platform-approvers": approvers.id}).members_of("platform-approvers", 3)
+
+    assert [(p.principal_id, p.display_name) for p in members.people] == [(u.id, u.display_name) for u in people[:3]]
+    assert members.total == 6
+    pages = graph.calls_to("GET", "/transitiveMembers/")
+    assert len(pages) == 2  # 2 + 1 users: the count is known, so the rest is never read
+    assert pages[0].path == f"/v1.0/groups/{approvers.id}/transitiveMembers/microsoft.graph.user"
+    assert pages[0].query == {"$select": "id,displayName", "$top": "3", "$count": "true"}
+    assert pages[0].headers["consistencylevel"] == "eventual"
+
+
+def test_a_member_graph_shows_without_a_name_has_an_empty_display_name(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    hidden = user(None)
+    graph.groups[approvers.id] = [hidden]
+
+    members = directory(graph, group_names={"approvers": approvers.id}).members_of("approvers", 20)
+
+    assert [(p.principal_id, p.display_name) for p in members.people] == [(hidden.id, "")]
+
+
+def test_members_are_cached_for_the_ttl(graph: FakeGraph) -> None:
+    clock = FakeClock()
+    approvers = group("approvers")
+    graph.groups[approvers.id] = [user("Alice")]
+    cached = directory(graph, group_names={"approvers": approvers.id}, ttl=300, clock=clock)
+
+    assert cached.members_of("approvers", 20).total == 1
+    graph.groups[approvers.id] = [user("Alice"), user("Bob")]
+    clock.advance(299)
+    assert cached.members_of("approvers", 20).total == 1
+    clock.advance(2)
+    assert cached.members_of("approvers", 20).total == 2
+    assert len(graph.calls) == 2
+
+
+def test_members_of_a_group_graph_or_the_map_does_not_know_is_a_permanent_error(graph: FakeGraph) -> None:
+    gone = group("approvers")
+    names = directory(graph, group_names={"approvers": gone.id})
+
+    with pytest.raises(PermanentError, match=r"approvers.*no such group in Entra"):
+        names.members_of("approvers", 20)
+    with pytest.raises(PermanentError, match="oncall has no Entra object id"):
+        names.members_of("oncall", 20)
+    with pytest.raises(PermanentError, match="no Entra object id"):
+        directory(graph).members_of("approvers", 20)  # display names are never trusted for this either
+    assert len(graph.calls) == 1
+
+
+def test_members_of_throttling_is_transient_and_a_missing_permission_permanent(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    graph.groups[approvers.id] = [user("Alice")]
+    names = directory(graph, group_names={"approvers": approvers.id})
+    graph.fail("GET", "/transitiveMembers/", error(429, "TooManyRequests", headers={"Retry-After": "2"}))
+    with pytest.raises(TransientError) as raised:
+        names.members_of("approvers", 20)
+    assert raised.value.retry_after == 2.0
+    graph.fail("GET", "/transitiveMembers/", error(403, "Authorization_RequestDenied"))
+    with pytest.raises(PermanentError, match="Authorization_RequestDenied"):
+        names.members_of("approvers", 20)
 
 
 # ---------------------------------------------------------------- Teams Workflows webhook

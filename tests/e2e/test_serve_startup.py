@@ -31,7 +31,7 @@ def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def test_a_teams_secret_that_is_not_base64_stops_the_start(tmp_path: Path) -> None:
     result = serve(tmp_path, JITGATE_TEAMS_SECRET=SECRET.rstrip("="))
     assert result.returncode == 1, result
-    assert "JITGATE_TEAMS_SECRET is not valid base64" in result.stderr
+    assert "JITGATE_TEAMS_SECRET: the secret is not valid base64" in result.stderr
     assert "'=' padding" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "serving" not in result.stdout
@@ -48,12 +48,12 @@ def test_azure_mode_names_every_missing_setting(tmp_path: Path) -> None:
 
 def test_every_bad_setting_is_named_at_once(tmp_path: Path) -> None:
     result = serve(tmp_path, JITGATE_RECONCILE_SECONDS="soon", JITGATE_WORKERS="-1",
-                   JITGATE_REQUEST_READ_SECONDS="0", JITGATE_TEAMS_SECRET="not a secret!")
+                   JITGATE_REQUEST_READ_SECONDS="0", JITGATE_PORTAL_URL="backstage.example.com")
     assert result.returncode == 1, result
     for fragment in ("JITGATE_RECONCILE_SECONDS must be a positive number of seconds, not 'soon'",
                      "JITGATE_WORKERS must be a whole number of at least 0, not '-1'",
                      "JITGATE_REQUEST_READ_SECONDS must be a positive number of seconds, not '0'",
-                     "JITGATE_TEAMS_SECRET is not valid base64"):
+                     "JITGATE_PORTAL_URL must be an http(s) base URL"):
         assert fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -63,5 +63,5 @@ def test_a_corrupt_local_teams_secret_file_stops_the_start(tmp_path: Path) -> No
     (tmp_path / "data" / "teams-secret").write_text("%%%")
     result = serve(tmp_path)
     assert result.returncode == 1, result
-    assert "teams-secret is not valid base64" in result.stderr
+    assert "teams-secret: the secret is not valid base64" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

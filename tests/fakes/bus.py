@@ -15,6 +15,17 @@ from shared.ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 
 
+@dataclass(frozen=True)
+class Scheduled:
+    """One `schedule` call: where, what, for when, and the sequence number it answered."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    at: datetime
+    sequence_number: int
+
+
 @dataclass
 class _Stored:
     queue: str
@@ -30,7 +41,10 @@ class _Stored:
 
 class FakeBus:
     """Service Bus queues in dictionaries: peek-lock, delivery count, dead-letter, scheduling and
-    duplicate detection, with time taken only from the injected clock."""
+    duplicate detection, with time taken only from the injected clock.
+
+    `scheduled` keeps every `schedule` call in order, so tests can pin when a message was asked for, not
+    only what is left."""
 
     def __init__(
         self,
@@ -45,6 +59,7 @@ class FakeBus:
         self._messages: dict[int, _Stored] = {}  # insertion order is sequence order
         self._dead: dict[int, DeadLetter] = {}
         self._seen: dict[tuple[str, str], tuple[int, datetime]] = {}  # -> (seq, expires_at)
+        self.scheduled: list[Scheduled] = []
 
     def send(self, queue: str, message_id: str, body: bytes) -> None:
         self._enqueue(queue, message_id, body, None)
@@ -52,7 +67,9 @@ class FakeBus:
     def schedule(self, queue: str, message_id: str, body: bytes, at: datetime) -> int:
         if at.tzinfo is None:
             raise ValueError(f"naive datetime {at!r}: bus times must be timezone-aware")
-        return self._enqueue(queue, message_id, body, at)
+        seq = self._enqueue(queue, message_id, body, at)
+        self.scheduled.append(Scheduled(queue, message_id, bytes(body), at, seq))
+        return seq
 
     def cancel_scheduled(self, queue: str, sequence_number: int) -> None:
         stored = self._messages.get(sequence_number)

@@ -121,6 +121,15 @@ class FakeStore:
                 self._chains.setdefault(event.request_id, {})[event.seq] = event
         return len(batch)
 
+    def rewrite(self, event: AuditEvent) -> None:
+        """Put `event` in place of the stored event with its request id and seq, unchecked: what someone
+        with write access to the database can do (tests of tamper detection)."""
+        with self._lock:
+            stored = self._chains[event.request_id][event.seq]
+            _, principal = self._events.pop(stored.id)
+            self._events[event.id] = (event.model_copy(deep=True), principal)
+            self._chains[event.request_id][event.seq] = event.model_copy(deep=True)
+
     def chain(self, request_id: str) -> list[AuditEvent]:
         links = self._chains.get(request_id, {})
         return [links[seq].model_copy(deep=True) for seq in sorted(links)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -23,11 +24,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared.api import create_app
+from shared.domain.audit import canonical_json
 from shared.domain.errors import ConcurrencyConflict, IllegalTransition, PermanentError, TransientError
 from shared.domain.lifecycle import RequestRecord
 from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
+from tests.tampering import TAMPERINGS
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"  # approver
 BOB = "bbbbbbbb-0000-4000-8000-00000000000b"  # approver
@@ -414,7 +417,12 @@ def test_deny_in_teams(client: TestClient, runtime: Runtime, pending: str):
 def test_status_in_teams(client: TestClient, pending: str):
     code, answer = teams(client, ALICE, f"status {pending}")
     assert code == 200
-    assert "pending_approval" in answer["text"] and "0 of 2" in answer["text"]
+    # Words for people: the request id once, the state as a sentence, the deadline to the second with its zone.
+    assert re.fullmatch(
+        rf"Request {pending} \(Contributor at /subscriptions/\S+/resourceGroups/rg-payments-prod for Jane Doe\) "
+        r"is waiting for 2 more approvals \(deadline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)\.",
+        answer["text"],
+    ), answer["text"]
 
 
 def test_status_in_teams_is_refused_to_strangers(client: TestClient, runtime: Runtime, pending: str):
@@ -437,7 +445,7 @@ def test_requester_cannot_approve_their_own_request(client: TestClient, runtime:
 def test_non_approver_is_refused_in_the_reply(client: TestClient, runtime: Runtime, pending: str):
     code, answer = teams(client, MALLORY, f"approve {pending}")
     assert code == 200
-    assert "not in the approver groups" in answer["text"]
+    assert answer["text"] == "Refused: you are not in platform-approvers, the approver group of this request."
     assert state(runtime, pending) == "pending_approval"
 
 
@@ -640,6 +648,30 @@ def test_audit_verify_passes_then_names_a_tampered_event(client: TestClient, run
     one = client.get("/api/audit/verify", params={"requestId": first}, headers=auditor).json()
     assert one["ok"] is True and one["chains"] == 1
     assert client.get("/api/audit/verify", params={"requestId": str(uuid.uuid4())}, headers=auditor).status_code == 404
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_audit_verify_names_an_event_rewritten_by_someone_who_can_recompute_hashes(
+        name: str, client: TestClient, runtime: Runtime, settings: Settings):
+    # GIVEN two granted requests
+    rid = submit(client, runtime, access_request())
+    submit(client, runtime, access_request(requester=BOB))
+    seq = 1  # policy.evaluated, in the middle of the chain
+
+    # WHEN one event is rewritten in the database, in the canonical form the store writes
+    with sqlite3.connect(settings.data_dir / "store.db") as db:
+        (doc,) = db.execute("SELECT doc FROM audit_events WHERE request_id = ? AND seq = ?", (rid, seq)).fetchone()
+        tampered = json.loads(doc)
+        TAMPERINGS[name].edit(tampered)
+        db.execute("UPDATE audit_events SET doc = ? WHERE request_id = ? AND seq = ?",
+                   (canonical_json(tampered), rid, seq))
+
+    # THEN verifying every chain, or this one, names the request and the first broken link
+    expected = TAMPERINGS[name].expected(rid, seq).as_dict()
+    auditor = who(AUDITOR, "Jit.Auditor")
+    for params in ({}, {"requestId": rid}):
+        result = client.get("/api/audit/verify", params=params, headers=auditor).json()
+        assert (result["ok"], result["broken"]) == (False, [expected])
 
 
 # ---------------------------------------------------------------- errors

@@ -20,16 +20,17 @@ def test_defaults_and_the_read_bound() -> None:
 def test_every_problem_is_collected_before_refusing() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"JITGATE_MODE": "cloud", "JITGATE_LOCK_SECONDS": "nan", "JITGATE_MAX_DELIVERIES": "0",
-                           "JITGATE_GROUP_OBJECT_IDS": "approvers", "JITGATE_TEAMS_SECRET": "abc"})
+                           "JITGATE_GROUP_OBJECT_IDS": "approvers", "JITGATE_PORTAL_URL": "backstage"})
     assert [problem.split(" ")[0].rstrip(":") for problem in caught.value.problems] == [
-        "JITGATE_MODE", "JITGATE_TEAMS_SECRET", "JITGATE_LOCK_SECONDS", "JITGATE_MAX_DELIVERIES",
-        "JITGATE_GROUP_OBJECT_IDS"]
+        "JITGATE_MODE", "JITGATE_LOCK_SECONDS", "JITGATE_MAX_DELIVERIES", "JITGATE_GROUP_OBJECT_IDS",
+        "JITGATE_PORTAL_URL"]
 
 
 @pytest.mark.parametrize(("text", "hint"), [
     (base64.b64encode(KEY).decode().rstrip("="), "padding"),
     ("not base64!", "not valid base64"),
     ("", "is empty"),
+    (base64.b64encode(b"short").decode(), "fewer than 16"),
 ])
 def test_a_teams_secret_that_is_not_a_base64_key_is_refused_by_name(text: str, hint: str) -> None:
     with pytest.raises(SettingsError, match="JITGATE_TEAMS_SECRET") as caught:

@@ -31,6 +31,12 @@ param teamsWebhookUrl string
 @secure()
 param teamsSecret string
 
+@description('Name of the Teams outgoing webhook approvers @mention to answer.')
+param teamsWebhookName string
+
+@description('Base URL of the portal (Backstage) that has a page per request; empty: no link.')
+param portalUrl string
+
 @description('Days an archived audit blob stays immutable.')
 param archiveRetentionDays int
 
@@ -665,6 +671,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'JITGATE_TEAMS_SECRET'
           value: '@Microsoft.KeyVault(SecretUri=${teamsSecretSecret.properties.secretUri})'
+        }
+        {
+          name: 'JITGATE_TEAMS_WEBHOOK_NAME'
+          value: teamsWebhookName
+        }
+        {
+          name: 'JITGATE_PORTAL_URL'
+          value: portalUrl
         }
         {
           name: 'JITGATE_ARCHIVE_ACCOUNT_URL'
