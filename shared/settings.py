@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -158,8 +159,8 @@ def decode_teams_secret(name: str, text: str) -> bytes:
         return decode_secret(text)
     except ValueError as exc:
         token = text.strip()
-        padding = token and len(token) % 4 and not token.endswith("=")
-        hint = " (is the '=' padding at its end missing?)" if padding else ""
+        unpadded = re.fullmatch(r"[A-Za-z0-9+/]+", token) is not None and len(token) % 4 != 0
+        hint = " (is the '=' padding at its end missing?)" if unpadded else ""
         raise SettingsError([f"{name}: {exc}{hint}"]) from None
 
 
