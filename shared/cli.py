@@ -17,8 +17,10 @@ DEV_ADMIN = "00000000-0000-4000-8000-0000000000ad"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .settings import SettingsError
+
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -29,6 +31,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"jitgate: {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        problems = "".join(f"\n  {problem}" for problem in exc.problems)
+        print(f"jitgate: invalid settings:{problems}", file=sys.stderr)
+        return 1
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv` (default: the process's arguments). A command with free words takes them wherever they
+    stand, before or after its options, as the README shows: `teams approve ID --as OID looks good`."""
+    args, extra = parser.parse_known_args(argv)
+    words = getattr(args, "free_words", None)
+    if extra and words is not None:
+        split = extra.index("--") if "--" in extra else len(extra)
+        before, literal = extra[:split], extra[split + 1:]
+        options = [word for word in before if word.startswith("-") and word != "-"]
+        if options:
+            parser.error(f"unrecognized arguments: {' '.join(options)}")
+        setattr(args, words, [*getattr(args, words), *before, *literal])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class CliError(Exception):
@@ -63,12 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     for verb in ("approve", "deny", "status"):
         tv = tsub.add_parser(verb, help=f"a signed `{verb}` as Teams would send it")
         tv.add_argument("request_id")
-        tv.add_argument("text", nargs="*", help="comment (approve) or reason (deny)")
+        tv.add_argument("text", nargs="*", help="comment (approve) or reason (deny), before or after the options")
         tv.add_argument("--as", dest="principal", required=True, help="the sender's Entra object id")
         tv.add_argument("--name", default="Approver")
         _client_options(tv)
         tv.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
-        tv.set_defaults(run=_teams, verb=verb)
+        tv.set_defaults(run=_teams, verb=verb, free_words="text")
     tc = tsub.add_parser("check", help="check the Teams settings: the secret, a signed test message to a running "
                                        "jitgate (--url), a test card to the Workflows webhook")
     tc.add_argument("--url", default=None, help="a running jitgate to send a signed test message to")
@@ -187,8 +210,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import server
     from .api import create_app
     from .domain.errors import PolicyError
     from .runtime import build
@@ -200,6 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
         runtime = build(settings)
     except PolicyError as exc:
         raise CliError(f"policy {settings.policy_path} is invalid:\n{exc}") from None
+    app = create_app(runtime)  # before any thread starts: a bad setting stops the process here
     worker = Worker(
         runtime.lifecycle,
         runtime.bus,
@@ -211,17 +234,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     worker.reconcile()  # a restart after a crash converges before serving
     worker.start(settings.workers)
-    config = uvicorn.Config(
-        create_app(runtime),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level.lower(),
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
     print(f"jitgate serving on http://{args.host}:{args.port} (data in {settings.data_dir})", flush=True)
     try:
-        server.run()
+        server.run(app, settings, args.host, args.port, args.log_level)
     finally:
         worker.stop.set()
     return 0

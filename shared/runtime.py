@@ -13,7 +13,7 @@ from .clock import SystemClock
 from .lifecycle import Backends, Lifecycle
 from .notices import AddressedNotifier
 from .ports import AuditStore, Bus, Directory, Notifier, QueueSettings, RequestStore
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -49,7 +49,7 @@ def build(settings: Settings) -> Runtime:
         return build_local(settings)
     if settings.mode == "azure":
         return build_azure(settings)
-    raise NotImplementedError(f"mode {settings.mode!r} is not wired in this build; use local or azure")
+    raise SettingsError([f"JITGATE_MODE={settings.mode} is not wired in this build; use local or azure"])
 
 
 def build_local(settings: Settings) -> Runtime:
@@ -101,7 +101,7 @@ def build_azure(settings: Settings) -> Runtime:
     client authenticated as the managed identity. Nothing connects here: each client is made on first use."""
     missing = settings.missing_azure_settings()
     if missing:
-        raise ValueError(f"JITGATE_MODE=azure needs the app settings {', '.join(missing)}")
+        raise SettingsError([f"JITGATE_MODE=azure needs these settings, which are missing: {', '.join(missing)}"])
     from .adapters.azure.arm import arm_token_provider
     from .adapters.azure.blob_archive import BlobAuditArchive
     from .adapters.azure.cosmos import CosmosStore
@@ -118,7 +118,8 @@ def build_azure(settings: Settings) -> Runtime:
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
     unknown = [name for name in settings.providers if name not in known]
     if unknown:
-        raise ValueError(f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: {', '.join(known)}")
+        raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: "
+                             f"{', '.join(known)}"])
     providers: dict[str, GrantProvider] = {
         name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers
     }

@@ -26,12 +26,14 @@ from typing import Any, Literal
 
 from .domain.errors import AuthError, JitgateError
 from .domain.ids import is_guid
+from .domain.json_body import MalformedBody, parse_json
 from .domain.lifecycle import RequestRecord
 from .ports import Clock
 from .text import quoted, reason_in_words, state_in_words
 
 MAX_SKEW = timedelta(minutes=5)
 MAX_COMMENT = 1000
+MAX_ACTIVITY_BYTES = 64 * 1024
 BOT_NAME = "jitgate"
 MIN_SECRET_BYTES = 16
 
@@ -115,9 +117,9 @@ class Activity:
 def parse_activity(body: bytes) -> Activity:
     """A signed body → its activity. Raises InvalidActivity when it is not a Teams message activity."""
     try:
-        doc: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidActivity("the body is not JSON") from None
+        doc: Any = parse_json(body, MAX_ACTIVITY_BYTES)
+    except MalformedBody as exc:
+        raise InvalidActivity(f"the body is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("type") != "message":
         raise InvalidActivity("the body is not a Teams message activity")
     sender = doc.get("from")

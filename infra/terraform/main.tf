@@ -32,7 +32,9 @@ locals {
 
   # Partition keys: a request's record and its audit chain live with the request; a ledger document lives
   # with its grant key (GrantKey.assignment_name(), a UUIDv5), so every hold on one assignment shares a
-  # partition and "is any other hold active?" plus the hold write are one single-partition transaction.
+  # partition and "is any other hold active?" is a single-partition query. The hold write is a separate
+  # upsert, not one transaction with that query: a revoke asks again after deleting the assignment and
+  # re-creates it for a hold written meanwhile (docs/architecture.md §5).
   cosmos_containers = {
     requests = "/requestId"
     ledger   = "/grantKey"

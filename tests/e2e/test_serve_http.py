@@ -298,3 +298,18 @@ def test_audit_trail_verifies_and_the_cli_queries_it(jitgate_server: JitgateServ
     assert rejected.returncode == 0, rejected.stdout + rejected.stderr
     [event] = json.loads(rejected.stdout)["events"]
     assert [e["loc"] for e in event["data"]["errors"]] == ["duration"]
+
+
+def test_the_readme_teams_command_takes_its_comment_after_the_options(jitgate_server: JitgateServer) -> None:
+    # GIVEN a request waiting for two approvals
+    s = jitgate_server
+    doc = access_request(f"/subscriptions/{PROD_SUB}/resourceGroups/rg-cli-prod", role="Contributor",
+                         duration="PT1M", justification="Rotate the cli DB firewall rule for INC-4711",
+                         ticket="INC-4711")
+    rid = submit(s, doc)["requestId"]
+    s.wait_state(rid, "pending_approval")
+    # WHEN Alice approves as the README writes it: `jitgate teams approve ID --as OBJECT_ID [comment]`
+    approved = s.cli("teams", "approve", rid, "--data-dir", str(s.data_dir), "--as", ALICE, "looks", "good")
+    # THEN it is counted, with her comment
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert [(a["approverId"], a["comment"]) for a in s.get(rid)["approvals"]] == [(ALICE, "looks good")]

@@ -79,7 +79,8 @@ def runtime(settings: Settings) -> Runtime:
 
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as c:
+    # NB. JSON, as every real client sends it (Backstage, Teams, the CLI); the 415 tests send other types.
+    with TestClient(create_app(runtime), headers={"Content-Type": "application/json"}) as c:
         yield c
 
 
@@ -264,7 +265,7 @@ def test_intake_rejects_a_body_over_64_kib_from_its_first_bytes(runtime: Runtime
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
     assert start["status"] == 422
-    assert body["errors"] == [{"loc": "body", "msg": "body is 65537 bytes; the limit is 65536"}]
+    assert body["errors"] == [{"loc": "body", "msg": "the body is 65537 bytes; the limit is 65536"}]
     assert chunks_read == 65
     assert [e.type.value for e in runtime.audit.chain(body["requestId"])] == ["request.rejected"]
 
@@ -503,6 +504,13 @@ def test_sender_without_object_id_is_answered(client: TestClient, pending: str):
     assert code == 200 and "no Entra object id" in answer["text"]
 
 
+def test_a_sender_whose_object_id_is_the_nil_guid_is_answered_and_counts_for_nothing(client: TestClient,
+                                                                                      runtime: Runtime, pending: str):
+    code, answer = teams(client, "00000000-0000-0000-0000-000000000000", f"approve {pending}")
+    assert code == 200 and "nil GUID" in answer["text"]
+    assert record(runtime, pending).approvals == []
+
+
 def test_forged_signature_is_401_and_audited(client: TestClient, runtime: Runtime, pending: str):
     body = outgoing_payload(f"approve {pending}", ALICE, "Mallory")
     response = client.post("/api/teams/webhook", content=body, headers={"Authorization": sign(b"guessed", body)})
@@ -618,7 +626,8 @@ def test_webhook_without_a_configured_secret_is_unavailable(tmp_path: Path, sett
     azure = replace(settings, mode="azure", teams_secret="")
     with TestClient(create_app(build_local(azure))) as c:
         body = outgoing_payload("help", ALICE, "Alice")
-        response = c.post("/api/teams/webhook", content=body, headers={"Authorization": sign(SECRET, body)})
+        response = c.post("/api/teams/webhook", content=body,
+                          headers={"Authorization": sign(SECRET, body), "Content-Type": "application/json"})
     assert response.status_code == 503
     assert "JITGATE_TEAMS_SECRET" in response.json()["detail"]
 
