@@ -1,33 +1,29 @@
-"""Approval rules as code: a YAML policy compiled once at load, evaluated per request; first match wins.
+"""Reading a policy file (version 1): composed YAML nodes turned into compiled rules, every problem kept
+with its file and line number. `read_policy` gives the groups and the rules, or raises PolicyError.
 
-The file format (version 1) is documented in README.md; `policies/example.yaml` is a commented example.
+The file format is documented in README.md; `policies/example.yaml` is a commented example.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Final
 
 import yaml
 
-from .decision import Decision, Outcome
-from .durations import format_duration, parse_duration
-from .errors import PolicyError
-from .ids import is_guid
-from .request import MAX_DURATION, AccessRequest, Provider, validate_role
+from ..decision import Outcome
+from ..durations import format_duration, parse_duration
+from ..errors import PolicyError
+from ..ids import is_guid
+from ..request import MAX_DURATION, Provider
+from .rules import DAYS, Approval, JustificationRule, Rule, TicketRule, Window, hhmm, role_is_valid
+from .scopes import ANY, compile_scope_pattern
 
-ANY: Final = "*"
-DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_APPROVAL_DEADLINE: Final = timedelta(hours=24)
 
-# Up to this many candidate rules, trying each rule's regex is quicker than walking a ScopeTree.
-_SCAN_AT_MOST = 16
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: ten times faster
 
 _STR = "tag:yaml.org,2002:str"
@@ -49,10 +45,18 @@ _NOT_FOR_DENY = ("approval", "maxDuration", "justification", "ticket", "window",
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z")
-_SCOPE_PATTERN_CHARS = re.compile(r"^[A-Za-z0-9._()*/-]+\Z")
 
 
-# ---------------------------------------------------------------- reading YAML with line numbers
+def read_policy(text: str, source: str = "<policy>") -> tuple[dict[str, frozenset[str]], list[Rule]]:
+    """The groups and the compiled rules of a policy file; PolicyError lists every problem with its line."""
+    reader = YamlReader(source)
+    root = reader.compose(text)
+    groups: dict[str, frozenset[str]] = {}
+    rules: list[Rule] = []
+    if root is not None:
+        groups, rules = _compile(reader, root)
+    reader.raise_if_errors()
+    return groups, rules
 
 
 class YamlReader:
@@ -222,474 +226,9 @@ class YamlReader:
         return yaml.constructor.SafeConstructor().construct_document(node)
 
 
-def is_literal_path(scope: str) -> bool:
-    """No empty, `.` or `..` segment and no wildcard: the only scopes the engine will match. Requests are
-    validated before they get here; this keeps the engine safe on its own."""
-    if not scope or "*" in scope or "//" in scope or scope.endswith("/"):
-        return False
-    padded = f"/{scope}/"
-    return "/./" not in padded and "/../" not in padded
-
-
 def line_of(node: yaml.Node) -> int:
     return node.start_mark.line + 1 if node.start_mark is not None else 1
 
-
-# ---------------------------------------------------------------- scope patterns
-
-
-def scope_pattern_segments(pattern: str) -> list[str]:
-    """A scope pattern's lower-cased segments (`''` first for a leading '/'), consecutive `**` as one.
-
-    `*` is exactly one path segment (or, inside a segment, any run of characters within it); `**` is
-    any number of segments including none; everything else is literal and compared case-insensitively.
-    Raises ValueError for what cannot mean a path.
-    """
-    if not _SCOPE_PATTERN_CHARS.match(pattern):
-        raise ValueError("may only contain letters, digits, . _ ( ) - / and the wildcards * and **")
-    segments: list[str] = []
-    for position, segment in enumerate(pattern.lower().split("/")):
-        if segment == "" and position == 0 and "/" in pattern:
-            segments.append(segment)
-        elif segment == "":
-            raise ValueError("has an empty path segment ('//' or a trailing '/')")
-        elif segment in (".", ".."):
-            raise ValueError(f"has a '{segment}' segment, which never appears in a scope")
-        elif "**" in segment and segment != "**":
-            raise ValueError(f"uses '**' inside the segment {segment!r}; '**' must be a whole segment")
-        elif not (segment == "**" and segments and segments[-1] == "**"):
-            segments.append(segment)
-    return segments
-
-
-def _segment_regex(segment: str) -> str:
-    if segment == ANY:
-        return "[^/]+"
-    return "".join("[^/]*" if ch == ANY else re.escape(ch) for ch in segment)
-
-
-def compile_scope_pattern(pattern: str) -> str:
-    """A scope pattern → the source of a regex that fully matches `scope.lower() + "/"`."""
-    return "".join(
-        "(?:[^/]*/)*" if segment == "**" else _segment_regex(segment) + "/"
-        for segment in scope_pattern_segments(pattern)
-    )
-
-
-class _Segments:
-    """One node of a tree of scope patterns, reached after some path segments."""
-
-    __slots__ = ("ends", "globstar", "literal", "loops", "wild")
-
-    def __init__(self, loops: bool = False) -> None:
-        self.literal: dict[str, _Segments] = {}
-        # literal prefix length → literal prefix → segment pattern → (its regex, next node)
-        self.wild: dict[int, dict[str, dict[str, tuple[re.Pattern[str], _Segments]]]] = {}
-        self.globstar: _Segments | None = None
-        self.loops = loops  # reached through `**`: any further segment may be consumed here
-        self.ends: list[int] = []
-
-
-class ScopeTree:
-    """The scope patterns of some rules as one tree of path segments. Matching walks the scope's segments
-    once (literal segments by dictionary, wildcard segments by their literal prefix) instead of trying
-    every rule's regex in turn: its cost follows the scope's depth, not the number of rules."""
-
-    def __init__(self, rules: Iterable[Rule]) -> None:
-        self._root = _Segments()
-        self._entries: list[tuple[Rule, str]] = []
-        for rule in rules:
-            for pattern in rule.scopes:
-                self._add(scope_pattern_segments(pattern), len(self._entries))
-                self._entries.append((rule, pattern))
-
-    def _add(self, segments: list[str], entry: int) -> None:
-        node = self._root
-        for segment in segments:
-            if segment == "**":
-                if node.globstar is None:
-                    node.globstar = _Segments(loops=True)
-                node = node.globstar
-            elif ANY not in segment:
-                node = node.literal.setdefault(segment, _Segments())
-            else:
-                prefix = segment.split(ANY, 1)[0]
-                by_pattern = node.wild.setdefault(len(prefix), {}).setdefault(prefix, {})
-                if segment not in by_pattern:
-                    by_pattern[segment] = (re.compile(_segment_regex(segment)), _Segments())
-                node = by_pattern[segment][1]
-        node.ends.append(entry)
-
-    def match(self, scope: str) -> tuple[tuple[Rule, str], ...]:
-        """Every (rule, pattern) matching the lower-cased literal scope, in rule order (one per rule)."""
-        states = _with_globstars([self._root])
-        for segment in scope.split("/"):
-            following = []
-            for node in states:
-                child = node.literal.get(segment)
-                if child is not None:
-                    following.append(child)
-                for length, by_prefix in node.wild.items():
-                    for regex, wild_child in by_prefix.get(segment[:length], {}).values():
-                        if regex.fullmatch(segment):
-                            following.append(wild_child)
-                if node.loops:
-                    following.append(node)
-            if not following:
-                return ()
-            states = _with_globstars(following)
-        found: dict[int, tuple[Rule, str]] = {}
-        for entry in sorted(entry for node in states for entry in node.ends):
-            rule, pattern = self._entries[entry]
-            found.setdefault(id(rule), (rule, pattern))
-        return tuple(found.values())
-
-
-def _with_globstars(nodes: list[_Segments]) -> dict[_Segments, None]:
-    """The nodes and, through a `**`, the node reached by consuming no segment; each once. (A `**` node
-    has no `**` child: consecutive `**` are one.)"""
-    out: dict[_Segments, None] = {}
-    for node in nodes:
-        out[node] = None
-        if node.globstar is not None:
-            out[node.globstar] = None
-    return out
-
-
-# ---------------------------------------------------------------- compiled rules
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """Who must approve: `required` distinct people from any of `groups`, within `deadline`."""
-
-    groups: tuple[str, ...]
-    required: int
-    deadline: timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class JustificationRule:
-    """The justification must be at least `min_length` characters (ignoring surrounding space) and contain
-    a match of `pattern`."""
-
-    min_length: int
-    pattern: re.Pattern[str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class TicketRule:
-    """A ticket reference: whether one is required, and the pattern the whole ticket must match when given."""
-
-    required: bool
-    pattern: re.Pattern[str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """When requests may be granted, in UTC: on `days` (0 = Monday) from `start` until before `end`
-    (minutes after midnight). An `end` before `start` runs past midnight into the next day."""
-
-    days: frozenset[int]
-    start: int
-    end: int
-
-    def contains(self, now: datetime) -> bool:
-        t = now.astimezone(UTC)
-        minute = t.hour * 60 + t.minute + (t.second + t.microsecond / 1_000_000) / 60
-        day = t.weekday()
-        if self.start < self.end:
-            return day in self.days and self.start <= minute < self.end
-        before_midnight = day in self.days and minute >= self.start
-        return before_midnight or ((day - 1) % 7 in self.days and minute < self.end)
-
-    def describe(self) -> str:
-        days = ",".join(DAYS[d] for d in sorted(self.days))
-        return f"{days} {_hhmm(self.start)}-{_hhmm(self.end)} UTC"
-
-
-def _hhmm(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One compiled rule: what it matches, its outcome, and the conditions a matched request must meet."""
-
-    name: str
-    line: int
-    description: str
-    outcome: Outcome
-    providers: frozenset[str] | None  # None: any provider
-    roles: tuple[str, ...] | None  # as written; None: any role
-    scopes: tuple[str, ...]
-    requester_groups: frozenset[str] | None  # None: anyone
-    max_duration: timedelta | None
-    approval: Approval | None
-    justification: JustificationRule | None
-    ticket: TicketRule | None
-    window: Window | None
-    break_glass: bool
-    reason: str | None
-    scope_regex: re.Pattern[str]
-    granted_reasons: tuple[str, ...] = field(init=False)  # after the match line, when conditions are met
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "granted_reasons", self._granted_reasons())
-
-    def _granted_reasons(self) -> tuple[str, ...]:
-        if self.outcome is Outcome.DENY or self.max_duration is None:
-            return ()
-        longest = format_duration(self.max_duration)
-        if self.approval is not None:
-            approval = self.approval
-            return (
-                f"needs {approval.required} distinct approval{'s' if approval.required > 1 else ''} from "
-                f"{', '.join(approval.groups)} within {format_duration(approval.deadline)}",
-                f"grant for at most {longest}",
-            )
-        if self.break_glass:
-            return (f"break-glass: auto-approved for at most {longest}, flagged for after-the-fact review",)
-        return (f"auto-approved for at most {longest}",)
-
-    @property
-    def role_keys(self) -> frozenset[str] | None:
-        return None if self.roles is None else frozenset(r.lower() for r in self.roles)
-
-    def mismatch(self, provider: str, role: str, scope: str, requester_groups: frozenset[str]) -> str | None:
-        """Why this rule does not match (the first reason), or None when it does."""
-        if self.providers is not None and provider not in self.providers:
-            return f"provider {provider} is not one of {_listed(sorted(self.providers))}"
-        if self.roles is not None and role.lower() not in {r.lower() for r in self.roles}:
-            return f"role '{role}' is not one of {_listed(self.roles)}"
-        if not is_literal_path(scope) or not self.scope_regex.fullmatch(scope.lower() + "/"):
-            return f"scope '{scope}' matches none of {_listed(self.scopes)}"
-        if self.requester_groups is not None and self.requester_groups.isdisjoint(requester_groups):
-            return f"the requester is in none of the groups {_listed(sorted(self.requester_groups))}"
-        return None
-
-    def failed_conditions(self, request: AccessRequest, now: datetime) -> list[str]:
-        failures = []
-        if self.max_duration is not None and request.duration > self.max_duration:
-            failures.append(
-                f"duration {format_duration(request.duration)} exceeds the rule's maximum "
-                f"{format_duration(self.max_duration)}"
-            )
-        if self.justification is not None:
-            length = len(request.justification.strip())
-            if length < self.justification.min_length:
-                failures.append(
-                    f"justification is {length} characters, fewer than the rule's minimum "
-                    f"{self.justification.min_length}"
-                )
-            pattern = self.justification.pattern
-            if pattern is not None and not pattern.search(request.justification):
-                failures.append(f"justification does not match the required pattern '{pattern.pattern}'")
-        if self.ticket is not None:
-            pattern = self.ticket.pattern
-            if request.ticket is None:
-                if self.ticket.required:
-                    shape = f" matching '{pattern.pattern}'" if pattern is not None else ""
-                    failures.append(f"a ticket{shape} is required")
-            elif pattern is not None and not pattern.fullmatch(request.ticket):
-                failures.append(
-                    f"ticket '{request.ticket}' does not match the required pattern '{pattern.pattern}'"
-                )
-        if self.window is not None and not self.window.contains(now):
-            at = now.astimezone(UTC)
-            failures.append(
-                f"outside the rule's window {self.window.describe()} "
-                f"(now {DAYS[at.weekday()]} {at:%H:%M} UTC)"
-            )
-        return failures
-
-    def decide(self, request: AccessRequest, pattern: str, now: datetime) -> Decision:
-        target = request.target
-        matched = (
-            f"rule '{self.name}' matches {target.provider.value} role '{target.role}' "
-            f"at '{target.scope}' (scope pattern '{pattern}')"
-        )
-        if self.outcome is Outcome.DENY:
-            return Decision(outcome=Outcome.DENY, rule=self.name, reasons=[self.reason or "denied", matched])
-        failures = self.failed_conditions(request, now)
-        if failures:
-            return Decision(
-                outcome=Outcome.DENY,
-                rule=self.name,
-                reasons=[*failures, matched],
-                max_duration=self.max_duration,
-            )
-        reasons = [matched, *self.granted_reasons]
-        if self.approval is not None:
-            return Decision(
-                outcome=Outcome.APPROVAL,
-                rule=self.name,
-                reasons=reasons,
-                required_approvals=self.approval.required,
-                approver_groups=list(self.approval.groups),
-                approval_deadline=self.approval.deadline,
-                max_duration=self.max_duration,
-            )
-        return Decision(
-            outcome=Outcome.AUTO,
-            rule=self.name,
-            reasons=reasons,
-            max_duration=self.max_duration,
-            break_glass=self.break_glass,
-        )
-
-
-def _listed(items: Iterable[str]) -> str:
-    return "[" + ", ".join(items) + "]"
-
-
-# ---------------------------------------------------------------- the policy
-
-
-class Policy:
-    """A compiled approval policy: approver and requester groups, and ordered rules (first match wins).
-
-    Rules are indexed by (provider, lower-cased role) with wildcard buckets merged in rule order, so an
-    evaluation only looks at the scopes of rules that could match at all: by each rule's regex when they
-    are few, through a ScopeTree when they are many.
-    """
-
-    def __init__(
-        self, groups: Mapping[str, frozenset[str]], rules: Iterable[Rule], source: str = "<policy>"
-    ) -> None:
-        self.source = source
-        self.groups: Mapping[str, frozenset[str]] = MappingProxyType(dict(groups))
-        self.rules: tuple[Rule, ...] = tuple(rules)
-        self._by_key, self._by_provider = _index(self.rules)
-        self._trees: dict[tuple[str, str | None], ScopeTree] = {}
-
-    @classmethod
-    def load(cls, path: str | Path) -> Policy:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError([f"{path}: cannot read the policy: {exc}"]) from None
-        return cls.from_text(text, source=str(path))
-
-    @classmethod
-    def from_text(cls, text: str, source: str = "<policy>") -> Policy:
-        reader = YamlReader(source)
-        root = reader.compose(text)
-        groups: dict[str, frozenset[str]] = {}
-        rules: list[Rule] = []
-        if root is not None:
-            groups, rules = _compile(reader, root)
-        reader.raise_if_errors()
-        return cls(groups, rules, source)
-
-    def evaluate(self, request: AccessRequest, requester_groups: frozenset[str], now: datetime) -> Decision:
-        """The first matching rule decides; nothing matches → deny."""
-        if now.tzinfo is None:
-            raise ValueError("now must be timezone-aware (UTC)")
-        target = request.target
-        provider = target.provider.value
-        scope = target.scope.lower()
-        if not is_literal_path(scope):
-            return Decision(
-                outcome=Outcome.DENY,
-                rule=None,
-                reasons=[f"scope '{target.scope}' is not one literal resource path"],
-            )
-        for rule, pattern in self._matching(provider, target.role.lower(), scope):
-            if rule.requester_groups is None or not rule.requester_groups.isdisjoint(requester_groups):
-                return rule.decide(request, pattern, now)
-        return Decision(
-            outcome=Outcome.DENY,
-            rule=None,
-            reasons=[f"no rule matches {provider} role '{target.role}' at scope '{target.scope}'"],
-        )
-
-    def explain(self, request: AccessRequest, requester_groups: frozenset[str], now: datetime) -> list[str]:
-        """One line per rule, in order: whether it matched and, if not, the first reason it did not; the
-        deciding rule's line names any of its conditions the request does not meet."""
-        target = request.target
-        lines = []
-        winner: Rule | None = None
-        for rule in self.rules:
-            why_not = rule.mismatch(target.provider.value, target.role, target.scope, requester_groups)
-            if why_not is not None:
-                lines.append(f"{rule.name}: no match: {why_not}")
-            elif winner is None:
-                winner = rule
-                unmet = rule.failed_conditions(request, now) if rule.outcome is not Outcome.DENY else []
-                verdict = f" (unmet: {'; '.join(unmet)})" if unmet else ""
-                lines.append(f"{rule.name}: matches; first match, this rule decides{verdict}")
-            else:
-                lines.append(f"{rule.name}: matches, but '{winner.name}' comes first")
-        return lines
-
-    def allowed_roles(self) -> dict[str, list[str]]:
-        """Provider → the roles (names or ids, sorted) some non-deny rule can grant; `*` means any role."""
-        found: dict[str, dict[str, str]] = {}
-        for rule in self.rules:
-            if rule.outcome is Outcome.DENY:
-                continue
-            providers = sorted(rule.providers) if rule.providers is not None else [p.value for p in Provider]
-            for provider in providers:
-                for role in rule.roles if rule.roles is not None else (ANY,):
-                    if role == ANY or _role_valid(Provider(provider), role):
-                        found.setdefault(provider, {}).setdefault(role.lower(), role)
-        return {p: sorted(roles.values(), key=str.lower) for p, roles in sorted(found.items())}
-
-    def _matching(self, provider: str, role: str, scope: str) -> tuple[tuple[Rule, str], ...]:
-        """The rules (in order) whose provider, role and scope patterns match, each with the pattern that did."""
-        rules = self._by_key.get((provider, role))
-        role_key: str | None = role
-        if rules is None:
-            rules = self._by_provider.get(provider, ())
-            role_key = None
-        if len(rules) <= _SCAN_AT_MOST:
-            path = scope + "/"
-            found = []
-            for rule in rules:
-                hit = rule.scope_regex.fullmatch(path)
-                if hit is not None:
-                    found.append((rule, rule.scopes[(hit.lastindex or 1) - 1]))
-            return tuple(found)
-        tree = self._trees.get((provider, role_key))
-        if tree is None:
-            # Built on first use: one per (provider, role) actually asked for, each holding only its candidates.
-            tree = self._trees[(provider, role_key)] = ScopeTree(rules)
-        return tree.match(scope)
-
-
-def _index(
-    rules: tuple[Rule, ...],
-) -> tuple[dict[tuple[str, str], tuple[Rule, ...]], dict[str, tuple[Rule, ...]]]:
-    """(provider, role) → candidate rules in rule order, for every role some rule names; provider → the
-    candidates for any other role (rules with a role wildcard)."""
-    buckets: dict[tuple[str | None, str | None], list[int]] = {}
-    for position, rule in enumerate(rules):
-        providers: Iterable[str | None] = rule.providers if rule.providers is not None else (None,)
-        role_keys = rule.role_keys
-        roles: Iterable[str | None] = role_keys if role_keys is not None else (None,)
-        for provider in providers:
-            for role in roles:
-                buckets.setdefault((provider, role), []).append(position)
-    known_roles = {role for _, role in buckets if role is not None}
-    by_key: dict[tuple[str, str], tuple[Rule, ...]] = {}
-    by_provider: dict[str, tuple[Rule, ...]] = {}
-    for member in Provider:
-        provider = member.value
-        any_role = buckets.get((provider, None), []) + buckets.get((None, None), [])
-        by_provider[provider] = tuple(rules[i] for i in sorted(set(any_role)))
-        for role in known_roles:
-            positions = buckets.get((provider, role), []) + buckets.get((None, role), []) + any_role
-            by_key[(provider, role)] = tuple(rules[i] for i in sorted(set(positions)))
-    return by_key, by_provider
-
-
-def _role_valid(provider: Provider, role: str) -> bool:
-    try:
-        validate_role(provider, role)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- compiling a file
@@ -880,7 +419,7 @@ def _compile_match(
     if "roles" in fields and not reader.is_any(fields["roles"]):
         named = []
         for item, value in reader.strings(fields["roles"], f"roles of {where}") or []:
-            if possible and not any(_role_valid(p, value) for p in possible):
+            if possible and not any(role_is_valid(p, value) for p in possible):
                 reader.error(item, f"role {value!r} in {where} is not a valid role for {', '.join(possible)}")
             named.append(value)
         roles = tuple(named)
@@ -1002,7 +541,7 @@ def _compile_window(reader: YamlReader, node: yaml.Node, where: str) -> Window |
     if "end" in fields:
         end = _time_of_day(reader, fields["end"], f"window end of {where}", True)
     if start is not None and end is not None and start == end:
-        reader.error(fields["end"], f"window of {where} starts and ends at {_hhmm(start)}: never open")
+        reader.error(fields["end"], f"window of {where} starts and ends at {hhmm(start)}: never open")
     if len(reader.errors) > errors_before or start is None or end is None:
         return None
     return Window(frozenset(days), start, end)
