@@ -1,11 +1,13 @@
 """Approval rules as code: a YAML policy compiled once at load, evaluated per request; first match wins.
 
-One direction: `reading` (the file → rules) → `rules` (compiled rules, their matching and decisions) →
-`scopes` (scope patterns and the tree that matches many at once); `policy` loads, indexes, evaluates.
+One direction: `document` (the file's shape as pydantic models, its errors) → `values` (what each
+field may hold) → `yaml_source` (composed YAML as data, with the line of every part); `document` builds
+`rules` (compiled rules: matching, conditions, decisions) → `scopes` (patterns, the ScopeTree); `policy`
+loads (read, build, index) and evaluates.
 """
 
+from .document import DEFAULT_APPROVAL_DEADLINE, read_policy
 from .policy import Policy
-from .reading import DEFAULT_APPROVAL_DEADLINE, YamlReader, line_of, read_policy
 from .rules import DAYS, Approval, JustificationRule, Rule, TicketRule, Window
 from .scopes import ANY, ScopeTree, compile_scope_pattern, is_literal_path, scope_pattern_segments
 
@@ -20,10 +22,8 @@ __all__ = [
     "ScopeTree",
     "TicketRule",
     "Window",
-    "YamlReader",
     "compile_scope_pattern",
     "is_literal_path",
-    "line_of",
     "read_policy",
     "scope_pattern_segments",
 ]

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from ..decision import Decision, Outcome
 from ..errors import PolicyError
 from ..request import AccessRequest, Provider
-from .reading import read_policy
+from .document import read_policy
 from .rules import Rule, role_is_valid
 from .scopes import ANY, ScopeTree, is_literal_path
 
