@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import yaml
 from annotated_types import MinLen
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
 
@@ -329,7 +330,13 @@ def _load_request(
     document: YamlSource, at: Loc, where: str, name: str, findings: Findings
 ) -> AccessRequest | None:
     """A partial request filled with valid defaults, then validated exactly like one from the bus."""
-    given: dict[str, Any] = document.plain(at)
+    try:
+        given: dict[str, Any] = document.plain(at)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else document.line(at)
+        findings.add(line, f"request of {where} cannot be read: {getattr(exc, 'problem', None) or exc}")
+        return None
     body: dict[str, Any] = {
         "schemaVersion": 1,
         "requestId": str(uuid.uuid5(JITGATE_NAMESPACE, f"policy-case:{name}")),

@@ -7,14 +7,17 @@ the checks that span fields; test_policy.py covers the messages of single mistak
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from shared.domain.errors import PolicyError
 from shared.domain.policy import Policy
 from shared.domain.policy.yaml_source import YamlScalar, YamlSource
+from shared.policy_cases import run_cases
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
 
 
 def errors_of(text: str) -> list[str]:
@@ -228,3 +231,17 @@ def test_scalars_other_than_strings_keep_their_tag_and_text() -> None:
         "c": YamlScalar("tag:yaml.org,2002:null", "~"),
         "d": YamlScalar("tag:yaml.org,2002:bool", "yes"),
     }
+
+
+def test_a_case_request_yaml_cannot_construct_is_an_error_with_its_line_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(EXAMPLE.read_text())
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "policy: p.yaml\ncases:\n  - name: c\n    request:\n      target: !custom {provider: local}\n"
+        "    expect: {outcome: deny}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        run_cases(path)
+    assert caught.value.errors == [
+        f"{path}:5: request of case 'c' cannot be read: could not determine a constructor for the tag '!custom'"
+    ]
