@@ -15,7 +15,7 @@ from ..durations import format_duration, parse_duration
 from ..ids import is_guid
 from ..request import MAX_DURATION, Provider
 from .rules import DAYS, role_is_valid
-from .scopes import ANY, compile_scope_pattern
+from .scopes import ANY, scope_pattern_segments
 from .yaml_source import Refusal, YamlScalar, flag, text, whole_number
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -143,7 +143,7 @@ def scope_pattern(value: object, info: ValidationInfo) -> str:
     """A scope pattern that means a path, of the kind (ARM or not) one of the match's providers uses."""
     pattern = text(value)
     try:
-        compile_scope_pattern(pattern)
+        scope_pattern_segments(pattern)
     except ValueError as exc:
         raise Refusal("scope pattern {value!r} in {where} {problem}", problem=exc) from None
     arm = pattern.startswith("/") or pattern.startswith("**")
