@@ -190,7 +190,7 @@ def test_an_aliased_mapping_is_reported_for_each_rule_that_uses_it_at_the_anchor
         version: 1
         rules:
           - name: a
-            match: &everything {providers: "*", roles: "*", scopes: ["**"], colour: red}
+            match: &everything {providers: "*", roles: "*", scopes: ["**"], colour: red, roles: "*"}
             outcome: deny
             reason: never
           - name: b
@@ -199,6 +199,8 @@ def test_an_aliased_mapping_is_reported_for_each_rule_that_uses_it_at_the_anchor
             reason: never
         """)
     assert errors == [
+        "p.yaml:4: duplicate key 'roles' in match of rule 'a'",
+        "p.yaml:4: duplicate key 'roles' in match of rule 'b'",
         "p.yaml:4: unknown key 'colour' in match of rule 'a'",
         "p.yaml:4: unknown key 'colour' in match of rule 'b'",
     ]

@@ -9,7 +9,7 @@ tags) stays a `YamlScalar` holding its tag and its text as written, so that a st
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -48,9 +48,9 @@ class YamlScalar:
 class KeyProblem:
     """A mapping key that is not a string, or that repeats one (whose value is then ignored)."""
 
-    loc: Loc  # the mapping's; for a duplicate, followed by the key
     line: int
     kind: str  # "not_string_key" or "duplicate_key"
+    key: str | None  # the repeated key
 
 
 class Refusal(ValueError):
@@ -86,34 +86,37 @@ class YamlSource:
         if root is None:
             raise PolicyError([f"{name}:1: the file is empty"])
         self.root: yaml.Node = root
-        self.key_problems: list[KeyProblem] = []
+        # By the id of the mapping in `data`: an aliased mapping's problems belong to every place it is used.
+        self.key_problems: dict[int, list[KeyProblem]] = {}
         self.data: Any = self._plain_data(root)
 
     def _plain_data(self, root: yaml.Node) -> Any:
         made: dict[int, Any] = {}
-        pending: list[tuple[yaml.Node, Any, Loc]] = []
+        pending: list[tuple[yaml.Node, Any]] = []
 
-        def value_of(node: yaml.Node, loc: Loc) -> Any:
+        def value_of(node: yaml.Node) -> Any:
             if isinstance(node, yaml.ScalarNode):
                 return node.value if node.tag == STR else YamlScalar(node.tag, node.value)
             if id(node) not in made:
                 made[id(node)] = {} if isinstance(node, yaml.MappingNode) else []
-                pending.append((node, made[id(node)], loc))
+                pending.append((node, made[id(node)]))
             return made[id(node)]
 
-        data = value_of(root, ())
+        data = value_of(root)
         while pending:
-            node, value, loc = pending.pop()
+            node, value = pending.pop()
             if isinstance(value, list):
-                value.extend(value_of(item, (*loc, i)) for i, item in enumerate(node.value))
+                value.extend(value_of(item) for item in node.value)
                 continue
             for key, item in node.value:
                 if not isinstance(key, yaml.ScalarNode) or key.tag != STR:
-                    self.key_problems.append(KeyProblem(loc, line_of(key), "not_string_key"))
+                    problem = KeyProblem(line_of(key), "not_string_key", None)
                 elif key.value in value:
-                    self.key_problems.append(KeyProblem((*loc, key.value), line_of(key), "duplicate_key"))
+                    problem = KeyProblem(line_of(key), "duplicate_key", key.value)
                 else:
-                    value[key.value] = value_of(item, (*loc, key.value))
+                    value[key.value] = value_of(item)
+                    continue
+                self.key_problems.setdefault(id(value), []).append(problem)
         return data
 
     def _walk(self, loc: Loc) -> tuple[yaml.Node, yaml.Node | None]:
@@ -237,12 +240,14 @@ class Wording:
         return template.format(**{**fields, **self.fields(loc), **(extra or {})})
 
     def key_problems(self) -> list[tuple[int, str, str]]:
-        """The non-string and duplicate keys of the mappings this file's shape checks key by key."""
+        """The non-string and duplicate keys of the mappings this file's shape checks key by key, wherever
+        such a mapping is used."""
         found = []
-        for problem in self.source.key_problems:
-            mapping = problem.loc if problem.kind == "not_string_key" else problem.loc[:-1]
-            if self.shape(mapping) in self.mappings:
-                found.append((problem.line, self.message(problem.loc, problem.kind), problem.kind))
+        for shape in self.mappings:
+            for loc, value in _reach(self.source.data, shape, ()):
+                for problem in self.source.key_problems.get(id(value), ()):
+                    at = loc if problem.key is None else (*loc, problem.key)
+                    found.append((problem.line, self.message(at, problem.kind), problem.kind))
         return found
 
     def explain(self, error: ErrorDetails) -> tuple[int, str, str]:
@@ -256,6 +261,20 @@ class Wording:
             message = self.message(loc, error["type"])
         at_key = error["type"] in _AT_KEY or loc[-1:] == ("[key]",)
         return (self.source.key_line(loc) if at_key else self.source.line(loc)), message, error["type"]
+
+
+def _reach(value: Any, shape: Loc, loc: Loc) -> Iterator[tuple[Loc, Any]]:
+    """Every location in the data with this shape (`#` any list item, `*` any mapping key), and its value."""
+    if not shape:
+        yield loc, value
+    elif shape[0] == "#" and isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _reach(item, shape[1:], (*loc, i))
+    elif shape[0] == "*" and isinstance(value, dict):
+        for key, item in value.items():
+            yield from _reach(item, shape[1:], (*loc, key))
+    elif isinstance(value, dict) and shape[0] in value:
+        yield from _reach(value[shape[0]], shape[1:], (*loc, shape[0]))
 
 
 def validate(
