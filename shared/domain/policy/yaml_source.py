@@ -68,9 +68,9 @@ class Refusal(ValueError):
 class YamlSource:
     """One composed YAML file: `data` to validate and the line of any location in it.
 
-    Invalid YAML and an empty file raise PolicyError at once. Aliases share one value (no expansion), and
-    the composed tree is walked without recursion, so neither a deep nor an alias-bomb file costs more
-    than its size.
+    Invalid YAML and an empty file raise PolicyError at once. Aliases share one value, so an alias bomb
+    is never expanded, and the composed tree is walked without recursion, so nesting as deep as libyaml
+    allows is no problem either.
     """
 
     def __init__(self, text: str, name: str) -> None:
@@ -144,10 +144,6 @@ class YamlSource:
         """The line of the key `loc` ends with (where an unknown key is written), else of its value."""
         node, key = self._walk(loc)
         return line_of(key if key is not None else node)
-
-    def text(self, loc: Loc) -> str:
-        node = self.node(loc)
-        return node.value if isinstance(node, yaml.ScalarNode) else ""
 
     def plain(self, loc: Loc) -> Any:
         """The part at `loc` as yaml.safe_load would give it."""
