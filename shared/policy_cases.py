@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final
 
 import yaml
 from annotated_types import MinLen
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
+from pydantic import Field, PlainValidator, ValidationInfo
 
 from .adapters.policy_directory import PolicyDirectory
 from .clock import SystemClock
@@ -28,10 +28,12 @@ from .domain.policy.yaml_source import (
     Findings,
     Loc,
     Refusal,
+    Shape,
     Wording,
     YamlScalar,
     YamlSource,
     flag,
+    keys_of,
     outcome,
     text,
     validate,
@@ -235,11 +237,7 @@ def _rule_or_none(value: object) -> str | None:
 Timestamp = Annotated[datetime, PlainValidator(_timestamp)]
 
 
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Expect(_Shape):
+class _Expect(Shape):
     outcome: Annotated[Outcome, PlainValidator(outcome)]
     rule: Annotated[str | None, PlainValidator(_rule_or_none)] = None
     break_glass: Annotated[bool, PlainValidator(flag)] | None = Field(None, alias="breakGlass")
@@ -247,7 +245,7 @@ class _Expect(_Shape):
     reason_contains: Annotated[str, PlainValidator(text)] | None = Field(None, alias="reasonContains")
 
 
-class _Case(_Shape):
+class _Case(Shape):
     name: Annotated[str, PlainValidator(text)]
     request: dict[str, Any]
     groups: list[Annotated[str, PlainValidator(_group)]] | None = None
@@ -255,14 +253,10 @@ class _Case(_Shape):
     expect: _Expect
 
 
-class _CaseFile(_Shape):
+class _CaseFile(Shape):
     policy: Annotated[str, PlainValidator(text)]
     now: Timestamp | None = None
     cases: Annotated[list[_Case], MinLen(1)]
-
-
-def _keys(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(field.alias or name for name, field in model.model_fields.items())
 
 
 _LABELS: Final[dict[Loc, str]] = {
@@ -275,7 +269,7 @@ _LABELS: Final[dict[Loc, str]] = {
 
 
 class _CaseWording(Wording):
-    mappings = {(): _keys(_CaseFile), ("cases", "#"): _keys(_Case), ("cases", "#", "expect"): _keys(_Expect)}
+    mappings = {(): keys_of(_CaseFile), ("cases", "#"): keys_of(_Case), ("cases", "#", "expect"): keys_of(_Expect)}
     templates = {
         (("cases",), "too_short"): "cases is empty",
         (("cases", "#", "groups"), "list_type"): "groups of {where} must be a list of group names",

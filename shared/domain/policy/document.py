@@ -11,14 +11,26 @@ from datetime import timedelta
 from typing import Annotated, Any, Final, Self
 
 from annotated_types import MinLen
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from ..decision import Outcome
 from ..ids import is_guid
 from . import values as v
 from .rules import Approval, JustificationRule, Rule, TicketRule, Window, hhmm
 from .scopes import scopes_regex
-from .yaml_source import Findings, Loc, Refusal, Wording, YamlSource, is_true, outcome, validate, whole_number
+from .yaml_source import (
+    Findings,
+    Loc,
+    Refusal,
+    Shape,
+    Wording,
+    YamlSource,
+    is_true,
+    keys_of,
+    outcome,
+    validate,
+    whole_number,
+)
 
 DEFAULT_APPROVAL_DEADLINE: Final = timedelta(hours=24)
 
@@ -28,11 +40,7 @@ _NOT_FOR_DENY = ("approval", "maxDuration", "justification", "ticket", "window",
 # ---------------------------------------------------------------- the file's shape
 
 
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class MatchShape(_Shape):
+class MatchShape(Shape):
     """What a rule matches: providers, roles (`"*"`: any), scope patterns, requester groups (absent: anyone)."""
 
     providers: v.Providers
@@ -51,7 +59,7 @@ class MatchShape(_Shape):
         return data
 
 
-class ApprovalShape(_Shape):
+class ApprovalShape(Shape):
     """Approver groups, how many distinct approvers, and how long they have."""
 
     groups: v.GroupRefs
@@ -73,21 +81,21 @@ class ApprovalShape(_Shape):
         return self
 
 
-class JustificationShape(_Shape):
+class JustificationShape(Shape):
     """The justification's minimum length and a pattern it must contain."""
 
     min_length: Annotated[int, PlainValidator(whole_number(0, 1000))] = Field(0, alias="minLength")
     pattern: v.Pattern | None = None
 
 
-class TicketShape(_Shape):
+class TicketShape(Shape):
     """Whether a ticket is required, and the pattern a given ticket must match whole."""
 
     required: v.Flag = False
     pattern: v.Pattern | None = None
 
 
-class WindowShape(_Shape):
+class WindowShape(Shape):
     """Days and UTC hours when a rule grants."""
 
     days: v.Days = list(range(7))
@@ -102,7 +110,7 @@ class WindowShape(_Shape):
         return end
 
 
-class RuleShape(_Shape):
+class RuleShape(Shape):
     """One rule as written. Which fields an outcome needs or forbids is checked on the raw mapping (see
     `_rule_problems`), so that it is reported even when other fields are wrong."""
 
@@ -144,7 +152,7 @@ class RuleShape(_Shape):
         )
 
 
-class PolicyShape(_Shape):
+class PolicyShape(Shape):
     """The whole file: version, description, the local directory's groups, and the ordered rules."""
 
     version: Annotated[int, PlainValidator(v.version)]
@@ -154,10 +162,6 @@ class PolicyShape(_Shape):
 
 
 # ---------------------------------------------------------------- wording
-
-
-def _keys(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(field.alias or name for name, field in model.model_fields.items())
 
 
 # What a value is called in messages, where "{key} of {where}" (or "{mapping} {key} of {where}") is wrong.
@@ -173,14 +177,14 @@ _LABELS: Final[dict[Loc, str]] = {
 
 class _PolicyWording(Wording):
     mappings = {
-        (): _keys(PolicyShape),
+        (): keys_of(PolicyShape),
         ("groups",): None,
-        ("rules", "#"): _keys(RuleShape),
-        ("rules", "#", "match"): _keys(MatchShape),
-        ("rules", "#", "approval"): _keys(ApprovalShape),
-        ("rules", "#", "justification"): _keys(JustificationShape),
-        ("rules", "#", "ticket"): _keys(TicketShape),
-        ("rules", "#", "window"): _keys(WindowShape),
+        ("rules", "#"): keys_of(RuleShape),
+        ("rules", "#", "match"): keys_of(MatchShape),
+        ("rules", "#", "approval"): keys_of(ApprovalShape),
+        ("rules", "#", "justification"): keys_of(JustificationShape),
+        ("rules", "#", "ticket"): keys_of(TicketShape),
+        ("rules", "#", "window"): keys_of(WindowShape),
     }
     templates = {
         (("groups",), "dict_type"): "groups must be a mapping of group name to a list of principal ids",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..decision import Outcome
@@ -257,6 +257,17 @@ class Wording:
             message = self.message(loc, error["type"])
         at_key = error["type"] in _AT_KEY or loc[-1:] == ("[key]",)
         return (self.source.key_line(loc) if at_key else self.source.line(loc)), message, error["type"]
+
+
+class Shape(BaseModel):
+    """Base of the models a file's shape is made of: unknown keys are refused and nothing is coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def keys_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The keys a mapping of this shape may have, as written in the file."""
+    return tuple(field.alias or name for name, field in model.model_fields.items())
 
 
 def _reach(value: Any, shape: Loc, loc: Loc) -> Iterator[tuple[Loc, Any]]:
