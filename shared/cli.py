@@ -365,22 +365,16 @@ def _event_summary(data: dict[str, Any]) -> str:
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         from .adapters.embedded.store import SqliteStore
-        from .domain.audit import verify_chain_documents
+        from .domain.audit import verification
 
         path = args.data_dir / "store.db"
         if not path.exists():
             raise CliError(f"no store at {path}")
-        store = SqliteStore(path)
-        if args.request_id:
-            reports = [verify_chain_documents(args.request_id, store.chain_documents(args.request_id))]
-        else:
-            reports = list(store.verify_chains(processes=os.cpu_count() or 1))
-        result: dict[str, Any] = {
-            "ok": all(r.ok for r in reports),
-            "chains": len(reports),
-            "events": sum(r.events for r in reports),
-            "broken": [r.as_dict() for r in reports if not r.ok],
-        }
+        with SqliteStore(path) as store:
+            if args.request_id:
+                result = verification([store.verify_chain(args.request_id.lower())])
+            else:
+                result = verification(store.verify_chains(processes=os.cpu_count() or 1))
     else:
         with _client(args) as client:
             response = client.get(
@@ -389,15 +383,29 @@ def _audit_verify(args: argparse.Namespace) -> int:
         if response.status_code != 200:
             raise CliError(f"audit verify failed ({response.status_code}): {response.text}")
         result = response.json()
+    print(verification_in_words(result))
+    return 0 if result["ok"] else 1
+
+
+def verification_in_words(result: dict[str, Any]) -> str:
+    """The lines `jitgate audit verify` prints for a verification (`domain.audit.verification`)."""
+    lines = [
+        f"audit verify: BROKEN — request {broken['requestId']} at seq {broken['brokenSeq']} "
+        f"(event {broken['brokenEventId']}): {broken['reason']}"
+        for broken in result["broken"]
+    ]
+    unanchored = result.get("unanchored", 0)
     if result["ok"]:
-        print(f"audit verify: OK — {result['chains']} chains, {result['events']} events, every link intact")
-        return 0
-    for broken in result["broken"]:
-        print(
-            f"audit verify: BROKEN — request {broken['requestId']} at seq {broken['brokenSeq']}: "
-            f"{broken['reason']}"
-        )
-    return 1
+        ends = "" if unanchored else ", every chain ending where its request record says"
+        counts = f"{result['chains']} chains, {result['events']} events"
+        lines.append(f"audit verify: OK — {counts}, every link intact{ends}")
+    if unanchored:
+        ids = result.get("unanchoredRequestIds", [])
+        more = f" and {unanchored - len(ids)} more" if unanchored > len(ids) else ""
+        what = "chain without a request record, so its end is" if unanchored == 1 else (
+            "chains without a request record, so their ends are")
+        lines.append(f"audit verify: {unanchored} {what} not checked: {', '.join(ids)}{more}")
+    return "\n".join(lines)
 
 
 def _policy_check(args: argparse.Namespace) -> int:

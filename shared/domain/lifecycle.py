@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .audit import SYSTEM, Actor, AuditEvent, EventType, make_event
+from .audit import SYSTEM, Actor, AuditEvent, ChainAnchor, EventType, make_event
 from .decision import Decision
 from .errors import IllegalTransition
 from .ledger import GrantKey
@@ -132,6 +132,11 @@ class RequestRecord(BaseModel):
         self.pending_events = [*self.pending_events, event]
         self.updated_at = at
         return event
+
+    def anchor(self) -> ChainAnchor:
+        """Where this request's audit chain must end: the last event emitted, or before one still in the outbox."""
+        pending = tuple((event.seq, event.prev_hash) for event in self.pending_events)
+        return ChainAnchor(self.audit_seq - 1, self.audit_head, pending)
 
     def provoked(self, key: str, at: datetime) -> bool:
         """Note that `key` ("what|verified caller") provoked an event on this record at `at`; False, and the
