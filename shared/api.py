@@ -51,11 +51,11 @@ from .ports import AuditQuery
 from .runtime import Runtime
 from .teams import (
     MAX_ACTIVITY_BYTES,
-    USAGE,
     InvalidActivity,
     InvalidCommand,
     ReplayGuard,
     TeamsCommand,
+    help_text,
     parse_activity,
     parse_command,
     reply,
@@ -338,7 +338,7 @@ class _Api:
         except InvalidCommand as exc:
             return reply(str(exc))
         if command.verb == "help":
-            return reply(USAGE)
+            return reply(help_text(self.settings.teams_webhook_name))
         problem = principal_id_problem(activity.aad_object_id)
         if problem:
             return reply("jitgate cannot tell who you are: your Teams message carries no Entra object id "
