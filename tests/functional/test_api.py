@@ -415,6 +415,8 @@ def test_a_revoke_after_expiry_is_answered_with_how_the_request_ended_and_audite
     assert response.status_code == 200
     assert response.json()["state"] == "revoked"
     assert response.json()["message"].startswith("already ended at expiry")
+    assert re.fullmatch(r"already ended at expiry: revoked at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(just now\)",
+                        response.json()["message"])
     [attempt] = refusals(runtime, request_id)
     assert attempt["actor"]["principalId"] == JANE and attempt["data"]["action"] == "revoke"
 
