@@ -228,7 +228,9 @@ def test_a_revoke_arriving_just_after_expiry_says_it_had_already_ended_and_is_au
     attempt = world.store.chain(rid)[-1]
     assert attempt.type is EventType.ACCESS_REFUSED and attempt.actor.principal_id == JANE
     assert attempt.data["action"] == "revoke"
-    assert attempt.data["reason"] == "nothing to revoke: already ended at expiry: revoked at 2026-11-26T09:01:00.000000Z"
+    assert attempt.data["reason"] == (
+        "nothing to revoke: already ended at expiry: revoked at 2026-11-26T09:01:00.000000Z"  # ISO 8601 in events
+    )
     assert len(world.notifier.of_kind("revoked")) == 1
     # AND asking again later gets the same answer, from the stored record
     world.clock.advance(90)
