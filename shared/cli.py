@@ -203,13 +203,11 @@ def _settings(args: argparse.Namespace) -> Any:
 def _client(args: argparse.Namespace, identity: bool = True) -> Any:
     import httpx
 
-    headers = (
-        {}
-        if not identity
-        else {"Authorization": f"Bearer {args.token}"}
-        if args.token
-        else {"X-Jitgate-Dev-Principal": args.caller, "X-Jitgate-Dev-Roles": args.roles}
-    )
+    headers: dict[str, str] = {}
+    if identity and args.token:
+        headers = {"Authorization": f"Bearer {args.token}"}
+    elif identity:
+        headers = {"X-Jitgate-Dev-Principal": args.caller, "X-Jitgate-Dev-Roles": args.roles}
     return httpx.Client(base_url=args.url, headers=headers, timeout=HTTP_TIMEOUT)
 
 

@@ -41,14 +41,6 @@ USAGE = (
     "Commands: `approve <request id> [comment]`, `deny <request id> <reason>`, `status <request id>`, `help`."
 )
 
-
-def help_text(webhook_name: str) -> str:
-    """The answer to `help`: every command as it must be typed, after an @mention of the outgoing webhook."""
-    commands = ", ".join(f"`@{webhook_name} {usage}`" for usage in _USAGES.values())
-    return (f"Start each command with @{webhook_name}: type @{webhook_name} and pick {webhook_name} from the list so "
-            f"that it becomes a mention (Teams passes jitgate only the messages that @mention it). Commands: "
-            f"{commands}.")
-
 _SIGNATURE_BYTES = hashlib.sha256().digest_size
 _MENTION = re.compile(r"<at\b[^>]*>.*?</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
@@ -267,6 +259,14 @@ _VERBS: dict[str, Verb] = {"approve": "approve", "deny": "deny", "status": "stat
                            "": "help"}
 _USAGES: dict[Verb, str] = {"approve": "approve <request id> [comment]", "deny": "deny <request id> <reason>",
                             "status": "status <request id>", "help": "help"}
+
+
+def help_text(webhook_name: str) -> str:
+    """The answer to `help`: every command as it must be typed, after an @mention of the outgoing webhook."""
+    commands = ", ".join(f"`@{webhook_name} {usage}`" for usage in _USAGES.values())
+    return (f"Start each command with @{webhook_name}: type @{webhook_name} and pick {webhook_name} from the list so "
+            f"that it becomes a mention (Teams passes jitgate only the messages that @mention it). Commands: "
+            f"{commands}.")
 
 
 def request_id_named_in(body: bytes) -> str | None:

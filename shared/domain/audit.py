@@ -137,7 +137,8 @@ class ChainAnchor:
         ends = {self.last_seq: self.head} | {seq - 1: prev for seq, prev in self.pending}
         if ends.get(last_seq) == last_hash:
             return None
-        expected = f"its request record expects seq {self.last_seq} with head {self.head[:12]}…"
+        expected = (f"its request record expects seq {self.last_seq} with head {self.head[:12]}…"
+                    if self.last_seq >= 0 else "its request record expects no events")
         if self.pending:
             first = min(seq for seq, _ in self.pending)
             expected += f" (seq {first} to {self.last_seq} may not be written yet: they are in its outbox)"
