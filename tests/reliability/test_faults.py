@@ -581,8 +581,8 @@ HOSTILE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "hostile"
 
 
 def hostile_commands(request_id: str) -> dict[str, tuple[bytes, str]]:
-    """Lifecycle commands naming `request_id` that the guarded JSON parser refuses, with why; pydantic's own JSON
-    parser took the first three and ran them."""
+    """Lifecycle commands naming `request_id` that the guarded JSON parser refuses, with why. pydantic's own JSON
+    parser, which read them before, ran the duplicate key, the oversize reason and the textual sequence."""
     revoke = f'"command": "revoke", "requestId": "{request_id}"'
     return {
         "duplicate command key": (f'{{"command": "expire-request", {revoke}}}'.encode(), "duplicate key 'command'"),
@@ -598,8 +598,8 @@ def hostile_commands(request_id: str) -> dict[str, tuple[bytes, str]]:
 def test_hostile_bodies_as_lifecycle_commands_are_dead_lettered_with_the_guarded_parsers_reason(
     world: World,
 ) -> None:
-    # GIVEN an active request, and on the lifecycle queue every body of the hostile corpus and commands naming the
-    # request that are malformed only in ways pydantic's own JSON parser lets through
+    # GIVEN an active request, and on the lifecycle queue every body of the hostile corpus and malformed commands
+    # naming the request
     rid = world.submit(access_request())
     corpus = {path.name: path.read_bytes() for path in sorted(HOSTILE_CORPUS.iterdir()) if path.name != "expected.yaml"}
     commands = hostile_commands(rid)
