@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ..decision import Decision, Outcome
-from ..durations import format_duration
+from ..durations import duration_in_words
 from ..request import AccessRequest, Provider, validate_role
 from .scopes import is_literal_path
 
@@ -107,12 +107,12 @@ class Rule:
     def _granted_reasons(self) -> tuple[str, ...]:
         if self.outcome is Outcome.DENY or self.max_duration is None:
             return ()
-        longest = format_duration(self.max_duration)
+        longest = duration_in_words(self.max_duration)
         if self.approval is not None:
             approval = self.approval
             return (
                 f"needs {approval.required} distinct approval{'s' if approval.required > 1 else ''} from "
-                f"{', '.join(approval.groups)} within {format_duration(approval.deadline)}",
+                f"{', '.join(approval.groups)} within {duration_in_words(approval.deadline)}",
                 f"grant for at most {longest}",
             )
         if self.break_glass:
@@ -138,10 +138,9 @@ class Rule:
     def failed_conditions(self, request: AccessRequest, now: datetime) -> list[str]:
         failures = []
         if self.max_duration is not None and request.duration > self.max_duration:
-            failures.append(
-                f"duration {format_duration(request.duration)} exceeds the rule's maximum "
-                f"{format_duration(self.max_duration)}"
-            )
+            asked, allowed = duration_in_words(request.duration), duration_in_words(self.max_duration)
+            asked = f"a little over {allowed}" if asked == allowed else asked  # over by less than a second
+            failures.append(f"{asked} is longer than this rule allows ({allowed})")
         if self.justification is not None:
             length = len(request.justification.strip())
             if length < self.justification.min_length:
