@@ -642,6 +642,8 @@ def test_allowed_roles_spreads_provider_wildcards_by_role_validity_and_shows_rol
         "azure-rbac": ["Reader"],
         "gcp-iam": ["roles/viewer"],
         "local": ["Reader"],
+        # NB. A PostgreSQL role may be any printable name, so a rule for every provider names one too.
+        "postgres": ["Reader", "roles/viewer"],
     }
 
 
