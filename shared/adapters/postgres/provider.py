@@ -162,13 +162,17 @@ class PostgresGrants:
         login = self._login_name(server, principal, required=True)
         assert login is not None
         with self._connection(server) as conn:
-            if not self._login_exists(conn, login):
+            row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+            if row is None:
                 return
+            # NB. Sessions are found by the login's oid: once the login is dropped, pg_stat_activity no longer
+            # shows its name, but its sessions live on until they are ended.
+            login_oid = row[0]
             with conn.transaction():
                 if self._granted_by_me(conn, login, role):
                     conn.execute(self._sql("REVOKE {} FROM {} GRANTED BY CURRENT_USER", role, login))
                 self._drop_login_if_done(conn, server, login)
-            ended = self._end_sessions(conn, login)
+            ended = self._end_sessions(conn, login, login_oid)
             if self._granted_by_me(conn, login, role):
                 raise TransientError(f"role '{role}' is still granted to '{login}' on server '{server.name}' "
                                      "after REVOKE")
@@ -323,12 +327,12 @@ class PostgresGrants:
             if can_login:
                 conn.execute(self._sql("ALTER ROLE {} NOLOGIN", login))
 
-    def _end_sessions(self, conn: Any, login: str) -> int:
-        """Terminate every backend of `login` and wait until pg_stat_activity shows none of them."""
+    def _end_sessions(self, conn: Any, login: str, login_oid: int) -> int:
+        """Terminate every backend of the login and wait until pg_stat_activity shows none of them."""
         pids = [
             row[0]
             for row in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()", (login,)
+                "SELECT pid FROM pg_stat_activity WHERE usesysid = %s AND pid <> pg_backend_pid()", (login_oid,)
             ).fetchall()
         ]
         if not pids:
@@ -385,10 +389,15 @@ class PostgresGrants:
 
 def translate(exc: Exception, server: Server, doing: str) -> TransientError | PermanentError:
     """A psycopg error as jitgate's: transient when a retry may cure it, permanent with what to do when not."""
+    import psycopg
+
     sqlstate = getattr(exc, "sqlstate", None) or ""
     where = f"PostgreSQL server '{server.name}' ({server.host}:{server.port}, database {server.database})"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if not sqlstate or sqlstate.startswith(_TRANSIENT_CLASSES):
+    # NB. Without a SQLSTATE the server said nothing: a connection that failed or broke is worth retrying,
+    # a value the driver itself refused (a NUL in a name) is not.
+    unreached = not sqlstate and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    if unreached or sqlstate.startswith(_TRANSIENT_CLASSES):
         return TransientError(f"{where}: cannot {doing} now: {first}")
     if sqlstate == "42501":
         hint = "run `jitgate databases check` for the rights jitgate needs and the statements that give them"
