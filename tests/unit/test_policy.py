@@ -618,6 +618,7 @@ def test_allowed_roles_lists_what_non_deny_rules_can_grant_per_provider() -> Non
         "azure-rbac": ["Contributor", "Reader"],
         "gcp-iam": ["roles/editor", "roles/logging.viewer", "roles/viewer"],
         "local": ["Contributor", "Reader"],
+        "postgres": ["payments_read", "payments_write"],
     }
 
 
