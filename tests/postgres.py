@@ -120,7 +120,8 @@ class PgWorld:
         """A servers file for one of the servers, as an operator writes it."""
         pg = self.servers[name]
         listed = "".join(f'  "{principal}": "{login}"\n' for principal, login in logins.items())
-        return (f"version: 1\nlogins:\n{listed}servers:\n  - name: {name}\n    platform: self-managed\n"
+        named = f"logins:\n{listed}" if listed else ""
+        return (f"version: 1\n{named}servers:\n  - name: {name}\n    platform: self-managed\n"
                 f"    host: 127.0.0.1\n    port: {pg.port}\n    database: payments\n    user: jitgate\n"
                 f"    passwordFile: {password_file}\n")
 

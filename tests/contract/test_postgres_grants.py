@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from shared.adapters.postgres.provider import LOGIN_MARKER, PostgresGrants, role_id, role_name
 from shared.adapters.postgres.servers import Servers
 from shared.adapters.postgres.signin import PasswordEnv
+from shared.cli import main
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for
 from tests.postgres import JITGATE_PASSWORD, PgWorld, admin_sql, prepare, start_server
@@ -247,3 +249,59 @@ def test_a_server_that_goes_away_is_a_transient_error_and_comes_back() -> None:
         assert provider.find_assignment(k) is None
     finally:
         pg.stop()
+
+
+# ---------------------------------------------------------------- jitgate databases check
+
+CHECK_POLICY = """\
+version: 1
+groups:
+  engineers: ["dddddddd-0000-4000-8000-00000000000d"]
+rules:
+  - name: read
+    match: {providers: [postgres], roles: [payments_read, payments_audit], scopes: ["pg-*/payments"]}
+    outcome: auto
+    maxDuration: PT1H
+  - name: never
+    match: {providers: [postgres], roles: [postgres], scopes: ["**"]}
+    outcome: deny
+    reason: never
+"""
+
+
+def test_databases_check_names_what_is_missing_and_its_fixes_work(
+        pg_world: PgWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN jitgate signing in as a login that has none of the rights it needs
+    pg = pg_world.servers["pg-main"]
+    admin_sql(pg, f"CREATE ROLE u_weak LOGIN PASSWORD '{JITGATE_PASSWORD}'")
+    secret = tmp_path / "pw"
+    secret.write_text(JITGATE_PASSWORD)
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(pg_world.servers_yaml("pg-main", str(secret), {}).replace("user: jitgate", "user: u_weak"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(CHECK_POLICY)
+    # WHEN checked THEN every missing right is named with the statement that gives it, and the check fails
+    assert main(["databases", "check", "--servers", str(servers), "--policy", str(policy)]) == 1
+    out = capsys.readouterr().out
+    fixes = [line.split("fix: ", 1)[1] for line in out.splitlines() if "fix: " in line]
+    assert fixes == ["ALTER ROLE u_weak CREATEROLE;", "GRANT pg_signal_backend TO u_weak;",
+                     "CREATE ROLE payments_audit NOLOGIN;", "GRANT payments_read TO u_weak WITH ADMIN OPTION;"]
+    assert "FAIL has ADMIN OPTION on role payments_read" in out
+    # WHEN an admin runs them (the role first) THEN the check passes
+    admin_sql(pg, fixes[2], *fixes[:2], fixes[3], "GRANT payments_audit TO u_weak WITH ADMIN OPTION")
+    assert main(["databases", "check", "--servers", str(servers), "--policy", str(policy)]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_databases_check_says_when_it_cannot_sign_in(pg_world: PgWorld, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("wrong password")
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(pg_world.servers_yaml("pg-main", str(secret), {}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(CHECK_POLICY)
+
+    assert main(["databases", "check", "--servers", str(servers), "--policy", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL cannot sign in" in out and "password authentication failed" in out
