@@ -15,10 +15,9 @@ import pytest
 from shared.adapters.postgres.provider import PostgresGrants
 from shared.adapters.postgres.servers import Server, Servers
 from shared.adapters.postgres.signin import PasswordEnv
-from shared.adapters.postgres.throwaway import INSTALL_HINT, NoPostgres, ThrowawayPostgres
+from shared.adapters.postgres.throwaway import INSTALL_HINT, PAYMENTS_ROLES, NoPostgres, ThrowawayPostgres
 
 JITGATE_PASSWORD = "jitgate-test-password"
-ROLES = ("payments_read", "payments_write")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -38,35 +37,12 @@ def start_server() -> ThrowawayPostgres:
 
 def admin_sql(pg: ThrowawayPostgres, *statements: str, dbname: str = "postgres") -> list[Any]:
     """Run statements as the superuser; the rows of the last one that returns any."""
-    import psycopg
-
-    rows: list[Any] = []
-    with psycopg.connect(pg.admin.conninfo(dbname=dbname), autocommit=True) as conn:
-        for statement in statements:
-            cur = conn.execute(statement)
-            if cur.description is not None:
-                rows = cur.fetchall()
-    return rows
+    return pg.sql(*statements, dbname=dbname)
 
 
-def prepare(pg: ThrowawayPostgres, database: str = "payments") -> None:
+def prepare(pg: ThrowawayPostgres) -> None:
     """The database, its roles and jitgate's login, as infra/sql/postgres-setup.sql leaves a server."""
-    admin_sql(pg, f"CREATE DATABASE {database}")
-    admin_sql(
-        pg,
-        *(f"CREATE ROLE {role} NOLOGIN" for role in ROLES),
-        f"CREATE ROLE jitgate LOGIN CREATEROLE PASSWORD '{JITGATE_PASSWORD}'",
-        f"GRANT {', '.join(ROLES)} TO jitgate WITH ADMIN OPTION",
-        "GRANT pg_signal_backend TO jitgate",
-    )
-    admin_sql(
-        pg,
-        "CREATE TABLE payments (id int PRIMARY KEY, amount numeric NOT NULL)",
-        "INSERT INTO payments VALUES (1, 42.00), (2, 7.50)",
-        "REVOKE ALL ON payments FROM PUBLIC",
-        "GRANT SELECT ON payments TO payments_read",
-        dbname=database,
-    )
+    pg.prepare_payments(JITGATE_PASSWORD)
 
 
 class Logins(Mapping[str, str]):
@@ -128,7 +104,7 @@ class PgWorld:
 
 def reset(pg: ThrowawayPostgres) -> None:
     """Drop every login and role the tests made, keeping the prepared ones."""
-    keep = ", ".join(f"'{r}'" for r in (*ROLES, "jitgate", "postgres"))
+    keep = ", ".join(f"'{r}'" for r in (*PAYMENTS_ROLES, "jitgate", "postgres"))
     rows = admin_sql(pg, f"SELECT quote_ident(rolname) FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' "
                          f"AND rolname NOT IN ({keep})")
     for (role,) in rows:

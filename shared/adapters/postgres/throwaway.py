@@ -18,8 +18,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OS_USER = "jitgate-pg"
+PAYMENTS_ROLES = ("payments_read", "payments_write")
 INSTALL_HINT = "apt-get install postgresql (Debian/Ubuntu), which brings initdb and pg_ctl"
 
 
@@ -103,6 +105,37 @@ class ThrowawayPostgres:
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def sql(self, *statements: str, dbname: str = "postgres") -> list[Any]:
+        """Run statements as the superuser; the rows of the last one that returns any."""
+        import psycopg
+
+        rows: list[Any] = []
+        with psycopg.connect(self.admin.conninfo(dbname=dbname), autocommit=True) as conn:
+            for statement in statements:
+                cur = conn.execute(statement)  # NB. trusted text, as an admin types it into psql
+                if cur.description is not None:
+                    rows = cur.fetchall()
+        return rows
+
+    def prepare_payments(self, jitgate_password: str) -> None:
+        """What an admin does once (infra/sql/postgres-setup.sql): a `payments` database whose table only
+        `payments_read` may read, and jitgate's login with CREATEROLE, ADMIN OPTION on the roles it grants
+        and pg_signal_backend."""
+        self.sql("CREATE DATABASE payments")
+        self.sql(
+            *(f"CREATE ROLE {role} NOLOGIN" for role in PAYMENTS_ROLES),
+            "CREATE ROLE jitgate LOGIN CREATEROLE PASSWORD " + _literal(jitgate_password),
+            f"GRANT {', '.join(PAYMENTS_ROLES)} TO jitgate WITH ADMIN OPTION",
+            "GRANT pg_signal_backend TO jitgate",
+        )
+        self.sql(
+            "CREATE TABLE payments (id int PRIMARY KEY, amount numeric NOT NULL)",
+            "INSERT INTO payments VALUES (1, 42.00), (2, 7.50)",
+            "REVOKE ALL ON payments FROM PUBLIC",
+            "GRANT SELECT ON payments TO payments_read",
+            dbname="payments",
+        )
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join((self.root / "server.log").read_text(errors="replace").splitlines()[-lines:])
@@ -132,6 +165,10 @@ def _os_user() -> tuple[int, int]:
                        check=True, capture_output=True)
         entry = pwd.getpwnam(OS_USER)
     return entry.pw_uid, entry.pw_gid
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _free_port() -> int:
