@@ -305,3 +305,61 @@ def test_databases_check_says_when_it_cannot_sign_in(pg_world: PgWorld, tmp_path
     assert main(["databases", "check", "--servers", str(servers), "--policy", str(policy)]) == 1
     out = capsys.readouterr().out
     assert "FAIL cannot sign in" in out and "password authentication failed" in out
+
+
+# ---------------------------------------------------------------- Azure and Cloud SQL logins
+
+STAND_IN = """\
+CREATE TABLE IF NOT EXISTS pgaadauth_calls (role_name text, object_id text, object_type text, is_admin boolean,
+                                            is_mfa boolean);
+GRANT INSERT ON pgaadauth_calls TO jitgate;
+CREATE OR REPLACE FUNCTION pgaadauth_create_principal_with_oid(role_name text, object_id text, object_type text,
+                                                               is_admin boolean, is_mfa boolean) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pgaadauth_calls VALUES (role_name, object_id, object_type, is_admin, is_mfa);
+    EXECUTE format('CREATE ROLE %I LOGIN', role_name);
+    RETURN 'Created role for ' || role_name;
+END $$;
+"""
+
+
+def on_platform(world: PgWorld, platform: str) -> PostgresGrants:
+    """The provider with pg-main presented as an Azure or Cloud SQL server (signing in with a password)."""
+    server = replace(world.server("pg-main", world.servers["pg-main"]), platform=platform)
+    return PostgresGrants(Servers((server,)), sign_in=lambda s: PasswordEnv("PW", {"PW": JITGATE_PASSWORD}))
+
+
+def test_on_azure_the_login_is_an_entra_principal_created_with_its_object_id(pg_world: PgWorld) -> None:
+    # GIVEN a stand-in of Azure's pgaadauth_create_principal_with_oid (it records its arguments)
+    pg = pg_world.servers["pg-main"]
+    admin_sql(pg, STAND_IN, dbname="payments")
+    provider = on_platform(pg_world, "azure")
+    user, group = key(provider), key(provider)
+    # WHEN a user and a group are granted
+    provider.create_assignment(user, user.assignment_name(), marker_for(REQUEST), "User")
+    provider.create_assignment(group, group.assignment_name(), marker_for(REQUEST), "Group")
+    # THEN each login was made by the function, bound to the object id with its kind, and is jitgate's
+    calls = admin_sql(pg, "SELECT * FROM pgaadauth_calls ORDER BY 3 DESC", dbname="payments")
+    assert calls == [(pg_world.logins[user.principal_id], user.principal_id, "user", False, False),
+                     (pg_world.logins[group.principal_id], group.principal_id, "group", False, False)]
+    assert members(pg_world, pg_world.logins[user.principal_id]) == [("payments_read", "jitgate")]
+    provider.delete_assignment(SCOPE, user.assignment_name())
+    assert pg_world.logins[user.principal_id] not in logins(pg_world)
+    # AND a principal type Azure has no login kind for is refused before anything is made
+    other = key(provider)
+    with pytest.raises(PermanentError, match="UnmatchedPrincipalType"):
+        provider.create_assignment(other, other.assignment_name(), marker_for(REQUEST), "Device")
+    assert pg_world.logins[other.principal_id] not in logins(pg_world)
+
+
+def test_on_cloud_sql_jitgate_grants_to_iam_users_but_never_creates_them(pg_world: PgWorld) -> None:
+    provider = on_platform(pg_world, "cloud-sql")
+    missing, present = key(provider), key(provider)
+    with pytest.raises(PermanentError, match="gcloud sql users create"):
+        grant(provider, missing)
+    login = pg_world.logins[present.principal_id]
+    admin_sql(pg_world.servers["pg-main"], f"CREATE ROLE {login} LOGIN")
+    grant(provider, present)
+    revoke(provider, present)
+    assert logins(pg_world) == [login]
