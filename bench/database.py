@@ -72,7 +72,7 @@ class Prober(threading.Thread):
                 time.sleep(PROBE_SECONDS)
 
 
-def run(grants: int, duration: float, consumers: int, report: Report) -> None:
+def run(grants: int, duration: float, consumers: int, rate: float, report: Report) -> None:
     from shared.adapters.postgres.throwaway import ThrowawayPostgres
 
     pg = ThrowawayPostgres().start()
@@ -94,7 +94,7 @@ def run(grants: int, duration: float, consumers: int, report: Report) -> None:
             worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
                             settings.max_delivery_count, settings.reconcile_interval.total_seconds(),
                             settings.poll_interval)
-            deadline = time.time() + duration + 60
+            deadline = time.time() + duration + 60 + (grants / rate if rate else 0)
             probers = {oid: Prober(pg.admin.conninfo(dbname="payments", user=login, password="bench-pw"), deadline)
                        for oid, login in people.items()}
             for prober in probers.values():
@@ -102,7 +102,10 @@ def run(grants: int, duration: float, consumers: int, report: Report) -> None:
             requests: dict[str, str] = {}
             with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the outbox echo
                 worker.start(consumers=consumers)
-                for oid in people:
+                started = time.monotonic()
+                for i, oid in enumerate(people):
+                    if rate:
+                        time.sleep(max(0.0, started + i / rate - time.monotonic()))
                     request_id = str(uuid.uuid4())
                     requests[request_id] = oid
                     runtime.lifecycle.submit(json.dumps({
@@ -160,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grants", type=int, default=40, help="people, each granted once (max_connections 60)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds each grant lasts")
     parser.add_argument("--consumers", type=int, default=2, help="worker threads (jitgate serve: 2)")
+    parser.add_argument("--rate", type=float, default=0.0, help="requests per second (0: all at once, a burst)")
     parser.add_argument("--json", default=None, help="append the figures as one JSON line to this file")
     args = parser.parse_args(argv)
     report = Report("database")
     report.figure("probe interval s", PROBE_SECONDS)
+    report.figure("requests per second", args.rate or "all at once")
     try:
-        run(args.grants, args.duration, args.consumers, report)
+        run(args.grants, args.duration, args.consumers, args.rate, report)
     except Exception as exc:  # the bench could not run: say why, exit non-zero
         print(f"bench database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
