@@ -155,6 +155,26 @@ def test_a_revoke_ends_open_sessions_even_one_that_set_the_role(pg_world: PgWorl
                      f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{login}'") == [(0,)]
 
 
+def test_a_revoke_that_died_after_its_revoke_ends_the_sessions_when_it_runs_again(
+        pg_world: PgWorld, provider: PostgresGrants) -> None:
+    # GIVEN a session acting as the granted role, and a revoke that got as far as REVOKE before it died
+    pg = pg_world.servers["pg-main"]
+    k = key(provider)
+    login = pg_world.logins[k.principal_id]
+    grant(provider, k)
+    admin_sql(pg, f"ALTER ROLE {login} PASSWORD 'user-pw'")
+    session = connect_as(pg_world, login)
+    session.execute("SET ROLE payments_read")
+    with psycopg.connect(pg.admin.conninfo(user="jitgate", password=JITGATE_PASSWORD), autocommit=True) as jit:
+        jit.execute(f"REVOKE payments_read FROM {login} GRANTED BY CURRENT_USER")
+    assert session.execute("SELECT count(*) FROM payments").fetchone() == (2,)  # SET ROLE outlives the REVOKE
+    # WHEN the revoke runs again THEN the session ends and the login jitgate made is gone
+    revoke(provider, k)
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")
+    assert logins(pg_world) == []
+
+
 HOSTILE_NAMES = ['pay"ments', "pay'ments", "payments; DROP ROLE jitgate", "payments -- read", LOOK_ALIKE,
                  "Payments Read", "x\\y", "名前"]
 

@@ -45,7 +45,7 @@ def check_server(server: Server, roles: list[str] | None,
     me = _quoted(server.user)
     provider = PostgresGrants(Servers((server,)), sign_in=sign_in)
     try:
-        with provider._connection(server) as conn:
+        with provider.connect(server) as conn:
             version, createrole, superuser = conn.execute(
                 "SELECT current_setting('server_version_num')::int, rolcreaterole, rolsuper"
                 " FROM pg_roles WHERE rolname = current_user"

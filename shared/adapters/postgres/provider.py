@@ -83,7 +83,7 @@ class PostgresGrants:
 
     def resolve_role(self, scope: str, role: str) -> str:
         server = self.servers.for_scope(scope)
-        with self._connection(server) as conn:
+        with self.connect(server) as conn:
             rows = conn.execute(
                 "SELECT rolname, rolsuper FROM pg_roles WHERE lower(rolname) = lower(%s)", (role,)
             ).fetchall()
@@ -101,19 +101,19 @@ class PostgresGrants:
 
     def find_assignment(self, key: GrantKey) -> Assignment | None:
         server = self._server_of(key)
-        login = self._login_name(server, key.principal_id, required=False)
+        login = self._login_name(server, key.principal_id)
         if login is None:
             return None
-        with self._connection(server) as conn:
+        with self.connect(server) as conn:
             return self._membership(conn, server, login, role_name(key.role_definition_id))
 
     def get_assignment(self, scope: str, name: str) -> Assignment | None:
         server = self.servers.for_scope(scope)
         principal, role = self._parse_name(server, name)
-        login = self._login_name(server, principal, required=False)
+        login = self._login_name(server, principal)
         if login is None:
             return None
-        with self._connection(server) as conn:
+        with self.connect(server) as conn:
             found = self._membership(conn, server, login, role)
         return found if found is not None and found.name == name else None
 
@@ -127,10 +127,9 @@ class PostgresGrants:
     ) -> Assignment:
         server = self._server_of(key)
         role = role_name(key.role_definition_id)
-        login = self._login_name(server, key.principal_id, required=True)
-        assert login is not None
+        login = self._login(server, key.principal_id)
         ours = key.assignment_name()
-        with self._connection(server) as conn:
+        with self.connect(server) as conn:
             found = self._membership(conn, server, login, role)
             if found is not None and (found.name != ours or name != ours):
                 raise AssignmentExists(found.name)
@@ -159,30 +158,30 @@ class PostgresGrants:
     def delete_assignment(self, scope: str, name: str) -> None:
         server = self.servers.for_scope(scope)
         principal, role = self._parse_name(server, name)
-        login = self._login_name(server, principal, required=True)
-        assert login is not None
-        with self._connection(server) as conn:
+        login = self._login(server, principal)
+        with self.connect(server) as conn:
             row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
             if row is None:
                 return
-            # NB. Sessions are found by the login's oid: once the login is dropped, pg_stat_activity no longer
-            # shows its name, but its sessions live on until they are ended.
+            # NB. Sessions are found by the login's oid: once a login is dropped, pg_stat_activity no longer shows
+            # its name, but its sessions live on until they are ended. The login is dropped last, so that a
+            # revoke that dies half way and runs again still finds the sessions it has to end.
             login_oid = row[0]
-            with conn.transaction():
-                if self._granted_by_me(conn, login, role):
-                    conn.execute(self._sql("REVOKE {} FROM {} GRANTED BY CURRENT_USER", role, login))
-                self._drop_login_if_done(conn, server, login)
+            if self._granted_by_me(conn, login, role):
+                conn.execute(self._sql("REVOKE {} FROM {} GRANTED BY CURRENT_USER", role, login))
             ended = self._end_sessions(conn, login, login_oid)
             if self._granted_by_me(conn, login, role):
                 raise TransientError(f"role '{role}' is still granted to '{login}' on server '{server.name}' "
                                      "after REVOKE")
+            if self._drop_login_if_done(conn, server, login):
+                ended += self._end_sessions(conn, login, login_oid)  # any opened since, with no role left
         if ended:
             log.info("ended %d session(s) of login %r on server %s", ended, login, server.name)
 
     def list_marked(self) -> list[Assignment]:
         marked: list[Assignment] = []
         for server in self.servers.servers:
-            with self._connection(server) as conn:
+            with self.connect(server) as conn:
                 rows = conn.execute(
                     "SELECT r.rolname, u.rolname FROM pg_auth_members m"
                     " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
@@ -199,11 +198,15 @@ class PostgresGrants:
             raise PermanentError(f"grant key of provider {key.provider!r} sent to provider {self.name!r}")
         return self.servers.for_scope(key.scope)
 
-    def _login_name(self, server: Server, principal: str, required: bool) -> str | None:
+    def _login_name(self, server: Server, principal: str) -> str | None:
+        """The login that stands for a principal here, if any (see the servers file's `logins`)."""
         if principal.startswith(_UNKNOWN_LOGIN):
             return role_name(principal[len(_UNKNOWN_LOGIN):])
-        login = server.login_for(principal)
-        if login is None and required:
+        return server.login_for(principal)
+
+    def _login(self, server: Server, principal: str) -> str:
+        login = self._login_name(server, principal)
+        if login is None:
             raise PermanentError(
                 f"no login for principal {principal} on PostgreSQL server '{server.name}': name it under "
                 f"`logins` in {self.servers.source} (the login this person signs in with)"
@@ -261,22 +264,18 @@ class PostgresGrants:
     def _role_exists(self, conn: Any, role: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
-    def _login_exists(self, conn: Any, login: str) -> bool:
-        return self._role_exists(conn, login)
-
-    def _login_is_ours(self, conn: Any, login: str) -> tuple[bool, bool]:
-        """(whether jitgate created the login, whether it may log in)."""
+    def _login_state(self, conn: Any, login: str) -> tuple[bool, bool] | None:
+        """(whether jitgate created the login, whether it may log in), or None when there is no such login."""
         row = conn.execute(
             "SELECT shobj_description(oid, 'pg_authid'), rolcanlogin FROM pg_roles WHERE rolname = %s", (login,)
         ).fetchone()
-        if row is None:
-            return False, False
-        return row[0] == LOGIN_MARKER, bool(row[1])
+        return None if row is None else (row[0] == LOGIN_MARKER, bool(row[1]))
 
     def _ensure_login(self, conn: Any, server: Server, login: str, principal: str, principal_type: str) -> None:
         """Create the login (marked as jitgate's) when it does not exist; let a NOLOGIN one of jitgate's log in."""
-        ours, can_login = self._login_is_ours(conn, login)
-        if self._login_exists(conn, login):
+        state = self._login_state(conn, login)
+        if state is not None:
+            ours, can_login = state
             if ours and not can_login:
                 conn.execute(self._sql("ALTER ROLE {} LOGIN", login))
             return
@@ -302,23 +301,25 @@ class PostgresGrants:
         conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(login), sql.Literal(LOGIN_MARKER)))
         log.info("created login %r on server %s", login, server.name)
 
-    def _drop_login_if_done(self, conn: Any, server: Server, login: str) -> None:
-        """Drop a login jitgate created once it is a member of nothing; NOLOGIN if it owns objects."""
-        ours, can_login = self._login_is_ours(conn, login)
+    def _drop_login_if_done(self, conn: Any, server: Server, login: str) -> bool:
+        """Drop a login jitgate created once it is a member of nothing (True when dropped); NOLOGIN if it owns
+        objects."""
+        ours, can_login = self._login_state(conn, login) or (False, False)
         if not ours:
-            return
+            return False
         member_of = conn.execute(
             "SELECT count(*) FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
             (login,),
         ).fetchone()[0]
         if member_of:
-            return
+            return False
         import psycopg
 
         try:
             with conn.transaction():
                 conn.execute(self._sql("DROP ROLE {}", login))
             log.info("dropped login %r on server %s", login, server.name)
+            return True
         except psycopg.errors.DependentObjectsStillExist as exc:
             # NB. It owns objects or holds privileges made while it had access: jitgate never touches data, so
             # the login stays, unable to log in, for an admin to look at.
@@ -326,6 +327,7 @@ class PostgresGrants:
                         str(exc).splitlines()[0])
             if can_login:
                 conn.execute(self._sql("ALTER ROLE {} NOLOGIN", login))
+            return False
 
     def _end_sessions(self, conn: Any, login: str, login_oid: int) -> int:
         """Terminate every backend of the login and wait until pg_stat_activity shows none of them."""
@@ -358,7 +360,7 @@ class PostgresGrants:
         return sql.SQL(template).format(*(sql.Identifier(name) for name in identifiers))
 
     @contextmanager
-    def _connection(self, server: Server) -> Iterator[Any]:
+    def connect(self, server: Server) -> Iterator[Any]:
         """One connection per operation, autocommit (changes run in explicit transactions), errors translated."""
         import psycopg
 
