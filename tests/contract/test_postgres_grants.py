@@ -4,6 +4,8 @@ names never reach SQL text, and failures are told transient or permanent."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shared.adapters.postgres.check import check_server
 from shared.adapters.postgres.provider import LOGIN_MARKER, PostgresGrants, role_id, role_name
 from shared.adapters.postgres.servers import Servers
 from shared.adapters.postgres.signin import PasswordEnv
@@ -383,3 +386,31 @@ def test_on_cloud_sql_jitgate_grants_to_iam_users_but_never_creates_them(pg_worl
     grant(provider, present)
     revoke(provider, present)
     assert logins(pg_world) == [login]
+
+
+def test_the_setup_script_gives_jitgate_every_right_the_check_asks_for(tmp_path: Path) -> None:
+    # GIVEN a fresh server with the roles an application team made, and nothing for jitgate
+    pg = start_server()
+    try:
+        pg.sql("CREATE DATABASE payments")
+        pg.sql("CREATE ROLE payments_read NOLOGIN", "CREATE ROLE payments_audit NOLOGIN")
+        # WHEN an admin runs infra/sql/postgres-setup.sql with psql, as its header says
+        script = Path(__file__).resolve().parents[2] / "infra" / "sql" / "postgres-setup.sql"
+        assert pg.bin is not None
+        psql = [str(pg.bin / "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
+                "-d", "payments"]
+        run = subprocess.run(
+            [*psql, "-v", f"jitgate_password={JITGATE_PASSWORD}", "-v", "roles=payments_read, payments_audit",
+             "-f", str(script)],
+            env={**os.environ, "PGPASSWORD": pg.admin.password}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        # THEN jitgate's check passes for the roles the policy grants there
+        world = PgWorld({"pg-main": pg})
+        findings = check_server(world.server("pg-main", pg), ["payments_audit", "payments_read"],
+                                sign_in=lambda s: PasswordEnv("PW", {"PW": JITGATE_PASSWORD}))
+        assert [f.what for f in findings if not f.ok] == []
+        assert len(findings) == 5
+    finally:
+        pg.stop()
