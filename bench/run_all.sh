@@ -34,6 +34,7 @@ run policy     bench/policy.py --evaluations "$POLICY_EVALUATIONS" --cedar-sampl
 run audit      bench/audit.py --events "$AUDIT_EVENTS"
 run lifecycle  bench/lifecycle.py --counts "$LIFECYCLE_COUNTS"
 run lifecycle-paced bench/lifecycle.py --counts "$LIFECYCLE_PACED" --rate 10
+run database   bench/database.py --grants "${DATABASE_GRANTS:-40}" --rate "${DATABASE_RATE:-5}"
 
 echo
 echo "bench: total $(( $(date +%s) - started )) s, load $(cut -d' ' -f1-3 /proc/loadavg); figures in $OUT"

@@ -159,6 +159,14 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--write", action="store_true", help="write infra/allowed-roles.json instead of printing it")
     ir.set_defaults(run=_infra_roles)
 
+    db = sub.add_parser("databases", help="PostgreSQL servers jitgate grants on (JITGATE_DATABASES_FILE)")
+    dbsub = db.add_subparsers(metavar="ACTION")
+    dbc = dbsub.add_parser("check", help="per server: can jitgate sign in, does it hold the rights it needs, "
+                                         "and how to fix what it lacks")
+    dbc.add_argument("--servers", type=Path, default=None, help="default: $JITGATE_DATABASES_FILE")
+    dbc.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
+    dbc.set_defaults(run=_databases_check)
+
     rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
     _local_options(rc)
     rc.set_defaults(run=_reconcile)
@@ -570,6 +578,27 @@ def _infra_roles(args: argparse.Namespace) -> int:
         return 1
     print(f"{ALLOWED_ROLES_FILE} {'updated' if changed else 'already current'} from {path}")
     return 0
+
+
+def _databases_check(args: argparse.Namespace) -> int:
+    from .adapters.postgres.check import check_all, render
+    from .adapters.postgres.servers import Servers, ServersFileError
+    from .domain.errors import PolicyError
+    from .domain.policy import Policy
+
+    settings = _settings(args)
+    path = args.servers or settings.databases_file
+    if path is None:
+        raise CliError("no servers file: pass --servers FILE or set JITGATE_DATABASES_FILE (docs/databases.md)")
+    try:
+        servers = Servers.load(path)
+        policy = Policy.load(settings.policy_path)
+    except (ServersFileError, PolicyError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    results = check_all(servers, policy)
+    print(render(results, servers))
+    return 0 if all(f.ok for findings in results.values() for f in findings) else 1
 
 
 def _reconcile(args: argparse.Namespace) -> int:

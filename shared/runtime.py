@@ -72,13 +72,14 @@ def build_local(settings: Settings) -> Runtime:
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
     directory = PolicyDirectory(policy)
+    providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
     backends = Backends(
         stale_after=settings.stale_after,
         requests=store,
         ledger=store,
         audit=store,
         bus=bus,
-        providers={"local": rbac},
+        providers=providers,
         notifier=addressed(OutboxNotifier(data / "outbox.jsonl"), directory, settings),
         directory=directory,
         clock=clock,
@@ -89,7 +90,7 @@ def build_local(settings: Settings) -> Runtime:
     names = {
         "bus": "sqlite",
         "store": "sqlite",
-        "grants": "local",
+        "grants": ",".join(providers),
         "notifier": "outbox",
         "directory": "policy",
     }
@@ -116,13 +117,15 @@ def build_azure(settings: Settings) -> Runtime:
     credential = azure_credential(settings)
     arm = arm_token_provider(credential)
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
-    unknown = [name for name in settings.providers if name not in known]
+    databases = database_providers(settings)
+    unknown = [name for name in settings.providers if name not in known and name not in databases]
     if unknown:
         raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: "
                              f"{', '.join(known)}"])
     providers: dict[str, GrantProvider] = {
-        name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers
+        name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers if name in known
     }
+    providers.update({name: p for name, p in databases.items() if name in settings.providers})
     if not settings.teams_webhook_url:
         log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: approvers will not hear of requests")
     policy = Policy.load(settings.policy_path)
@@ -161,6 +164,21 @@ def build_azure(settings: Settings) -> Runtime:
         archive = partial(archiver.archive_closed, store)
     names["archive"] = "blob" if archive is not None else "none"
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
+
+
+def database_providers(settings: Settings) -> dict[str, GrantProvider]:
+    """The `postgres` provider over the servers file, when one is configured. Nothing connects here."""
+    if settings.databases_file is None:
+        return {}
+    from .adapters.postgres.provider import PostgresGrants
+    from .adapters.postgres.servers import Servers, ServersFileError
+    from .adapters.postgres.signin import sign_in_for
+
+    try:
+        servers = Servers.load(settings.databases_file)
+    except ServersFileError as exc:
+        raise SettingsError([f"JITGATE_DATABASES_FILE: {error}" for error in exc.errors]) from None
+    return {"postgres": PostgresGrants(servers, sign_in=partial(sign_in_for, azure_client_id=settings.azure_client_id))}
 
 
 def addressed(notifier: Notifier, directory: Directory, settings: Settings) -> Notifier:

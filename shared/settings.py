@@ -48,6 +48,7 @@ class Settings:
     workers: int = 2
     public_url: str = ""
     seed_file: Path | None = None
+    databases_file: Path | None = None  # the PostgreSQL servers file: with it, the `postgres` provider is served
     # Azure (JITGATE_MODE=azure). Every client authenticates as the managed identity; no keys anywhere.
     servicebus_namespace: str = ""  # <namespace>.servicebus.windows.net, the one the triggers use
     cosmos_endpoint: str = ""
@@ -98,6 +99,7 @@ class Settings:
             workers=read.count("JITGATE_WORKERS", base.workers, minimum=0),
             public_url=e.get("JITGATE_PUBLIC_URL", ""),
             seed_file=Path(seed) if seed else None,
+            databases_file=Path(e["JITGATE_DATABASES_FILE"]) if e.get("JITGATE_DATABASES_FILE") else None,
             # NB. The same setting the Service Bus trigger binding reads (connection "ServiceBusConnection"),
             # so that the triggers and the sender can never point at two namespaces.
             servicebus_namespace=e.get("ServiceBusConnection__fullyQualifiedNamespace", ""),

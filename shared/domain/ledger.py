@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict
 from .ids import JITGATE_NAMESPACE
 
 MARKER_PREFIX = "jitgate:"
+# Planes whose grants have no names of their own (a database role membership): jitgate's handle on such a
+# grant is `<principal>/<role id>`, readable and reversible, so that a revoke that finds the grant already
+# gone still knows whose sessions to end. ARM-like planes get a UUIDv5, as they require GUID names.
+NAMELESS_PROVIDERS = frozenset({"postgres"})
 
 
 @dataclass(frozen=True, order=True)
@@ -32,6 +36,8 @@ class GrantKey:
 
     def assignment_name(self) -> str:
         """Deterministic, so that a retried create is a no-op rather than a second assignment."""
+        if self.provider in NAMELESS_PROVIDERS:
+            return f"{self.principal_id}/{self.role_definition_id}"
         text = "|".join((self.provider, self.principal_id, self.role_definition_id, self.scope))
         return str(uuid.uuid5(JITGATE_NAMESPACE, text))
 

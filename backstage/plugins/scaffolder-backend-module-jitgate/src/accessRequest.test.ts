@@ -87,9 +87,33 @@ describe('validateAccessRequest', () => {
     expect(problemsOf(target(provider, scope, role))).toEqual([{ loc: 'target.role', msg: expect.stringContaining(expected) }]);
   });
 
+  const AZURE_PG = `${SUB}/resourceGroups/rg-payments-prod/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg-payments`;
+
+  it.each([
+    ['payments-primary/payments', 'payments_read'],
+    [`${AZURE_PG}/databases/payments`, 'payments_read'],
+    ['projects/acme-payments/instances/pg-main/databases/payments', 'payments_read'],
+    ['payments-primary/payments', "x'; DROP ROLE jitgate; --"],
+    ['payments-primary/payments', 'Pay "Read"'],
+  ])('accepts the postgres database %s and role %j', (scope, role) => {
+    expect(problemsOf(target('postgres', scope, role))).toEqual([]);
+  });
+
+  it.each([
+    ['payments-primary/payments;DROP DATABASE payments', 'payments_read', 'target.scope', 'a PostgreSQL scope must be <server>/<database>'],
+    [AZURE_PG, 'payments_read', 'target.scope', "a PostgreSQL scope starting with '/' must be"],
+    ['projects/acme-payments/instances/pg-main', 'payments_read', 'target.scope', 'a Cloud SQL scope must be'],
+    ['payments-primary/payments', 'payments\u0000read', 'target.role', 'printable ASCII'],
+    ['payments-primary/payments', 'pаyments_read', 'target.role', 'role must be ASCII'],
+    ['payments-primary/payments', 'r'.repeat(64), 'target.role', 'at most 63 bytes'],
+    ['payments-primary/payments', 'payments_read ', 'target.role', 'must not start or end with a space'],
+  ])('refuses the postgres database %j with role %j', (scope, role, loc, expected) => {
+    expect(problemsOf(target('postgres', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
+  });
+
   it('refuses an unknown provider without judging its scope or role', () => {
     expect(problemsOf(target('aws-iam', 'arn:aws:iam::123', 'Admin'))).toEqual([
-      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local' },
+      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local, postgres' },
     ]);
   });
 

@@ -1,0 +1,115 @@
+"""`jitgate databases check`: per server, whether jitgate can sign in and holds the rights it needs, and the
+statements an admin runs to give the ones it lacks (infra/sql/postgres-setup.sql does all of them once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ...domain.decision import Outcome
+from ...domain.errors import JitgateError
+from ...domain.policy import Policy
+from .provider import PostgresGrants
+from .servers import Server, Servers
+from .signin import SignIn, sign_in_for
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check on one server: passed or not, and how to fix it when not."""
+
+    ok: bool
+    what: str
+    fix: str = ""
+
+
+def policy_roles(policy: Policy, server: Server) -> list[str] | None:
+    """The roles some non-deny postgres rule of the policy can grant at this server's scope (sorted); None
+    when a rule allows any role there."""
+    roles: set[str] = set()
+    path = server.scope.lower() + "/"
+    for rule in policy.rules:
+        if rule.outcome is Outcome.DENY or (rule.providers is not None and "postgres" not in rule.providers):
+            continue
+        if not rule.scope_regex.fullmatch(path):
+            continue
+        if rule.roles is None:
+            return None
+        roles.update(rule.roles)
+    return sorted(roles)
+
+
+def check_server(server: Server, roles: list[str] | None,
+                 sign_in: Callable[[Server], SignIn] = sign_in_for) -> list[Finding]:
+    """What jitgate can and cannot do on one server."""
+    me = _quoted(server.user)
+    provider = PostgresGrants(Servers((server,)), sign_in=sign_in)
+    try:
+        with provider.connect(server) as conn:
+            version, createrole, superuser = conn.execute(
+                "SELECT current_setting('server_version_num')::int, rolcreaterole, rolsuper"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            findings = [Finding(True, f"signs in as {server.user} ({server.sign_in}); PostgreSQL {version // 10000}")]
+            can_create = bool(createrole or superuser)
+            findings.append(Finding(can_create, "has CREATEROLE (to create and drop the logins it grants to)",
+                                    _createrole_fix(server, me)))
+            signal = conn.execute("SELECT pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')").fetchone()[0]
+            findings.append(Finding(bool(signal or superuser), "may end sessions (pg_signal_backend)",
+                                    f"GRANT pg_signal_backend TO {me};"))
+            if roles is None:
+                findings.append(Finding(False, "the policy allows any role here: name the roles, so that each can "
+                                               "be checked and granted WITH ADMIN OPTION",
+                                        "list the roles in the policy rule's match.roles"))
+                return findings
+            if not roles:
+                findings.append(Finding(True, "no policy rule grants a role here"))
+            for role in roles:
+                row = conn.execute(
+                    "SELECT rolsuper, pg_has_role(current_user, oid, 'MEMBER WITH ADMIN OPTION') FROM pg_roles"
+                    " WHERE rolname = %s", (role,)
+                ).fetchone()
+                if row is None:
+                    findings.append(Finding(False, f"role {role} exists", f"CREATE ROLE {_quoted(role)} NOLOGIN;"))
+                elif row[0]:
+                    findings.append(Finding(False, f"role {role} is not a superuser role (jitgate never grants one)",
+                                            f"take {role} out of the policy"))
+                else:
+                    findings.append(Finding(bool(row[1] or superuser), f"has ADMIN OPTION on role {role}",
+                                            f"GRANT {_quoted(role)} TO {me} WITH ADMIN OPTION;"))
+            return findings
+    except JitgateError as exc:
+        return [Finding(False, f"cannot sign in: {exc}",
+                        "check host, port, database and the sign-in in the servers file; "
+                        "infra/sql/postgres-setup.sql creates jitgate's login")]
+
+
+def check_all(servers: Servers, policy: Policy,
+              sign_in: Callable[[Server], SignIn] = sign_in_for) -> dict[str, list[Finding]]:
+    return {server.name: check_server(server, policy_roles(policy, server), sign_in) for server in servers.servers}
+
+
+def render(results: dict[str, list[Finding]], servers: Servers) -> str:
+    lines = []
+    for server in servers.servers:
+        lines.append(f"{server.name} ({server.platform}, {server.host}:{server.port}, database {server.database}, "
+                     f"scope {server.scope})")
+        for finding in results[server.name]:
+            lines.append(f"  {'ok  ' if finding.ok else 'FAIL'} {finding.what}")
+            if not finding.ok and finding.fix:
+                lines.append(f"       fix: {finding.fix}")
+    return "\n".join(lines)
+
+
+def _createrole_fix(server: Server, me: str) -> str:
+    if server.platform == "azure":
+        return ("make jitgate's identity a Microsoft Entra administrator of the server (its members of "
+                "azure_pg_admin have CREATEROLE and may create Entra logins)")
+    if server.platform == "cloud-sql":
+        return f"GRANT cloudsqlsuperuser TO {me}; (or ALTER ROLE {me} CREATEROLE;)"
+    return f"ALTER ROLE {me} CREATEROLE;"
+
+
+def _quoted(name: str) -> str:
+    """An identifier as an admin types it into psql (the statements are shown, never run)."""
+    return name if name.isidentifier() and name.islower() and name.isascii() else '"' + name.replace('"', '""') + '"'
