@@ -49,7 +49,7 @@ from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE
 from shared.ports import ReceivedMessage
 from shared.worker import on_access_request, on_lifecycle_command
-from tests.fakes.world import ALICE, BOB, CAROL, DEV_RG, JANE, PROD_RG, World, access_request, body
+from tests.fakes.world import ALICE, BOB, CAROL, DEV_RG, JANE, PROD_RG, QUEUES, World, access_request, body
 
 # The World's policy: the dev subscription auto-approves Reader and Contributor; prod Contributor needs
 # 2 approvals from Alice, Bob or Carol (deadline 1 h); prod Reader matches no rule and is rejected.
@@ -59,7 +59,6 @@ SCOPES = (DEV_RG, PROD_RG)
 APPROVERS = (ALICE, BOB, CAROL)
 MAX_REQUESTS = 12
 LOCK_SECONDS = 30  # the World's lock duration on every queue
-QUEUES = (REQUESTS_QUEUE, LIFECYCLE_QUEUE, REVOCATIONS_QUEUE)
 PROVIDER = "local"
 
 R = RequestState
