@@ -11,7 +11,10 @@ import re
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_ADMIN = "00000000-0000-4000-8000-0000000000ad"
@@ -142,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
     dsub = dl.add_subparsers(metavar="ACTION")
     dll = dsub.add_parser("list", help="dead-lettered messages with their reasons")
-    dll.add_argument("--queue", action="append", help="default: both queues")
+    dll.add_argument("--queue", action="append", help="default: every queue")
     dll.add_argument("--json", action="store_true")
     _local_options(dll)
     dll.set_defaults(run=_dlq_list)
@@ -530,7 +533,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
             "deadLetteredAt": d.dead_lettered_at.isoformat(),
             "body": d.body.decode("utf-8", "replace"),
         }
-        for queue in args.queue or [settings.requests_queue, settings.lifecycle_queue]
+        for queue in _queues(settings, args.queue)
         for d in runtime.bus.dead_letters(queue)
     ]
     if args.json:
@@ -546,11 +549,20 @@ def _dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queues(settings: Settings, asked: list[str] | None) -> list[str]:
+    """The queues asked for (default: all of jitgate's); CliError naming jitgate's queues for any other."""
+    unknown = [queue for queue in asked or [] if queue not in settings.queues]
+    if unknown:
+        raise CliError(f"no queue {', '.join(unknown)}: jitgate's queues are {', '.join(settings.queues)}")
+    return asked or list(settings.queues)
+
+
 def _dlq_replay(args: argparse.Namespace) -> int:
     from .domain.errors import NotFound
     from .runtime import build
 
     runtime = build(_settings(args))
+    _queues(runtime.settings, [args.queue])
     numbers = args.sequence_number or [d.sequence_number for d in runtime.bus.dead_letters(args.queue)]
     for number in numbers:
         try:

@@ -68,7 +68,7 @@ def build_local(settings: Settings) -> Runtime:
     queue = QueueSettings(
         lock_duration=settings.lock_duration, max_delivery_count=settings.max_delivery_count
     )
-    bus = SqliteBus(data / "bus.db", clock, {settings.requests_queue: queue, settings.lifecycle_queue: queue})
+    bus = SqliteBus(data / "bus.db", clock, dict.fromkeys(settings.queues, queue))
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
     directory = PolicyDirectory(policy)
@@ -86,6 +86,7 @@ def build_local(settings: Settings) -> Runtime:
         policy=policy,
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
+        revocations_queue=settings.revocations_queue,
     )
     names = {
         "bus": "sqlite",
@@ -149,6 +150,7 @@ def build_azure(settings: Settings) -> Runtime:
         activity=activity,
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
+        revocations_queue=settings.revocations_queue,
     )
     names = {
         "bus": "servicebus",

@@ -37,6 +37,7 @@ class Settings:
     policy_path: Path = DEFAULT_POLICY
     requests_queue: str = "access-requests"
     lifecycle_queue: str = "access-lifecycle"
+    revocations_queue: str = "access-revocations"
     teams_secret: str = ""  # base64, as Teams shows it when the outgoing webhook is created
     reconcile_interval: timedelta = timedelta(seconds=60)
     stale_after: timedelta = timedelta(seconds=60)  # reconcile re-drives a request stuck this long
@@ -71,6 +72,11 @@ class Settings:
     def local(self) -> bool:
         return self.mode == "local"
 
+    @property
+    def queues(self) -> tuple[str, str, str]:
+        """jitgate's queues: access requests, lifecycle commands (grants, expiries), revocations."""
+        return self.requests_queue, self.lifecycle_queue, self.revocations_queue
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """The settings in `env` (default: the process environment); SettingsError names every bad one."""
@@ -88,6 +94,7 @@ class Settings:
             policy_path=Path(e.get("JITGATE_POLICY", str(base.policy_path))),
             requests_queue=e.get("JITGATE_REQUESTS_QUEUE", base.requests_queue),
             lifecycle_queue=e.get("JITGATE_LIFECYCLE_QUEUE", base.lifecycle_queue),
+            revocations_queue=e.get("JITGATE_REVOCATIONS_QUEUE", base.revocations_queue),
             # NB. Decoded where it is used (resolved_teams_secret): the API does so at start and refuses a bad
             # one; `jitgate teams check` reports it among its checks.
             teams_secret=e.get("JITGATE_TEAMS_SECRET", ""),
@@ -116,6 +123,7 @@ class Settings:
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
         )
+        read.problems += _queue_clashes(settings)
         if read.problems:
             raise SettingsError(read.problems)
         return settings
@@ -206,6 +214,17 @@ class _Reader:
         except ValueError as exc:
             self.problems.append(str(exc))
             return default
+
+
+def _queue_clashes(settings: Settings) -> list[str]:
+    """Each queue carries one kind of message to one handler, so two settings may not name the same queue."""
+    named = {"JITGATE_REQUESTS_QUEUE": settings.requests_queue, "JITGATE_LIFECYCLE_QUEUE": settings.lifecycle_queue,
+             "JITGATE_REVOCATIONS_QUEUE": settings.revocations_queue}
+    by_queue: dict[str, list[str]] = {}
+    for name, queue in named.items():
+        by_queue.setdefault(queue, []).append(name)
+    return [f"{' and '.join(names)} name the same queue {queue!r}; each needs its own"
+            for queue, names in by_queue.items() if len(names) > 1]
 
 
 def _listed(text: str) -> tuple[str, ...]:

@@ -10,8 +10,10 @@ locals {
   resource_group_name = coalesce(var.resource_group_name, "rg-${var.name}")
   function_app_name   = "func-${var.name}"
 
-  requests_queue  = "access-requests"
-  lifecycle_queue = "access-lifecycle"
+  # Revokes have their own queue (and trigger), so that no backlog of grants delays one (docs/architecture.md §3).
+  requests_queue    = "access-requests"
+  lifecycle_queue   = "access-lifecycle"
+  revocations_queue = "access-revocations"
 
   # NB. lock_seconds and max_delivery_count are also app settings (JITGATE_LOCK_SECONDS, JITGATE_MAX_DELIVERIES):
   # the handlers and the queues must agree on them.
@@ -92,6 +94,7 @@ locals {
     JITGATE_POLICY                                = local.allowed_roles.policy
     JITGATE_REQUESTS_QUEUE                        = local.requests_queue
     JITGATE_LIFECYCLE_QUEUE                       = local.lifecycle_queue
+    JITGATE_REVOCATIONS_QUEUE                     = local.revocations_queue
     JITGATE_LOCK_SECONDS                          = tostring(local.lock_seconds)
     JITGATE_MAX_DELIVERIES                        = tostring(local.queue_settings.max_delivery_count)
     JITGATE_RECONCILE_SECONDS                     = tostring(local.reconcile_seconds)

@@ -39,6 +39,8 @@ from .templates import (
 
 RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
+SERVICE_BUS_DATA_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
+SERVICE_BUS_DATA_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 IDENTITY = "${Microsoft.ManagedIdentity/userAssignedIdentities:id-${param:name}}"
 
 
@@ -94,7 +96,7 @@ def test_both_templates_deploy_the_same_kinds_of_resource(bicep: Inventory, terr
 
 def test_the_queues_are_the_same_and_safe_under_redelivery(bicep: Inventory, terraform: Inventory) -> None:
     assert bicep.queues == terraform.queues
-    assert set(bicep.queues) == {"access-requests", "access-lifecycle"}
+    assert set(bicep.queues) == {"access-requests", "access-lifecycle", "access-revocations"}
     for settings in bicep.queues.values():
         assert settings["requires_duplicate_detection"] is True
         assert parse_duration(settings["duplicate_detection_history_time_window"]) >= timedelta(minutes=10)
@@ -110,7 +112,8 @@ def test_the_handlers_are_told_the_queue_settings_they_run_under(inventory: Any)
     for name, queue in inv.queues.items():
         assert int(settings["JITGATE_LOCK_SECONDS"]) == parse_duration(queue["lock_duration"]).total_seconds(), name
         assert int(settings["JITGATE_MAX_DELIVERIES"]) == queue["max_delivery_count"], name
-    assert {settings["JITGATE_REQUESTS_QUEUE"], settings["JITGATE_LIFECYCLE_QUEUE"]} == set(inv.queues)
+    names = ("JITGATE_REQUESTS_QUEUE", "JITGATE_LIFECYCLE_QUEUE", "JITGATE_REVOCATIONS_QUEUE")
+    assert sorted(settings[name] for name in names) == sorted(inv.queues)
 
 
 @pytest.mark.parametrize("inventory", [bicep_inventory, terraform_inventory], ids=["bicep", "terraform"])
@@ -149,6 +152,10 @@ def test_the_role_assignments_are_the_same(bicep: Inventory, terraform: Inventor
         "${Microsoft.Storage/storageAccounts/blobServices/containers:audit-archive"
     )
     assert by_role["4633458b-17de-408a-b874-0445c86b69e6"].startswith("${Microsoft.KeyVault/vaults:")
+    # The identity sends to (intake, the handlers) and receives from (the three triggers) every queue, and the
+    # namespace holds jitgate's queues only: both data roles sit on the namespace, the revocations queue included.
+    namespace = "${Microsoft.ServiceBus/namespaces:sb-${param:name}}"
+    assert by_role[SERVICE_BUS_DATA_SENDER] == by_role[SERVICE_BUS_DATA_RECEIVER] == namespace
 
 
 def test_the_grant_permission_is_conditioned_on_allowed_roles_json(bicep: Inventory, terraform: Inventory) -> None:

@@ -47,14 +47,14 @@ from shared.clock import SystemClock
 from shared.domain.audit import AuditEvent, canonical_json, verify_chain
 from shared.domain.ledger import Assignment, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE
+from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE
 from shared.ports import DeadLetter, QueueSettings
 from tests.e2e.conftest import DEV_SUB, JANE, JitgateServer
 from tests.reliability.conftest import RECONCILE_SECONDS, Launcher, wait_for_death
 
 pytestmark = pytest.mark.e2e
 
-QUEUES = (REQUESTS_QUEUE, LIFECYCLE_QUEUE)
+QUEUES = (REQUESTS_QUEUE, LIFECYCLE_QUEUE, REVOCATIONS_QUEUE)
 KILLED = -signal.SIGKILL
 CONVERGE_TIMEOUT = 20.0  # seconds after the restart (plus the duration when the expiry is still ahead)
 EARLY_TIMEOUT = 10.0  # seconds after the restart for an interrupted early revoke (reconcile runs every second)
@@ -310,10 +310,10 @@ def assert_died_at(point: str, snap: Snapshot, request_id: str) -> None:
         assert s.queued[LIFECYCLE_QUEUE] == 0, f"the grant command was sent {where}"
     elif point == "grant.after_provider":
         assert s.state is RequestState.APPROVED and len(s.holds) == 1 and s.mine(request_id), where
-        assert s.scheduled[LIFECYCLE_QUEUE] == 0, f"the revoke was scheduled {where}"
+        assert s.scheduled[REVOCATIONS_QUEUE] == 0, f"the revoke was scheduled {where}"
     elif point == "grant.after_schedule":
         assert s.state is RequestState.APPROVED and len(s.holds) == 1 and s.mine(request_id), where
-        assert s.scheduled[LIFECYCLE_QUEUE] == 1, f"no revoke scheduled {where}"
+        assert s.scheduled[REVOCATIONS_QUEUE] == 1, f"no revoke scheduled {where}"
     elif point == "after_state.active":
         assert s.state is RequestState.ACTIVE and s.mine(request_id), where
         assert {"grant.applied", "revoke.scheduled"} <= set(s.pending) and "grant.applied" not in s.types, where
@@ -490,9 +490,9 @@ def lost_scheduled_revoke(ctx: Ctx) -> Outcome:
     server.process.send_signal(signal.SIGKILL)
     assert server.process.wait(10) == KILLED
     with closing(SqliteBus(data_dir / "bus.db", SystemClock())) as bus:
-        before = bus.scheduled_count(LIFECYCLE_QUEUE)
-        bus.cancel_scheduled(LIFECYCLE_QUEUE, sequence_number)
-        assert bus.scheduled_count(LIFECYCLE_QUEUE) == before - 1 == 1, "the scheduled revoke was not removed"
+        before = bus.scheduled_count(REVOCATIONS_QUEUE)
+        bus.cancel_scheduled(REVOCATIONS_QUEUE, sequence_number)
+        assert bus.scheduled_count(REVOCATIONS_QUEUE) == before - 1 == 1, "the scheduled revoke was not removed"
 
     server = ctx.launcher.start(data_dir)
     restarted = datetime.now(UTC)
@@ -533,8 +533,8 @@ def crash_in_reconcile_revoke(ctx: Ctx) -> Outcome:
     server.process.send_signal(signal.SIGKILL)
     assert server.process.wait(10) == KILLED
     with closing(SqliteBus(data_dir / "bus.db", SystemClock())) as bus:
-        bus.cancel_scheduled(LIFECYCLE_QUEUE, sequence_number)
-        assert bus.scheduled_count(LIFECYCLE_QUEUE) == 0, "the scheduled revoke was not removed"
+        bus.cancel_scheduled(REVOCATIONS_QUEUE, sequence_number)
+        assert bus.scheduled_count(REVOCATIONS_QUEUE) == 0, "the scheduled revoke was not removed"
 
     crashing = ctx.launcher.start(data_dir, crashpoint="revoke.after_release")
     assert wait_for_death(crashing, GRANT_SECONDS + START_ALLOWANCE, "revoke.after_release") == KILLED

@@ -29,6 +29,7 @@ from tests.fakes.store import FakeStore
 from tests.fakes.world import ALICE, BOB, DEV_RG, JANE, PROD_RG, World, access_request, body
 
 LIFECYCLE = "access-lifecycle"
+REVOCATIONS = "access-revocations"
 REQUESTS = "access-requests"
 LOCK_SECONDS = 31  # one lock duration (30 s) and a bit: the bus-level backoff before a redelivery
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,9 +60,18 @@ def _record(world: World, request_id: str) -> RequestRecord:
     return record
 
 
+def _lose_scheduled_revoke(world: World, request_id: str) -> None:
+    """The bus loses the request's scheduled revoke (taken off the queue it waits on)."""
+    record = _record(world, request_id)
+    assert record.revoke_queue == REVOCATIONS and record.revoke_sequence is not None
+    before = world.bus.scheduled_count(REVOCATIONS)
+    world.bus.cancel_scheduled(REVOCATIONS, record.revoke_sequence)
+    assert world.bus.scheduled_count(REVOCATIONS) == before - 1, "the scheduled revoke was not lost"
+
+
 def _assert_nothing_left_behind(world: World) -> None:
     """Never a silent stuck state: no message in flight or dead-lettered, no hold, no assignment."""
-    for queue in (LIFECYCLE, REQUESTS):
+    for queue in (LIFECYCLE, REVOCATIONS, REQUESTS):
         assert world.bus.active_count(queue) == 0, f"{queue} still has due messages"
         assert world.bus.scheduled_count(queue) == 0, f"{queue} still has scheduled messages"
         assert world.bus.dead_letters(queue) == [], f"{queue} has dead letters"
@@ -272,8 +282,8 @@ def test_permanent_fault_on_revoke_is_audited_keeps_the_hold_and_reconcile_compl
     assert hold is not None and hold.status is HoldStatus.ACTIVE
     assert [h.request_id for h in world.store.overdue_holds(world.clock.now())] == [rid]
     # AND the scheduled message was settled: neither spinning on the bus nor dead-lettered
-    assert world.bus.active_count(LIFECYCLE) == 0
-    assert world.bus.dead_letters(LIFECYCLE) == []
+    assert world.bus.active_count(REVOCATIONS) == 0
+    assert world.bus.dead_letters(REVOCATIONS) == []
     # WHEN reconcile runs twice more while the fault persists
     for _ in range(2):
         world.clock.advance(60)
@@ -333,7 +343,7 @@ def test_revoke_outage_longer_than_the_bus_retries_is_completed_by_reconcile(wor
     for _ in range(world.max_deliveries):
         world.advance(LOCK_SECONDS)
     # THEN the revoke message is dead-lettered, but the hold is kept for reconcile
-    [dead] = world.bus.dead_letters(LIFECYCLE)
+    [dead] = world.bus.dead_letters(REVOCATIONS)
     assert dead.reason == "MaxDeliveryCountExceeded" and dead.message_id == f"revoke:{rid}:1"
     assert world.state(rid) == "active"
     assert [h.request_id for h in world.store.overdue_holds(world.clock.now())] == [rid]
@@ -477,9 +487,7 @@ def test_reconcile_tick_survives_an_audit_outbox_it_cannot_flush_yet() -> None:
     world.store.save_request(record)
     # AND another request whose scheduled revoke was lost, now overdue
     overdue = world.submit(access_request(principal=ALICE, duration="PT10S"))
-    sequence = _record(world, overdue).revoke_sequence
-    assert sequence is not None
-    world.bus.cancel_scheduled(LIFECYCLE, sequence)
+    _lose_scheduled_revoke(world, overdue)
     world.clock.advance(60)
     # WHEN the reconcile timer ticks while the audit store refuses the first write (that flush)
     flaky.refuse_writes(times=1)
@@ -558,22 +566,23 @@ MALFORMED = {
 }
 
 
+@pytest.mark.parametrize("queue", [LIFECYCLE, REVOCATIONS])
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_lifecycle_command_is_dead_lettered_at_once_as_invalid(world: World, name: str) -> None:
-    # GIVEN a malformed message on the lifecycle queue
-    world.bus.send(LIFECYCLE, f"poison:{name}", MALFORMED[name])
+def test_malformed_lifecycle_command_is_dead_lettered_at_once_as_invalid(world: World, name: str, queue: str) -> None:
+    # GIVEN a malformed message on a queue of lifecycle commands
+    world.bus.send(queue, f"poison:{name}", MALFORMED[name])
     # WHEN the worker drains
     world.worker.drain()
     # THEN it is dead-lettered on its first delivery (retrying cannot fix it), with the reason
-    [dead] = world.bus.dead_letters(LIFECYCLE)
+    [dead] = world.bus.dead_letters(queue)
     assert dead.message_id == f"poison:{name}" and dead.body == MALFORMED[name]
     assert dead.reason == "InvalidCommand" and dead.delivery_count == 1
     assert dead.description.startswith("body: not a lifecycle command: ")
-    assert world.bus.active_count(LIFECYCLE) == 0
+    assert world.bus.active_count(queue) == 0
     # AND replaying it unchanged dead-letters it again instead of looping
-    world.bus.replay_dead_letter(LIFECYCLE, dead.sequence_number)
+    world.bus.replay_dead_letter(queue, dead.sequence_number)
     world.worker.drain()
-    [again] = world.bus.dead_letters(LIFECYCLE)
+    [again] = world.bus.dead_letters(queue)
     assert again.reason == "InvalidCommand" and again.delivery_count == 1
 
 
@@ -656,9 +665,7 @@ def test_reconcile_isolates_an_unexpected_exception_to_the_request_that_raised_i
     first = world.submit(access_request(duration="PT10S"))
     second = world.submit(access_request(principal=ALICE, duration="PT20S"))
     for rid in (first, second):
-        sequence = _record(world, rid).revoke_sequence
-        assert sequence is not None
-        world.bus.cancel_scheduled(LIFECYCLE, sequence)
+        _lose_scheduled_revoke(world, rid)
     world.advance(30)
     # AND a provider whose next delete raises an unexpected exception
     world.grants.inject_fault("delete", RuntimeError("connection pool is closed"), times=1)
@@ -791,7 +798,6 @@ def test_failing_notifier_does_not_undo_the_approval_flow(world: World, fault: s
         "grant.revoked",
     ]
     assert world.notifier.notices == []
-    assert world.bus.dead_letters(REQUESTS) == [] and world.bus.dead_letters(LIFECYCLE) == []
     _assert_nothing_left_behind(world)
     assert world.chains_ok()
 
@@ -845,7 +851,7 @@ def test_scheduled_revoke_is_the_fast_path_with_zero_lateness(world: World) -> N
     expires_at = _record(world, rid).expires_at
     assert expires_at is not None
     # THEN its revoke is scheduled exactly at its expiry
-    assert world.bus.next_due(LIFECYCLE) == expires_at
+    assert world.bus.next_due(REVOCATIONS) == expires_at
     # WHEN time reaches one second before the expiry, nothing happens
     world.advance(599)
     assert world.state(rid) == "active"
@@ -867,8 +873,8 @@ def test_lost_scheduled_revoke_is_revoked_by_reconcile_within_one_interval(world
     world.clock.advance(phase)
     rid = world.submit(access_request(duration="PT10M"))
     record = _record(world, rid)
-    assert record.revoke_sequence is not None and record.expires_at is not None
-    world.bus.cancel_scheduled(LIFECYCLE, record.revoke_sequence)
+    assert record.expires_at is not None
+    _lose_scheduled_revoke(world, rid)
     # WHEN the reconcile timer keeps ticking every interval
     ticks = 0
     while world.state(rid) == "active" and ticks < 20:

@@ -38,7 +38,8 @@ def test_auto_approved_request_is_granted_then_revoked_at_expiry(world: World) -
     # THEN it is active with one marked assignment and a revoke scheduled at its expiry
     assert world.state(rid) == "active"
     assert [a.marked_request_id for a in world.marked()] == [rid]
-    assert world.bus.scheduled_count("access-lifecycle") == 1
+    assert world.bus.scheduled_count("access-revocations") == 1
+    assert world.bus.scheduled_count("access-lifecycle") == 0
     # WHEN the expiry passes
     world.advance(9)
     assert world.state(rid) == "active"
@@ -199,7 +200,7 @@ def test_early_revoke_by_requester_cancels_the_scheduled_revoke(world: World) ->
     result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
     assert result.state is RequestState.REVOKED
     assert world.marked() == []
-    assert world.bus.scheduled_count("access-lifecycle") == 0
+    assert world.bus.scheduled_count("access-revocations") == 0
     world.advance(3601)
     assert world.event_types(rid).count("grant.revoked") == 1
 
@@ -328,7 +329,8 @@ def test_reconcile_revokes_overdue_holds_when_the_scheduled_revoke_is_lost(world
     rid = world.submit(access_request(duration="PT10S"))
     record = world.store.get_request(rid)
     assert record is not None and record.revoke_sequence is not None
-    world.bus.cancel_scheduled("access-lifecycle", record.revoke_sequence)
+    world.bus.cancel_scheduled("access-revocations", record.revoke_sequence)
+    assert world.bus.scheduled_count("access-revocations") == 0
     world.advance(20)
     assert world.state(rid) == "active"
     report = world.lifecycle.reconcile()

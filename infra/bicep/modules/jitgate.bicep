@@ -53,6 +53,8 @@ param policyPath string
 
 var requestsQueue = 'access-requests'
 var lifecycleQueue = 'access-lifecycle'
+// Revokes have their own queue (and trigger), so that no backlog of grants delays one (docs/architecture.md §3).
+var revocationsQueue = 'access-revocations'
 
 // NB. lockSeconds and maxDeliveryCount are also app settings (JITGATE_LOCK_SECONDS, JITGATE_MAX_DELIVERIES):
 // the handlers and the queues must agree on them.
@@ -188,6 +190,7 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               values: [
                 requestsQueue
                 lifecycleQueue
+                revocationsQueue
               ]
             }
           ]
@@ -392,7 +395,7 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   }
 }
 
-resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for queueName in [requestsQueue, lifecycleQueue]: {
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for queueName in [requestsQueue, lifecycleQueue, revocationsQueue]: {
   parent: serviceBus
   name: queueName
   properties: queueSettings
@@ -630,6 +633,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'JITGATE_LIFECYCLE_QUEUE'
           value: lifecycleQueue
+        }
+        {
+          name: 'JITGATE_REVOCATIONS_QUEUE'
+          value: revocationsQueue
         }
         {
           name: 'JITGATE_LOCK_SECONDS'
