@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,8 @@ def build_local(settings: Settings) -> Runtime:
     directory = PolicyDirectory(policy)
     backends = Backends(
         stale_after=settings.stale_after,
+        # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
+        delete_lease=timedelta(seconds=3),
         requests=store,
         ledger=store,
         audit=store,

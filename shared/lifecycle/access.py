@@ -181,6 +181,7 @@ class Access:
                 outcome |= self.grants.release(record.grant_key, request_id)
             except PermanentError as exc:
                 return self._revoke_failed(record, reason, actor, str(exc)), False
+            now = self.b.clock.now()  # NB. the assignment is confirmed gone only now (it may have waited)
             if record.expires_at is not None:
                 outcome["latenessSeconds"] = round((now - record.expires_at).total_seconds(), 3)
             if reason != "expired" and record.revoke_sequence is not None:
