@@ -61,6 +61,10 @@ class Access:
             raise
         if overdue and hold.status != HoldStatus.ACTIVE:
             return self.revoke(request_id, "expired before the grant completed")
+        if hold.status is not HoldStatus.ACTIVE:
+            # NB. A revoke released the hold while this grant ran (`apply` removed what it made): the state is
+            # that revoke's to write. Had it died, reconcile re-drives this grant, which finds the hold released.
+            return Result(request_id, record.state, "revoked while the grant ran")
         result = self._activate(request_id, key, hold)
         if overdue:
             # The assignment was made before a crash: record that truthfully, then end it now.

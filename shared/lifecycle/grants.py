@@ -167,10 +167,11 @@ class Grants:
         return result
 
     def release_leftovers(self, request_id: str) -> None:
-        """A request that is no longer active must hold nothing (cleans up after crashes and races)."""
+        """A request that is no longer active must hold nothing and leave nothing (cleans up after crashes and
+        races). Its released holds are released again too: a grant cut short by a revoke may have created the
+        assignment after the revoke confirmed it gone, and then not finished removing it."""
         for hold in self.b.ledger.holds_for_request(request_id):
-            if hold.status is HoldStatus.ACTIVE:
-                self.release(hold.key, request_id)
+            self.release(hold.key, request_id)
 
     def orphans(self, provider: GrantProvider) -> Iterator[Assignment]:
         """Assignments carrying jitgate's marker that no active hold stands on and nobody is deleting now,

@@ -14,7 +14,7 @@ from shared.domain.errors import (
     PermanentError,
     TransientError,
 )
-from shared.domain.ledger import Deletion, Grant, marker_for
+from shared.domain.ledger import Assignment, Deletion, Grant, GrantKey, marker_for
 from shared.domain.lifecycle import LifecycleCommand, RequestState
 from tests.fakes.world import (
     ALICE,
@@ -283,6 +283,49 @@ def test_a_grant_landing_while_the_last_hold_is_deleted_waits_then_grants_as_the
     assert (assignment.principal_type, assignment.marked_request_id) == ("Group", second["requestId"])
     writes = [c.method for c in world.grants.calls if c.method in ("create_assignment", "delete_assignment")]
     assert writes == ["create_assignment", "delete_assignment", "create_assignment"]
+
+
+def test_a_grant_whose_hold_a_revoke_released_meanwhile_removes_what_it_created_and_is_not_active(
+    world: World,
+) -> None:
+    # GIVEN an approved request, and a revoke of it that releases its hold (and deletes the assignment,
+    # there being none yet) just after the grant looked for the assignment and before it creates it
+    doc = access_request()
+    world.lifecycle.evaluate(body(doc))
+    rid = doc["requestId"]
+    real_find = world.grants.find_assignment
+
+    def revoke_releases_meanwhile(key: GrantKey) -> Assignment | None:
+        world.grants.find_assignment = real_find  # type: ignore[method-assign]
+        found = real_find(key)
+        world.lifecycle.access.grants.release(key, rid)
+        return found
+
+    world.grants.find_assignment = revoke_releases_meanwhile  # type: ignore[method-assign]
+    # WHEN the grant runs
+    result = world.lifecycle.grant(rid)
+    # THEN the assignment it created after the revoke's delete is removed again, by the grant itself
+    assert world.marked() == []
+    writes = [c.method for c in world.grants.calls if c.method in ("create_assignment", "delete_assignment")]
+    assert writes == ["delete_assignment", "create_assignment", "delete_assignment"]
+    # AND the request is not announced nor recorded as active: its state is the revoke's to write
+    assert (result.state, result.message) == (RequestState.APPROVED, "revoked while the grant ran")
+    assert world.state(rid) == "approved" and world.notifier.of_kind("granted") == []
+
+
+def test_a_grant_delivered_again_after_its_request_ended_removes_an_assignment_left_behind(world: World) -> None:
+    # GIVEN a revoked request whose assignment is still there (a grant cut short by its revoke created it
+    # after the revoke confirmed it gone, and could not remove it before the message was redelivered)
+    rid = world.submit(access_request(duration="PT1H"))
+    world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    key = _grant_of(world, rid).key
+    world.grants.create_assignment(key, key.assignment_name(), marker_for(rid))
+    # WHEN the grant message comes again
+    result = world.lifecycle.grant(rid)
+    # THEN nothing is granted, and what the request left is removed
+    assert result.message == "nothing to grant (revoked)"
+    assert world.marked() == []
+    assert _grant_of(world, rid).deleting is None
 
 
 def test_admin_revokes_someone_elses_grant(world: World) -> None:
