@@ -75,7 +75,7 @@ def build_local(settings: Settings) -> Runtime:
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
-        delete_lease=timedelta(seconds=3),
+        delete_lease=timedelta(seconds=2),
         requests=store,
         ledger=store,
         audit=store,

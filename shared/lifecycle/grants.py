@@ -27,9 +27,9 @@ log = logging.getLogger("jitgate.lifecycle")
 
 T = TypeVar("T")
 
-# Seconds a writer waits, in turn, for another writer's deletion of a key's assignment to finish (a delete
-# and its read-back take well under a second) before it leaves the message to the bus.
-DELETION_WAITS = (0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0)
+# How often a writer looks again while another writer's deletion of a key's assignment stands: after 0.1 s
+# (a delete and its read-back take well under a second), then twice as long each time, up to half a second.
+FIRST_LOOK, LONGEST_LOOK = 0.1, 0.5
 
 
 class Superseded(Exception):
@@ -271,25 +271,30 @@ class Grants:
         self._change(key, end)
 
     def _unless_deleting(self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None], what: str) -> Grant:
-        """`_change` that waits while another writer's fresh deletion intent stands on the key, and decides on
-        a document without a fresh intent (a stale one is the decider's to take over or cancel). TransientError
-        when the deletion does not finish within the waits."""
-        busy: list[bool] = []
+        """`_change` that decides only on a document without a fresh deletion intent (a stale one is the
+        decider's to take over or cancel). While another writer's intent stands, it looks again and again
+        until that deletion is done or its lease has run out; TransientError if it is still standing then
+        (its writer renews it: a deletion slower than one lease)."""
+        busy: list[Deletion] = []
 
         def unless(grant: Grant, now: datetime) -> Grant | None:
             busy.clear()
             if grant.deleting is not None and not grant.deleting.stale(now, self.b.delete_lease):
-                busy.append(True)
+                busy.append(grant.deleting)
                 return None
             return decide(grant, now)
 
-        for wait in (*DELETION_WAITS, None):
+        waited, look, budget = 0.0, FIRST_LOOK, None
+        while True:
             grant = self._change(key, unless)
             if not busy:
                 return grant
-            if wait is not None:
-                self.b.sleep(wait)
-        raise TransientError(f"{what}: the assignment of its grant key is still being deleted; try again")
+            if budget is None:  # the lease left to the intent found first, and one look more
+                budget = (busy[0].since + self.b.delete_lease - self.b.clock.now()).total_seconds() + LONGEST_LOOK
+            if waited > budget:
+                raise TransientError(f"{what}: the assignment of its grant key is still being deleted; try again")
+            self.b.sleep(look)
+            waited, look = waited + look, min(look * 2, LONGEST_LOOK)
 
     def _change(self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None]) -> Grant:
         """Read the key's document, decide, write it conditionally (None: nothing to write); when another

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,7 @@ def run(store: Any, plan: Plan, choices: list[int]) -> History:
         clock=clock,
         policy=policy,
         sleep=lambda _: waited(history, scheduler),
+        delete_lease=timedelta(seconds=3),  # as locally: a waiting writer gives up after a few looks
     )
     lifecycle = Lifecycle(backends)
 
