@@ -68,9 +68,6 @@ class Grants:
         # provider call still leaves the ledger knowing what to revoke.
         request_id = request.request_id
         principal_type = request.requester.principal_type.value
-        existing = self.grant_of(key).hold_of(request_id)
-        if existing is not None:
-            return existing
 
         def add(grant: Grant, now: datetime) -> Grant | None:
             if grant.hold_of(request_id) is not None:
@@ -271,18 +268,21 @@ class Grants:
         self._change(key, end)
 
     def _unless_deleting(self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None], what: str) -> Grant:
-        """`_change` that decides only on a document without a fresh deletion intent (a stale one is the
-        decider's to take over or cancel). While another writer's intent stands, it looks again and again
-        until that deletion is done or its lease has run out; TransientError if it is still standing then
-        (its writer renews it: a deletion slower than one lease)."""
+        """`_change` that writes nothing while another writer's deletion intent stands (a stale one is the
+        decider's to take over or cancel). It looks again and again until that deletion is done or its lease
+        has run out; TransientError if it is still standing then (its writer renews it: a deletion slower
+        than one lease)."""
         busy: list[Deletion] = []
 
         def unless(grant: Grant, now: datetime) -> Grant | None:
             busy.clear()
+            changed = decide(grant, now)
+            if changed is None or changed == grant:
+                return None
             if grant.deleting is not None and not grant.deleting.stale(now, self.b.delete_lease):
                 busy.append(grant.deleting)
                 return None
-            return decide(grant, now)
+            return changed
 
         waited, look, budget = 0.0, FIRST_LOOK, None
         while True:
