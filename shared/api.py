@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .domain.audit import Actor, EventType, verify_chain
+from .domain.audit import Actor, ChainReport, EventType, settled, verification, verify_chain
 from .domain.errors import (
     AlreadyExists,
     AuthError,
@@ -50,11 +51,11 @@ from .ports import AuditQuery
 from .runtime import Runtime
 from .teams import (
     MAX_ACTIVITY_BYTES,
-    USAGE,
     InvalidActivity,
     InvalidCommand,
     ReplayGuard,
     TeamsCommand,
+    help_text,
     parse_activity,
     parse_command,
     reply,
@@ -337,7 +338,7 @@ class _Api:
         except InvalidCommand as exc:
             return reply(str(exc))
         if command.verb == "help":
-            return reply(USAGE)
+            return reply(help_text(self.settings.teams_webhook_name))
         problem = principal_id_problem(activity.aad_object_id)
         if problem:
             return reply("jitgate cannot tell who you are: your Teams message carries no Entra object id "
@@ -400,18 +401,19 @@ class _Api:
         caller: Annotated[Caller, Depends(_auditor("audit.verify"))],
         request_id: Annotated[str | None, Query(alias="requestId", max_length=128)] = None,
     ) -> dict[str, Any]:
-        """Recompute the hash chain of one request, or of every request, and name each first broken link.
-        Auditors and admins only."""
-        audit = self.runtime.audit
+        """Recompute the hash chain of one request, or of every request, compare each chain's end with its
+        request record, and name each first broken link. Auditors and admins only."""
+        audit, requests = self.runtime.audit, self.runtime.requests
+
+        def verified(rid: str) -> ChainReport:
+            record = requests.get_request(rid)  # NB. before the chain: see `settled`
+            return verify_chain(rid, audit.chain(rid), None if record is None else record.anchor())
+
         ids: Iterable[str] = [request_id.lower()] if request_id else audit.request_ids()
-        reports = []
-        for rid in ids:
-            events = audit.chain(rid)
-            if request_id and not events:
-                raise NotFound(f"no audit events for request {request_id[:64]}")
-            reports.append(verify_chain(rid, events))
-        return {"ok": all(r.ok for r in reports), "chains": len(reports), "events": sum(r.events for r in reports),
-                "broken": [r.as_dict() for r in reports if not r.ok]}
+        reports = [settled(partial(verified, rid)) for rid in ids]
+        if request_id and reports[0].events == 0 and not reports[0].anchored:
+            raise NotFound(f"no audit events for request {request_id[:64]}")
+        return verification(reports)
 
     def health(self) -> dict[str, Any]:
         """Liveness, the mode and which backend serves each port. Anyone may ask."""

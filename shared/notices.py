@@ -1,9 +1,9 @@
 """Who hears a notice, how they answer it, and where they read more.
 
-The lifecycle says what happened and which approver groups it concerns; `AddressedNotifier` completes the
-notice before any adapter renders it: the members of those groups to @mention (from the Directory, at most
-`max_mentions`), the name of the Teams outgoing webhook people @mention to answer, and the link to the
-request's page in the portal.
+The lifecycle says what happened, to whose request, and which approver groups it concerns; `AddressedNotifier`
+completes the notice before any adapter renders it: the members of those groups to @mention (from the Directory,
+at most `max_mentions`, never the requester), the name of the Teams outgoing webhook people @mention to answer,
+and the link to the request's page in the portal.
 """
 
 from __future__ import annotations
@@ -60,10 +60,13 @@ class AddressedNotifier:
         )
 
     def _addressees(self, notice: Notice) -> tuple[list[Person], dict[str, int]]:
-        """Up to `max_mentions` distinct people across the audience groups, in group order, and for each group
-        how many of its members are not among them."""
+        """Up to `max_mentions` distinct people across the audience groups, in group order, never the requester
+        (who cannot approve their own request), and for each group how many of its other members are not among
+        them."""
+        requester = notice.requester.lower()
+        read = self._max + 1 if requester else self._max  # the requester may be one of a group's first
         try:
-            groups = {group: self.directory.members_of(group, self._max) for group in notice.audience}
+            groups = {group: self.directory.members_of(group, read) for group in notice.audience}
         except Exception as exc:
             log.warning("notice %s for %s goes out without mentions: the directory failed: %s",
                         notice.kind, notice.request_id, exc)
@@ -71,13 +74,15 @@ class AddressedNotifier:
         chosen: dict[str, Person] = {}
         for members in groups.values():
             for person in members.people:
-                if len(chosen) < self._max:
+                if len(chosen) < self._max and person.principal_id.lower() != requester:
                     chosen.setdefault(person.principal_id.lower(), person)
-        left_out = {group: _left_out(members, chosen) for group, members in groups.items()}
+        left_out = {group: _left_out(members, chosen, requester) for group, members in groups.items()}
         return list(chosen.values()), {group: n for group, n in left_out.items() if n > 0}
 
 
-def _left_out(members: Members, chosen: dict[str, Person]) -> int:
+def _left_out(members: Members, chosen: dict[str, Person], requester: str) -> int:
     # NB. Only the members read count as mentioned: someone mentioned through another group who is beyond this
     # group's first `max_mentions` is counted among its "more" (a count off by the overlap, never a missed group).
-    return members.total - sum(1 for person in members.people if person.principal_id.lower() in chosen)
+    # The same holds for a requester beyond them.
+    return members.total - sum(1 for person in members.people if person.principal_id.lower() in chosen
+                               or person.principal_id.lower() == requester)

@@ -257,6 +257,7 @@ class Notice:
     facts: dict[str, str] = field(default_factory=dict)
     reply_hints: list[str] = field(default_factory=list)
     audience: list[str] = field(default_factory=list)  # approver groups, when relevant
+    requester: str = ""  # the requester's principal id: never @mentioned, they cannot approve their own request
     mentions: list[Person] = field(default_factory=list)
     unmentioned: dict[str, int] = field(default_factory=dict)  # audience group -> members not @mentioned
     answer_to: str = ""

@@ -261,6 +261,14 @@ _USAGES: dict[Verb, str] = {"approve": "approve <request id> [comment]", "deny":
                             "status": "status <request id>", "help": "help"}
 
 
+def help_text(webhook_name: str) -> str:
+    """The answer to `help`: every command as it must be typed, after an @mention of the outgoing webhook."""
+    commands = ", ".join(f"`@{webhook_name} {usage}`" for usage in _USAGES.values())
+    return (f"Start each command with @{webhook_name}: type @{webhook_name} and pick {webhook_name} from the list so "
+            f"that it becomes a mention (Teams passes jitgate only the messages that @mention it). Commands: "
+            f"{commands}.")
+
+
 def request_id_named_in(body: bytes) -> str | None:
     """The request id a (possibly forged) webhook body names, for auditing a refusal; None if none."""
     try:

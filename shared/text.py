@@ -9,28 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from .domain.durations import counted as counted
+from .domain.durations import duration_in_words as duration_in_words
 from .domain.lifecycle import RequestRecord, RequestState
-
-_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
-
-
-def counted(n: int, noun: str) -> str:
-    """`1 approval`, `2 approvals`, `0 approvals`."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def duration_in_words(value: timedelta) -> str:
-    """`1 hour 30 minutes`, `2 days 4 hours`, `45 seconds`: every unit that is not zero, to the second."""
-    seconds = int(abs(value.total_seconds()))
-    if seconds == 0:
-        return "less than a second" if value else "0 seconds"
-    parts = []
-    for unit, size in _UNITS:
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(counted(amount, unit))
-    text = " ".join(parts)
-    return f"minus {text}" if value < timedelta(0) else text
 
 
 def instant_in_words(value: datetime) -> str:
@@ -38,6 +19,26 @@ def instant_in_words(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("an instant without a time zone cannot be shown to people")
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when_in_words(value: datetime, now: datetime) -> str:
+    """`2026-12-06 05:17:16 UTC (in 1 hour)`, `… (5 minutes ago)`, `… (just now)`: the instant, and how far it
+    is from `now`."""
+    delta = value - now
+    distance = roughly(delta)
+    if delta > timedelta(0):
+        return f"{instant_in_words(value)} (in {distance})"
+    return f"{instant_in_words(value)} ({'just now' if distance == 'less than a minute' else f'{distance} ago'})"
+
+
+def roughly(value: timedelta) -> str:
+    """A length of time as a person says it in passing: to the minute, its two largest units (`1 hour 30 minutes`,
+    `2 days 4 hours`), `less than a minute` below one."""
+    minutes = int(abs(value.total_seconds()) / 60 + 0.5)
+    if minutes == 0:
+        return "less than a minute"
+    words = duration_in_words(timedelta(minutes=minutes)).split(" ")
+    return " ".join(words[:4])
 
 
 def listed(items: Iterable[str]) -> str:

@@ -148,6 +148,10 @@ class Grant(BaseModel):
     def active_holds(self) -> list[Hold]:
         return [h for h in self.holds if h.status is HoldStatus.ACTIVE]
 
+    def deleting_now(self, now: datetime, lease: timedelta) -> Deletion | None:
+        """The deletion intent standing on the key: one whose lease has not run out."""
+        return self.deleting if self.deleting is not None and not self.deleting.stale(now, lease) else None
+
     def with_hold(self, hold: Hold) -> Grant:
         """This document with `hold` put in place of the request's hold (or added), released holds pruned."""
         if hold.key != self.key:

@@ -280,7 +280,8 @@ class AccessRequest(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _errors_from(exc: ValidationError) -> list[FieldError]:
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """A model's validation errors as FieldErrors, in words (no `Value error, ` prefix, no input echoed)."""
     out = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "body"
@@ -301,7 +302,7 @@ def parse_access_request(raw: bytes | str) -> AccessRequest:
     try:
         return AccessRequest.model_validate_json(data)
     except ValidationError as exc:
-        raise InvalidRequest(_errors_from(exc), _request_id_of(doc, data)) from None
+        raise InvalidRequest(field_errors(exc), _request_id_of(doc, data)) from None
 
 
 def _request_id_of(doc: Any, raw: bytes) -> RequestId:

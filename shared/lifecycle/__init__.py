@@ -22,7 +22,6 @@ The pieces, each an object with its own dependencies, used in one direction only
 from __future__ import annotations
 
 from ..domain.audit import Actor
-from ..domain.errors import FieldError, InvalidRequest
 from ..domain.lifecycle import LifecycleCommand
 from .access import Access
 from .approvals import Approvals
@@ -82,11 +81,8 @@ class Lifecycle:
         return self.refusals.refuse_access(request_id, caller, action, reason)
 
     def handle_command(self, body: bytes, final_attempt: bool = False) -> Result | None:
-        """`access-lifecycle` handler."""
-        try:
-            cmd = LifecycleCommand.model_validate_json(body)
-        except ValueError as exc:
-            raise InvalidRequest([FieldError("body", f"not a lifecycle command: {exc}")]) from exc
+        """`access-lifecycle` handler; InvalidRequest, saying why, for a body that is not a command."""
+        cmd = LifecycleCommand.parse(body)
         if cmd.command == "grant":
             return self.access.grant(cmd.request_id, final_attempt)
         if cmd.command == "revoke":

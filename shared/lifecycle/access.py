@@ -4,6 +4,8 @@ touches the provider goes through `Grants`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..crashpoints import crashpoint
@@ -11,7 +13,7 @@ from ..domain.audit import SYSTEM, Actor, EventType, format_instant
 from ..domain.errors import AuthError, PermanentError, TransientError
 from ..domain.ledger import GrantKey, Hold, HoldStatus
 from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
-from ..text import clause, instant_in_words
+from ..text import clause, instant_in_words, when_in_words
 from .backends import Backends, Result
 from .grants import Grants
 from .notices import Notices
@@ -107,7 +109,7 @@ class Access:
             self.notices.notify(saved, "granted", f"Access granted until {instant_in_words(hold.expires_at)}")
         else:
             self.grants.release_leftovers(request_id)
-        return Result(request_id, saved.state, f"active until {format_instant(hold.expires_at)}")
+        return Result(request_id, saved.state, f"active until {when_in_words(hold.expires_at, now)}")
 
     def _ensure_revoke_scheduled(self, record: RequestRecord) -> None:
         if record.expires_at is None:
@@ -175,7 +177,7 @@ class Access:
         record = self.records.load(request_id)
         if record.state.terminal:
             self.grants.release_leftovers(request_id)
-            return Result(request_id, record.state, _how_it_ended(record)), False
+            return Result(request_id, record.state, _how_it_ended(record, self._when)), False
         now = self.b.clock.now()
         outcome: dict[str, Any] = {"reason": reason, "by": actor.principal_id}
         granted = False
@@ -214,7 +216,7 @@ class Access:
         saved = self.records.update(request_id, mutate)
         assert saved is not None
         if not ended:
-            return Result(request_id, saved.state, _how_it_ended(saved)), False
+            return Result(request_id, saved.state, _how_it_ended(saved, self._when)), False
         if not granted:
             # NB. Nothing was granted, so nothing is announced as revoked: a person withdrew the request,
             # or jitgate closed it because its time ran out before the grant completed.
@@ -228,9 +230,12 @@ class Access:
 
     def _too_late(self, record: RequestRecord, actor: Actor) -> Result:
         """A revoke asked of a request that had already ended: say how it ended, and audit the attempt."""
-        ended = _how_it_ended(record)
+        ended = _how_it_ended(record, format_instant)  # NB. the audit event keeps ISO 8601
         self.refusals.refuse_access(record.request_id, actor, "revoke", f"nothing to revoke: {ended}")
-        return Result(record.request_id, record.state, ended)
+        return Result(record.request_id, record.state, _how_it_ended(record, self._when))
+
+    def _when(self, at: datetime) -> str:
+        return when_in_words(at, self.b.clock.now())
 
     def _revoke_failed(self, record: RequestRecord, reason: str, actor: Actor, error: str) -> Result:
         """The provider refused the revoke for good: audit and announce it (once per distinct error),
@@ -285,11 +290,11 @@ class Access:
         self.records.update(record.request_id, mutate)
 
 
-def _how_it_ended(record: RequestRecord) -> str:
-    """How a request that is over ended, for someone who asks to revoke it."""
+def _how_it_ended(record: RequestRecord, written: Callable[[datetime], str]) -> str:
+    """How a request that is over ended, for someone who asks to revoke it, its instant `written` so."""
     if record.state is not RequestState.REVOKED:
         return f"already ended: the request is {record.state.value}"
-    when = format_instant(record.revoked_at or record.updated_at)
+    when = written(record.revoked_at or record.updated_at)
     reason = record.revoke_reason or ""
     if reason.startswith("expired"):
         return f"already ended at expiry: revoked at {when}"

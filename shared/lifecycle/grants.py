@@ -176,8 +176,7 @@ class Grants:
         now = self.b.clock.now()
         for assignment in self._call(provider.list_marked):
             grant = self.grant_of(assignment.key)
-            deleting = grant.deleting is not None and not grant.deleting.stale(now, self.b.delete_lease)
-            if not grant.active_holds and not deleting:
+            if not grant.active_holds and grant.deleting_now(now, self.b.delete_lease) is None:
                 yield assignment
 
     def remove(self, provider: GrantProvider, assignment: Assignment) -> bool:
@@ -188,8 +187,7 @@ class Grants:
 
         def claim(grant: Grant, now: datetime) -> Grant | None:
             mine.clear()
-            deleting = grant.deleting is not None and not grant.deleting.stale(now, self.b.delete_lease)
-            if grant.active_holds or deleting:
+            if grant.active_holds or grant.deleting_now(now, self.b.delete_lease) is not None:
                 return None
             mine.append(Deletion.begin(now, None))
             return grant.model_copy(update={"deleting": mine[0]})
@@ -279,8 +277,9 @@ class Grants:
             changed = decide(grant, now)
             if changed is None or changed == grant:
                 return None
-            if grant.deleting is not None and not grant.deleting.stale(now, self.b.delete_lease):
-                busy.append(grant.deleting)
+            standing = grant.deleting_now(now, self.b.delete_lease)
+            if standing is not None:
+                busy.append(standing)
                 return None
             return changed
 

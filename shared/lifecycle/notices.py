@@ -37,6 +37,7 @@ class Notices:
                     facts=_facts(record),
                     reply_hints=hints or [],
                     audience=audience or [],
+                    requester=record.request.requester.principal_id if record.request is not None else "",
                 )
             )
         except TransientError as exc:

@@ -32,7 +32,7 @@ from shared.adapters.azure.pim import AzurePim
 from shared.adapters.azure.rbac import AzureRbac
 from shared.adapters.teams.workflows import TeamsNotifier
 from shared.cards import teams_message
-from shared.domain.audit import canonical_json, verify_chain
+from shared.domain.audit import AuditEvent, canonical_json, verify_chain
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for
 from shared.domain.policy import Policy
@@ -45,6 +45,7 @@ from tests.azure.fake_loganalytics import FakeLogAnalytics, table
 from tests.azure.fake_teams import SIGNATURE, FakeTeamsWebhook
 from tests.fakes.clock import FakeClock
 from tests.fakes.world import JANE, World, access_request
+from tests.tampering import TAMPERINGS
 
 SUB_ID = "11111111-1111-4111-8111-111111111111"
 SUB = f"/subscriptions/{SUB_ID}"
@@ -1040,6 +1041,36 @@ def test_each_finished_day_gets_one_blob_of_the_chains_of_requests_closed_that_d
     assert metadata["requests"] == "2" and metadata["events"] == str(len(lines)) and metadata["brokenchains"] == "0"
     next_day, _, _ = read_blob(archive, names[1])
     assert {json.loads(line)["requestId"] for line in next_day.decode().splitlines()} == {r3}
+
+
+@pytest.mark.parametrize("tampering", ["last event rewritten, hash recomputed", "tail truncated"])
+def test_a_chain_whose_end_is_not_where_its_record_says_is_archived_as_stored_and_counted_broken(
+    tampering: str, archive: BlobAuditArchive, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a day with two closed requests, the first asked to revoke once more the next day (too late: refused,
+    # and audited after its closing event), and its chain edited in the store so that every link still holds
+    world, (r1, _, _, _) = closed_requests_world()
+    world.lifecycle.request_revoke(r1, JANE, is_admin=False)
+    chain = world.store.chain(r1)
+    assert chain[-1].type.value == "access.refused"
+    if tampering == "tail truncated":
+        world.store.truncate(r1, len(chain) - 1)
+    else:
+        doc = chain[-1].document()
+        TAMPERINGS["actor changed, hash recomputed"].edit(doc)
+        world.store.rewrite(AuditEvent.model_validate(doc))
+    assert verify_chain(r1, world.store.chain(r1)).ok
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+
+    # WHEN the day is archived
+    [name, _] = archive.archive_closed(world.store, day, day + timedelta(days=2, hours=1))
+
+    # THEN the chains are archived as stored, and the blob says one of them is broken: r1's record disagrees
+    data, metadata, _ = read_blob(archive, name)
+    archived = [json.loads(line) for line in data.decode().splitlines()]
+    assert [e for e in archived if e["requestId"] == r1] == [e.document() for e in world.store.chain(r1)]
+    assert metadata["requests"] == "2" and metadata["brokenchains"] == "1"
+    assert f"archive {name}: 1 chain(s) fail verification" in caplog.text
 
 
 def test_archiving_again_keeps_the_first_blob_of_a_day(archive: BlobAuditArchive) -> None:

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from shared.domain.errors import InvalidRequest
+from shared.domain.ids import NIL_GUID
 from shared.domain.request import parse_access_request
 from shared.schema import SCHEMA_PATH
 
@@ -105,3 +106,13 @@ def test_every_message_the_action_refuses_the_python_model_refuses_on_the_same_f
             assert any(loc == error["loc"] or loc.startswith(error["loc"] + ".") for loc in python_locs), (
                 f"the action refuses {error['loc']} ({error['msg']}) but the model names {sorted(python_locs)}"
             )
+
+
+def test_the_nil_guid_is_refused_by_both_as_a_principal_id_in_the_same_words(produced: dict[str, Any]) -> None:
+    [case] = [c for c in produced["refused"] if c["message"]["requester"]["principalId"] == NIL_GUID]
+    with pytest.raises(InvalidRequest) as caught:
+        parse_access_request(json.dumps(case["message"]).encode())
+    python = [e.as_dict() for e in caught.value.errors]
+    assert case["errors"] == python == [
+        {"loc": "requester.principalId", "msg": f"must not be the nil GUID {NIL_GUID}: it names nobody"}
+    ]

@@ -44,7 +44,8 @@ def test_check_passes_against_the_running_server_and_the_workflows_webhook(
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["ok", "secret"], ["ok", "webhook"], ["ok", "card"]]
-    assert f"{jitgate_server.url}/api/teams/webhook verified a signed test message and answered “Commands:" in lines[1]
+    assert (f"{jitgate_server.url}/api/teams/webhook verified a signed test message and answered “Start each command "
+            "with @jitgate") in lines[1]
     [card] = webhook.messages
     assert card["attachments"][0]["content"]["type"] == "AdaptiveCard"
 

@@ -32,7 +32,7 @@ from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
 from tests.fakes.clock import FakeClock
-from tests.tampering import TAMPERINGS
+from tests.tampering import TAMPERINGS, truncated
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"  # approver
 BOB = "bbbbbbbb-0000-4000-8000-00000000000b"  # approver
@@ -415,6 +415,8 @@ def test_a_revoke_after_expiry_is_answered_with_how_the_request_ended_and_audite
     assert response.status_code == 200
     assert response.json()["state"] == "revoked"
     assert response.json()["message"].startswith("already ended at expiry")
+    assert re.fullmatch(r"already ended at expiry: revoked at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(just now\)",
+                        response.json()["message"])
     [attempt] = refusals(runtime, request_id)
     assert attempt["actor"]["principalId"] == JANE and attempt["data"]["action"] == "revoke"
 
@@ -720,19 +722,22 @@ def test_audit_verify_passes_then_names_a_tampered_event(client: TestClient, run
     result = client.get("/api/audit/verify", headers=auditor).json()
     assert result["ok"] is False
     assert result["broken"] == [{"requestId": second, "events": 2, "ok": False, "brokenSeq": 1,
-                                 "reason": "hash does not match the event's content"}]
+                                 "brokenEventId": f"{second}:000001",
+                                 "reason": "hash does not match the event's content", "anchored": True}]
     one = client.get("/api/audit/verify", params={"requestId": first}, headers=auditor).json()
     assert one["ok"] is True and one["chains"] == 1
     assert client.get("/api/audit/verify", params={"requestId": str(uuid.uuid4())}, headers=auditor).status_code == 404
 
 
+@pytest.mark.parametrize("where", ["middle", "last"])
 @pytest.mark.parametrize("name", sorted(TAMPERINGS))
 def test_audit_verify_names_an_event_rewritten_by_someone_who_can_recompute_hashes(
-        name: str, client: TestClient, runtime: Runtime, settings: Settings):
+        name: str, where: str, client: TestClient, runtime: Runtime, settings: Settings):
     # GIVEN two granted requests
     rid = submit(client, runtime, access_request())
     submit(client, runtime, access_request(requester=BOB))
-    seq = 1  # policy.evaluated, in the middle of the chain
+    chain = runtime.audit.chain(rid)
+    seq = 1 if where == "middle" else len(chain) - 1  # policy.evaluated, or the chain's last event
 
     # WHEN one event is rewritten in the database, in the canonical form the store writes
     with sqlite3.connect(settings.data_dir / "store.db") as db:
@@ -742,12 +747,38 @@ def test_audit_verify_names_an_event_rewritten_by_someone_who_can_recompute_hash
         db.execute("UPDATE audit_events SET doc = ? WHERE request_id = ? AND seq = ?",
                    (canonical_json(tampered), rid, seq))
 
-    # THEN verifying every chain, or this one, names the request and the first broken link
-    expected = TAMPERINGS[name].expected(rid, seq).as_dict()
+    # THEN verifying every chain, or this one, names the request, the first broken link and its event id
+    expected = TAMPERINGS[name].expected(rid, seq, tampered, head=chain[-1].hash, last=len(chain) - 1).as_dict()
+    assert expected["brokenEventId"] == f"{rid}:{expected['brokenSeq']:06d}"
     auditor = who(AUDITOR, "Jit.Auditor")
     for params in ({}, {"requestId": rid}):
         result = client.get("/api/audit/verify", params=params, headers=auditor).json()
         assert (result["ok"], result["broken"]) == (False, [expected])
+
+
+@pytest.mark.parametrize("kept", [1, 0])
+def test_audit_verify_names_a_chain_whose_tail_was_cut_off(kept: int, client: TestClient, runtime: Runtime,
+                                                             settings: Settings):
+    # GIVEN two granted requests
+    rid = submit(client, runtime, access_request())
+    other = submit(client, runtime, access_request(requester=BOB))
+    chain = runtime.audit.chain(rid)
+
+    # WHEN every event of one chain after the first `kept` is deleted from the database
+    with sqlite3.connect(settings.data_dir / "store.db") as db:
+        db.execute("DELETE FROM audit_events WHERE request_id = ? AND seq >= ?", (rid, kept))
+
+    # THEN verifying it names the first missing event and where its request record says the chain ends
+    expected = truncated(rid, kept, head=chain[-1].hash, last=len(chain) - 1).as_dict()
+    auditor = who(AUDITOR, "Jit.Auditor")
+    one = client.get("/api/audit/verify", params={"requestId": rid}, headers=auditor).json()
+    assert (one["ok"], one["broken"]) == (False, [expected])
+    # AND verifying every chain does too, while the chain is still listed (a chain with no event left is found
+    # by asking for it, and by `jitgate audit verify --data-dir`, which reads the records too)
+    every = client.get("/api/audit/verify", headers=auditor).json()
+    assert (every["ok"], every["broken"]) == ((False, [expected]) if kept else (True, []))
+    assert every["unanchored"] == 0 and every["chains"] == (2 if kept else 1)
+    assert client.get("/api/audit/verify", params={"requestId": other}, headers=auditor).json()["ok"] is True
 
 
 # ---------------------------------------------------------------- errors

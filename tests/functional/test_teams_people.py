@@ -134,3 +134,10 @@ def test_the_lines_copied_from_the_card_do_what_they_say(client: TestClient, run
     assert teams(client, ALICE, f"status {request_id}").startswith(
         f"Request {request_id} (Contributor at {PROD} for Jane Doe) is waiting for 1 more approval (deadline "
     )
+
+
+def test_help_tells_people_to_mention_the_webhook_by_its_configured_name(client: TestClient) -> None:
+    answer = teams(client, ALICE, "help")
+    assert answer.startswith("Start each command with @JIT Gate: type @JIT Gate and pick JIT Gate from the list")
+    for line in ("approve <request id> [comment]", "deny <request id> <reason>", "status <request id>", "help"):
+        assert f"`@JIT Gate {line}`" in answer

@@ -320,6 +320,29 @@ def test_mentions_are_capped_across_groups_without_doubles() -> None:
     assert sent.answer_to == "jitgate" and sent.link == ""
 
 
+def test_the_requester_is_never_mentioned_on_their_own_request(addressed_world: World) -> None:
+    # GIVEN Alice, an approver, asking for access herself
+    rid = addressed_world.submit(access_request(ALICE, role="Contributor", scope=PROD_RG))
+    # THEN her request's approval card mentions the other approvers only: she cannot approve it
+    [sent] = addressed_world.notifier.of_kind("approval_requested")
+    assert sent.requester == ALICE
+    assert [p.principal_id for p in sent.mentions] == [BOB, CAROL] and sent.unmentioned == {}
+    assert [e["mentioned"]["id"] for e in adaptive_card(sent)["msteams"]["entities"]] == [BOB, CAROL]
+    assert rid == sent.request_id
+
+
+def test_a_requester_among_a_groups_first_members_leaves_room_for_another_and_is_not_counted_as_more() -> None:
+    # GIVEN a group of three whose first member asks, and room for two mentions
+    inner = FakeNotifier()
+    directory = FakeDirectory({"platform-approvers": {ALICE, BOB, CAROL}})
+    notifier = AddressedNotifier(inner, directory, answer_to="jitgate", max_mentions=2)
+    # WHEN the approval card of her request goes out
+    notifier.notify(notice(mentions=[], unmentioned={}, requester=ALICE.upper()))
+    # THEN both others are mentioned, and nobody is left to count
+    [sent] = inner.notices
+    assert [p.principal_id for p in sent.mentions] == [BOB, CAROL] and sent.unmentioned == {}
+
+
 def test_a_directory_failure_does_not_stop_the_notice(caplog: pytest.LogCaptureFixture) -> None:
     inner = FakeNotifier()
     directory = FakeDirectory({"platform-approvers": {ALICE}})

@@ -222,20 +222,33 @@ def test_a_revoke_arriving_just_after_expiry_says_it_had_already_ended_and_is_au
     result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
     # THEN the answer says the request had already ended at expiry, not that her revoke ended it
     assert result.state is RequestState.REVOKED
-    assert result.message.startswith("already ended at expiry") and "done" not in result.message
+    assert result.message == "already ended at expiry: revoked at 2026-11-26 09:01:00 UTC (just now)"
+    assert "done" not in result.message
     [revoked] = [e for e in world.store.chain(rid) if e.type is EventType.GRANT_REVOKED]
     assert revoked.data["reason"] == "expired" and revoked.actor.principal_id == "jitgate"
     # AND her attempt is audited, and people hear of the revoke once
     attempt = world.store.chain(rid)[-1]
     assert attempt.type is EventType.ACCESS_REFUSED and attempt.actor.principal_id == JANE
-    assert attempt.data["action"] == "revoke" and "already ended at expiry" in attempt.data["reason"]
+    assert attempt.data["action"] == "revoke"
+    assert attempt.data["reason"] == (
+        "nothing to revoke: already ended at expiry: revoked at 2026-11-26T09:01:00.000000Z"  # ISO 8601 in events
+    )
     assert len(world.notifier.of_kind("revoked")) == 1
     # AND asking again later gets the same answer, from the stored record
     world.clock.advance(90)
     again = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
-    assert again.message == result.message
+    assert again.message == "already ended at expiry: revoked at 2026-11-26 09:01:00 UTC (2 minutes ago)"
     assert world.event_types(rid).count("access.refused") == 2
     assert world.chains_ok()
+
+
+def test_the_grant_answers_until_when_in_words_and_audits_it_in_iso_8601(world: World) -> None:
+    doc = access_request(duration="PT1H")
+    world.lifecycle.evaluate(body(doc))
+    result = world.lifecycle.grant(doc["requestId"])
+    assert result.message == "active until 2026-11-26 10:00:00 UTC (in 1 hour)"
+    [applied] = [e for e in world.store.chain(doc["requestId"]) if e.type is EventType.GRANT_APPLIED]
+    assert applied.data["expiresAt"] == "2026-11-26T10:00:00.000000Z"
 
 
 def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revoked(world: World) -> None:
@@ -471,6 +484,23 @@ def test_outbox_left_by_a_crash_is_flushed_exactly_once(world: World) -> None:
     assert world.lifecycle.flush_pending() == 0
     assert world.event_types(rid)[-1] == "activity.summary"
     assert world.chains_ok()
+
+
+def test_a_record_left_with_an_outbox_partly_appended_is_flushed_before_its_next_write(world: World) -> None:
+    # GIVEN an active request an earlier jitgate left with two events in its outbox, the first already appended
+    rid = world.submit(access_request())
+    record = world.store.get_request(rid)
+    assert record is not None
+    first = record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": 3})
+    record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": 4})
+    world.store.put_legacy_record(record)
+    world.store.append(first, JANE)
+    # WHEN the requester revokes it (a write of the record, before any reconcile ran)
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    # THEN the outbox went first, each event once, and the revoke after it
+    assert result.state is RequestState.REVOKED
+    assert world.event_types(rid)[-3:] == ["activity.summary", "activity.summary", "grant.revoked"]
+    assert world.chains_ok() and world.store.requests_with_outbox() == []
 
 
 def test_refused_api_access_is_audited_on_the_request(world: World) -> None:

@@ -16,7 +16,9 @@ from shared.text import (
     listed,
     quoted,
     reason_in_words,
+    roughly,
     state_in_words,
+    when_in_words,
 )
 
 AT = datetime(2026, 12, 6, 5, 17, 16, 250_000, tzinfo=UTC)
@@ -48,6 +50,25 @@ def test_instant_in_words_is_to_the_second_in_utc_with_its_zone() -> None:
     assert instant_in_words(paris) == "2026-12-06 05:17:16 UTC"
     with pytest.raises(ValueError, match="time zone"):
         instant_in_words(AT.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    ("offset", "words"),
+    [
+        (timedelta(hours=1), "2026-12-06 05:17:16 UTC (in 1 hour)"),
+        (timedelta(minutes=59, seconds=50), "2026-12-06 05:17:16 UTC (in 1 hour)"),
+        (timedelta(hours=1, minutes=30, seconds=10), "2026-12-06 05:17:16 UTC (in 1 hour 30 minutes)"),
+        (timedelta(days=2, hours=3, minutes=4), "2026-12-06 05:17:16 UTC (in 2 days 3 hours)"),
+        (timedelta(seconds=20), "2026-12-06 05:17:16 UTC (in less than a minute)"),
+        (timedelta(0), "2026-12-06 05:17:16 UTC (just now)"),
+        (timedelta(seconds=-20), "2026-12-06 05:17:16 UTC (just now)"),
+        (timedelta(minutes=-5), "2026-12-06 05:17:16 UTC (5 minutes ago)"),
+        (timedelta(days=-1, hours=-2), "2026-12-06 05:17:16 UTC (1 day 2 hours ago)"),
+    ],
+)
+def test_when_in_words_says_the_instant_and_how_far_it_is_from_now(offset: timedelta, words: str) -> None:
+    assert when_in_words(AT, AT - offset) == words
+    assert roughly(-offset) == roughly(offset)
 
 
 @pytest.mark.parametrize(
