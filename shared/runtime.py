@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,8 @@ def build_local(settings: Settings) -> Runtime:
     providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
     backends = Backends(
         stale_after=settings.stale_after,
+        # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
+        delete_lease=timedelta(seconds=2),
         requests=store,
         ledger=store,
         audit=store,

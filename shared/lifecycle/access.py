@@ -63,6 +63,10 @@ class Access:
             raise
         if overdue and hold.status != HoldStatus.ACTIVE:
             return self.revoke(request_id, "expired before the grant completed")
+        if hold.status is not HoldStatus.ACTIVE:
+            # NB. A revoke released the hold while this grant ran (`apply` removed what it made): the state is
+            # that revoke's to write. Had it died, reconcile re-drives this grant, which finds the hold released.
+            return Result(request_id, record.state, "revoked while the grant ran")
         result = self._activate(request_id, key, hold)
         if overdue:
             # The assignment was made before a crash: record that truthfully, then end it now.
@@ -197,6 +201,7 @@ class Access:
                 outcome |= self.grants.release(record.grant_key, request_id)
             except PermanentError as exc:
                 return self._revoke_failed(record, reason, actor, str(exc)), False
+            now = self.b.clock.now()  # NB. the assignment is confirmed gone only now (it may have waited)
             if record.expires_at is not None:
                 outcome["latenessSeconds"] = round((now - record.expires_at).total_seconds(), 3)
             if reason != "expired" and record.revoke_sequence is not None:

@@ -50,6 +50,9 @@ class Backends:
     max_backoff: float = 8.0
     verify_attempts: int = 6
     stale_after: timedelta = timedelta(seconds=60)
+    # NB. Longer than one provider call can take (ARM's client timeout is 30 s): a deletion intent older than
+    # this is taken to be abandoned, and another writer may take it over or a grant cancel it.
+    delete_lease: timedelta = timedelta(seconds=45)
 
     def queue_of(self, command: LifecycleCommand) -> str:
         """Where a command goes: a revoke on the revocations queue, any other on the lifecycle queue."""

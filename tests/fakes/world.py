@@ -102,6 +102,7 @@ class World:
             clock=self.clock,
             policy=self.policy,
             sleep=self.sleeps.append,
+            delete_lease=timedelta(seconds=20),  # shorter than the lock, as in every deployment
         )
         self.lifecycle = Lifecycle(self.backends)
         self.worker = Worker(
