@@ -581,8 +581,8 @@ def _infra_roles(args: argparse.Namespace) -> int:
 
 
 def _databases_check(args: argparse.Namespace) -> int:
+    from .adapters.databases.servers import Servers, ServersFileError
     from .adapters.postgres.check import check_all, render
-    from .adapters.postgres.servers import Servers, ServersFileError
     from .domain.errors import PolicyError
     from .domain.policy import Policy
 

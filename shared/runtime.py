@@ -170,8 +170,8 @@ def database_providers(settings: Settings) -> dict[str, GrantProvider]:
     """The `postgres` provider over the servers file, when one is configured. Nothing connects here."""
     if settings.databases_file is None:
         return {}
+    from .adapters.databases.servers import Servers, ServersFileError
     from .adapters.postgres.provider import PostgresGrants
-    from .adapters.postgres.servers import Servers, ServersFileError
     from .adapters.postgres.signin import sign_in_for
 
     try:

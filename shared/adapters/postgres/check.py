@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from ...domain.decision import Outcome
 from ...domain.errors import JitgateError
 from ...domain.policy import Policy
+from ..databases.servers import Server, Servers
 from .provider import PostgresGrants
-from .servers import Server, Servers
 from .signin import SignIn, sign_in_for
 
 
