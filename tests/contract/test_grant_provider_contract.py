@@ -1,6 +1,7 @@
 """The GrantProvider contract, written once and run against every adapter (the `postgres` one against a
-real, throwaway PostgreSQL server); then what only simulated planes offer (seed, fault injection),
-LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
+real, throwaway PostgreSQL server, `azure-sql` against a fake database that parses every statement as T-SQL,
+`azure-rbac` and `cosmos-data` against a fake ARM); then what only simulated planes offer (seed, fault
+injection), LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text,
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey, marker_for
 from shared.ports import GrantProvider, Notice
+from tests.azure import sql_world
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
 
@@ -59,6 +61,8 @@ class Profile:
 ARM = Profile()
 POSTGRES = Profile(scope="pg-main/payments", other_scope="pg-dr/payments", role_name="payments_write",
                    role="payments_write", other_role="payments_read", arm=False)
+AZURE_SQL = Profile(scope=sql_world.SCOPE, other_scope=sql_world.OTHER_SCOPE, role_name="PAYMENTS_WRITE",
+                    role="payments_write", other_role="payments_read", arm=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider
     "azure-rbac": (lambda request, tmp: __import__("tests.azure.fake_arm", fromlist=["fake_rbac"]).fake_rbac(tmp),
                    ARM),
     "postgres": (_postgres, POSTGRES),
+    "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
     "fake": lambda tmp: FakeGrantProvider(),
