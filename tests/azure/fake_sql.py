@@ -183,6 +183,14 @@ class FakeSqlDatabase:
             self.tenant.add(object_id, name, kind)
         return self._add(Principal(0, name, kind, sid=sid_of(object_id)))
 
+    def drop_role(self, name: str) -> None:
+        role = self.principal(name).principal_id
+        del self.state.principals[role]
+        self.state.members = {(r, m) for r, m in self.state.members if r != role}
+
+    def drop_member(self, role: str, member: str) -> None:
+        self.state.members.discard((self.principal(role).principal_id, self.principal(member).principal_id))
+
     def add_member(self, role: str, member: str) -> None:
         self.state.members.add((self.principal(role).principal_id, self.principal(member).principal_id))
 

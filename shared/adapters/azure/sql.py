@@ -9,10 +9,11 @@
   extended properties on the user, written in the transaction that makes them: `jitgate:member:<role
   principal_id>` (value: the role's name) per membership, `jitgate:user` on a user jitgate created. A membership
   without jitgate's property is access the person already had (preexisting, never touched); only a user carrying
-  `jitgate:user` is dropped, once it is a member of nothing, and one that owns something is kept with CONNECT
-  revoked (jitgate never touches data). Why properties rather than a table of jitgate's: they add no object to the
-  application's database, need no right beyond ALTER ANY USER (which creating users needs anyway), live and die
-  with the user, and there is one per membership, so concurrent grants to one person never race on one value.
+  `jitgate:user` is dropped, once it is a member of nothing; one that owns something is kept (jitgate never
+  touches data) and `jitgate databases check` lists it. Why properties rather than a table of jitgate's: they add
+  no object to the application's database, need no right beyond ALTER ANY USER (which creating users needs
+  anyway), live and die with the user, and there is one per membership, so concurrent grants to one person never
+  race on one value.
 - A revoke ends the person's sessions (`KILL`, found in `sys.dm_exec_sessions` by SID or user name) after
   `DROP MEMBER` commits: a session keeps the role memberships it signed in with until it ends.
 
@@ -308,6 +309,12 @@ class AzureSqlGrants:
                 if self._is_member(db, user, target):
                     raise TransientError(f"'{user.name}' is still a member of role '{role}' on server "
                                          f"'{server.name}' after DROP MEMBER")
+            elif user is not None and target is None:
+                # NB. The role was dropped meanwhile, and its memberships with it: the grant is gone, only
+                # jitgate's mark of it is left on the user.
+                for mark, value in self._marks(db, user).items():
+                    if mark.startswith(MEMBER_MARK) and value == role:
+                        self._unmark(db, user, mark)
             # NB. Sessions are found by SID as well as by name, so a revoke that dies after dropping the user and
             # runs again still ends them; the user is dropped last for the same reason.
             ended = self._end_sessions(db, principal, user.name if user is not None else "")
@@ -398,8 +405,7 @@ class AzureSqlGrants:
         return self._assignment(server, principal, str(row[1]), mine)
 
     def _ensure_user(self, db: Database, server: Server, principal: str, kind: str) -> User:
-        """The principal's user, created (and marked as jitgate's) when there is none; one of jitgate's that was
-        kept without CONNECT gets it back."""
+        """The principal's user, created (and marked as jitgate's) when there is none."""
         if not is_guid(principal.lower()):
             raise PermanentError(f"PrincipalNotFound: {principal!r} is not a Microsoft Entra object id")
         user = self._user(db, principal)
@@ -417,20 +423,14 @@ class AzureSqlGrants:
                 raise TransientError(f"created user '{name}' on server '{server.name}' but cannot read it back")
             self._mark(db, user, USER_MARK, USER_NOTE)
             log.info("created user %r in database %s on server %s", name, server.database, server.name)
-        elif USER_MARK in self._marks(db, user) and not self._may_connect(db, user):
-            db.run(f"GRANT CONNECT TO {quote_name(user.name)}")
         if user.type != kind:
             raise PermanentError(f"UnmatchedPrincipalType: {principal} is {_TYPE_WORDS.get(user.type, user.type)} in "
                                  f"database {server.database}, not {_TYPE_WORDS[kind]}")
         return user
 
-    def _may_connect(self, db: Database, user: User) -> bool:
-        return db.one("SELECT 1 FROM sys.database_permissions WHERE class = 0 AND grantee_principal_id = ?"
-                      " AND type = 'CO' AND state IN ('G', 'W')", (user.principal_id,)) is not None
-
     def _drop_user_if_done(self, db: Database, server: Server, user: User) -> bool:
         """Drop a user jitgate created once it is a member of nothing (True when dropped); one that owns something
-        is kept, unable to connect."""
+        is kept."""
         marks = self._marks(db, user)
         if USER_MARK not in marks or any(mark.startswith(MEMBER_MARK) for mark in marks):
             return False
@@ -445,11 +445,9 @@ class AzureSqlGrants:
         except Error as exc:
             if error_number(exc) not in _CANNOT_DROP:
                 raise
-            # NB. It owns something made while it had access: jitgate never touches data, so the user stays, unable
-            # to connect, for an admin to look at; a later grant lets it connect again.
-            log.warning("user %r on server %s is kept without CONNECT, not dropped: %s", user.name, server.name,
-                        _message(exc))
-            db.run(f"REVOKE CONNECT FROM {quote_name(user.name)}")
+            # NB. It owns something made while it had access. jitgate never touches data, so the user stays (a
+            # member of no role jitgate granted) for an admin to look at: `jitgate databases check` lists it.
+            log.warning("user %r on server %s is kept, not dropped: %s", user.name, server.name, _message(exc))
             return False
         log.info("dropped user %r in database %s on server %s", user.name, server.database, server.name)
         return True
