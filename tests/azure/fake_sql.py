@@ -155,7 +155,9 @@ class State:
 class FakeSqlDatabase:
     """One Azure SQL Database (see the module docstring). `connect` is the provider's connector."""
 
-    def __init__(self, name: str = "payments", server: str = "sql-main", tenant: Tenant | None = None) -> None:
+    def __init__(self, name: str = "payments", server: str = "sql-main", tenant: Tenant | None = None,
+                 bare: bool = False) -> None:
+        """`bare`: a database nobody has set up for jitgate yet (no user for its identity, so it cannot sign in)."""
         self.name = name
         self.server = server
         self.state = State()
@@ -168,7 +170,9 @@ class FakeSqlDatabase:
             self.state.principals[role_id] = Principal(role_id, role_name, "R", is_fixed_role=True)
         self.state.principals[0] = Principal(0, "public", "R")
         self.state.principals[1] = Principal(1, "dbo", "S", sid=b"\x01")
-        self.jitgate = self.add_user(JITGATE_OID, JITGATE_USER)
+        self.tenant.add(JITGATE_OID, JITGATE_USER)
+        if not bare:
+            self.add_user(JITGATE_OID, JITGATE_USER)
         self.admin = self.state.principals[1]
         self.state.sessions[OWN_SESSION] = Session(OWN_SESSION, JITGATE_USER, sid_of(JITGATE_OID))
 
@@ -247,9 +251,10 @@ class FakeSqlDatabase:
 
     def connect(self, server: Server | None = None, as_admin: bool = False) -> FakeSqlConnection:
         self._fault("connect")
-        if self.refuse_login:
+        me = self.admin if as_admin else self.user_of(JITGATE_OID)
+        if self.refuse_login or me is None:
             raise sql_error(18456)
-        return FakeSqlConnection(self, self.admin if as_admin else self.jitgate)
+        return FakeSqlConnection(self, me)
 
     def _fault(self, kind: str) -> None:
         for i, (when, error, left) in enumerate(self.faults):
@@ -380,7 +385,16 @@ class FakeSqlCursor:
         tokens = Tokens(TSQL().tokenize(text), f"{statement.this} {text}")
         verb = str(statement.this).upper()
         self.conn.changing()
-        if verb == "CREATE":
+        if verb == "CREATE" and tokens.peek() == "ROLE":
+            tokens.word("ROLE")
+            name = tokens.identifier()
+            tokens.end()
+            if not self.conn.may("ALTER ANY ROLE"):
+                raise sql_error(15247)
+            if self.db.find(name) is not None:
+                raise sql_error(15023, name)
+            self.db._add(Principal(0, name, "R"))
+        elif verb == "CREATE":
             tokens.word("USER")
             name = tokens.identifier()
             tokens.word("FROM"), tokens.word("EXTERNAL"), tokens.word("PROVIDER")

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.tokens import TokenType
 
 from shared.adapters.azure.sql import MEMBER_MARK, USER_MARK, AzureSqlGrants
+from shared.adapters.azure.sql_check import check_server
+from shared.adapters.databases.check import check_all, render
 from shared.adapters.databases.servers import Servers
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for, role_id
-from tests.azure.fake_sql import JITGATE_USER, FakeSqlSyntaxError
+from shared.domain.policy import Policy
+from tests.azure.fake_sql import JITGATE_OID, JITGATE_USER, FakeSqlDatabase, FakeSqlSyntaxError
 from tests.azure.sql_world import SCOPE, SqlWorld
 
 REQUEST = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -304,3 +308,108 @@ def test_the_fake_refuses_what_sql_server_would_not_parse(world: SqlWorld, sql: 
     conn = world.main.connect()
     with pytest.raises(FakeSqlSyntaxError):
         conn.cursor().execute(sql, ("x",) if "?" in sql else ())
+
+
+# ---------------------------------------------------------------- jitgate databases check
+
+SETUP = Path(__file__).resolve().parents[2] / "infra" / "sql" / "azure-sql-setup.sql"
+
+
+def run_as_admin(db: FakeSqlDatabase, *statements: str) -> None:
+    cursor = db.connect(as_admin=True).cursor()
+    for statement in statements:
+        cursor.execute(statement)
+
+
+def setup_script(user: str, object_id: str) -> list[str]:
+    """infra/sql/azure-sql-setup.sql as sqlcmd runs it: variables substituted, one statement at a time."""
+    text = SETUP.read_text().replace("$(jitgate_user)", user).replace("$(jitgate_object_id)", object_id)
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+
+
+def test_the_setup_script_and_the_printed_fixes_give_jitgate_every_right_the_check_asks_for() -> None:
+    # GIVEN a database nobody set up for jitgate, with the roles an application team made
+    db = FakeSqlDatabase(bare=True)
+    run_as_admin(db, "CREATE ROLE [payments_read]")
+    server = SqlWorld().server("sql-main")
+    roles = ["db_datareader", "payments_audit", "payments_read"]
+    # THEN jitgate cannot even sign in, and the check says where to start
+    [refused] = check_server(server, roles, connect=db.connect)
+    assert not refused.ok and "Login failed" in refused.what and "azure-sql-setup.sql" in refused.fix
+    # WHEN an admin runs the setup script THEN only what depends on the policy's roles is missing
+    run_as_admin(db, *setup_script(JITGATE_USER, JITGATE_OID))
+    findings = check_server(server, roles, connect=db.connect)
+    failed = {f.what: f.fix for f in findings if not f.ok}
+    assert list(failed) == ["may change the members of fixed role db_datareader (only db_owner members may)",
+                            "role payments_audit exists", "may change the members of role payments_read (ALTER on it)"]
+    assert failed["role payments_audit exists"] == "CREATE ROLE [payments_audit];"
+    assert failed["may change the members of role payments_read (ALTER on it)"] == (
+        "GRANT ALTER ON ROLE::[payments_read] TO [jitgate-identity];")
+    # WHEN the admin runs the printed fixes (the fixed role's advice: a custom role in it) THEN the check passes
+    advice = failed["may change the members of fixed role db_datareader (only db_owner members may)"]
+    custom = advice.split("instead: ", 1)[1].split(" (and", 1)[0]
+    run_as_admin(db, failed["role payments_audit exists"],
+                 failed["may change the members of role payments_read (ALTER on it)"],
+                 *(s.strip() for s in custom.split(";") if s.strip()))
+    run_as_admin(db, "GRANT ALTER ON ROLE::[payments_audit] TO [jitgate-identity]")
+    findings = check_server(server, ["db_datareader_jitgate", "payments_audit", "payments_read"], connect=db.connect)
+    assert [f.what for f in findings if not f.ok] == []
+    assert len(findings) == 7
+    # AND the custom role made from the advice really is a member of the fixed one
+    assert db.roles_of("db_datareader_jitgate") == ["db_datareader"]
+
+
+def test_the_check_names_a_wrong_user_a_policy_without_roles_an_ungrantable_role_and_users_it_kept(
+        world: SqlWorld, provider: AzureSqlGrants) -> None:
+    k = key()
+    grant(provider, k)
+    name = world.logins[k.principal_id]
+    world.main.principal(name).owns_schema = True
+    revoke(provider, k)
+    server = replace(world.server("sql-main"), user="someone-else")
+
+    findings = check_server(server, ["db_owner"], connect=world.connect)
+    failed = {f.what: f.fix for f in findings if not f.ok}
+
+    assert failed["signs in as jitgate-identity (Entra token) to database payments"] == (
+        "set `user: jitgate-identity` for server 'sql-main' in the servers file")
+    assert "role db_owner is no role jitgate grants (its holder could escape every rule)" in failed
+    assert failed[f"user {name}, made by jitgate, is a member of nothing but was kept: it owns something"] == (
+        f"look at what it owns, then DROP USER [{name}];")
+    assert any("allows any role" in f.what for f in check_server(server, None, connect=world.connect))
+
+
+DATABASES = SCOPE.rsplit("/servers/", 1)[0] + "/servers/*/databases/payments"
+CHECK_POLICY = f"""\
+version: 1
+groups:
+  engineers: ["dddddddd-0000-4000-8000-00000000000d"]
+rules:
+  - name: read
+    match: {{providers: [azure-sql], roles: [payments_read], scopes: ["{DATABASES}"]}}
+    outcome: auto
+    maxDuration: PT1H
+  - name: other-providers-roles-are-not-asked-for
+    match: {{providers: [postgres], roles: [payments_write], scopes: ["**"]}}
+    outcome: auto
+    maxDuration: PT1H
+"""
+
+
+def test_check_all_reports_every_server_with_the_roles_its_provider_grants_there(world: SqlWorld,
+                                                                                tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(CHECK_POLICY)
+    world.main.grant("ALTER", role="payments_read")
+    world.databases["sql-dr"].state.permissions.clear()
+
+    results = check_all(world.servers(), Policy.load(policy_file), connect=world.connect)
+    text = render(results, world.servers())
+
+    assert all(f.ok for f in results["sql-main"])
+    assert [f.what for f in results["sql-dr"] if not f.ok][:1] == [
+        "has ALTER ANY USER (to create and drop the users it grants to)"]
+    assert "sql-dr (azure-sql, sql-dr.database.windows.net:1433, database payments, scope " in text
+    assert "       fix: GRANT ALTER ANY USER TO [jitgate-identity];" in text
+    assert "payments_write" not in text
