@@ -24,7 +24,8 @@ from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text,
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey, marker_for
 from shared.ports import GrantProvider, Notice
-from tests.azure import sql_world
+from tests.azure import fake_arm, sql_world
+from tests.azure.fake_arm_cosmos import DATA_CONTRIBUTOR, DATA_READER
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
 
@@ -63,6 +64,9 @@ POSTGRES = Profile(scope="pg-main/payments", other_scope="pg-dr/payments", role_
                    role="payments_write", other_role="payments_read", arm=False)
 AZURE_SQL = Profile(scope=sql_world.SCOPE, other_scope=sql_world.OTHER_SCOPE, role_name="PAYMENTS_WRITE",
                     role="payments_write", other_role="payments_read", arm=False)
+COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CONTRACT_COSMOS}/dbs/payments",
+                      role_name="cosmos db built-in data contributor", role=DATA_CONTRIBUTOR, other_role=DATA_READER,
+                      arm=False)
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ def _postgres(request: pytest.FixtureRequest, tmp: Path) -> GrantProvider:
 PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider], Profile]] = {
     "fake": (lambda request, tmp: FakeGrantProvider(), ARM),
     "local": (lambda request, tmp: LocalRbac(tmp / "rbac.sqlite"), ARM),
-    "azure-rbac": (lambda request, tmp: __import__("tests.azure.fake_arm", fromlist=["fake_rbac"]).fake_rbac(tmp),
-                   ARM),
+    "azure-rbac": (lambda request, tmp: fake_arm.fake_rbac(tmp), ARM),
+    "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
     "postgres": (_postgres, POSTGRES),
     "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
 }
