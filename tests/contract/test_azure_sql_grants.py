@@ -22,6 +22,7 @@ from shared.domain.ledger import GrantKey, marker_for, role_id
 from shared.domain.policy import Policy
 from tests.azure.fake_sql import JITGATE_OID, JITGATE_USER, FakeSqlDatabase, FakeSqlSyntaxError
 from tests.azure.sql_world import SCOPE, SqlWorld
+from tests.fakes.world import JANE, World, access_request
 
 REQUEST = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
@@ -413,3 +414,43 @@ def test_check_all_reports_every_server_with_the_roles_its_provider_grants_there
     assert "sql-dr (azure-sql, sql-dr.database.windows.net:1433, database payments, scope " in text
     assert "       fix: GRANT ALTER ANY USER TO [jitgate-identity];" in text
     assert "payments_write" not in text
+
+
+# ---------------------------------------------------------------- through the lifecycle
+
+SQL_POLICY = f"""\
+version: 1
+groups:
+  engineers: ["{JANE}"]
+rules:
+  - name: payments-sql-read
+    match: {{providers: [azure-sql], roles: [payments_read], scopes: ["{DATABASES}"], requesterGroups: [engineers]}}
+    outcome: auto
+    maxDuration: PT1H
+"""
+
+
+def test_the_lifecycle_grants_revokes_and_reconciles_through_azure_sql(world: SqlWorld,
+                                                                        provider: AzureSqlGrants) -> None:
+    lifecycle = World()
+    lifecycle.backends.providers = {**lifecycle.backends.providers, "azure-sql": provider}
+    lifecycle.backends.policy = Policy.from_text(SQL_POLICY)
+    doc = access_request(principal=JANE, role="payments_read", scope=SCOPE, duration="PT1H")
+    doc["target"]["provider"] = "azure-sql"
+    # WHEN Jane asks for an hour of payments_read THEN her user is made and put in the role
+    request_id = lifecycle.submit(doc)
+    assert lifecycle.state(request_id) == "active"
+    jane = world.logins[JANE]
+    assert world.main.roles_of(jane) == ["payments_read"]
+    session = world.main.open_session(JANE)
+    # AND a membership jitgate made that no hold explains is found by reconcile and removed
+    orphan = key("payments_write")
+    grant(provider, orphan)
+    report = lifecycle.lifecycle.reconcile()
+    assert report.orphans_removed == [orphan.assignment_name()]
+    assert world.main.find(world.logins[orphan.principal_id]) is None
+    # AND when the hour is up her membership, her session and the user jitgate made are gone
+    lifecycle.advance(3600)
+    assert lifecycle.state(request_id) == "revoked"
+    assert session not in world.main.state.sessions and world.main.find(jane) is None
+    assert lifecycle.chains_ok()
