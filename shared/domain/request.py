@@ -124,12 +124,13 @@ _COSMOS_SCOPE = re.compile(
 SQL_NAME_CHARS = 128  # sysname
 
 
-def _database_role(role: str, kind: str = "a PostgreSQL role name", limit: str = f"{PG_NAME_BYTES} bytes") -> str:
+def _database_role(role: str, kind: str = "a PostgreSQL role name", limit: int = PG_NAME_BYTES,
+                   unit: str = "bytes") -> str:
     """A database role's name: printable ASCII (quotes, ']', ';' and '--' are legal in a quoted identifier and
-    never reach SQL text: identifiers are composed by one quoting function), at most `limit` (bytes and
-    characters are one here), no leading or trailing space."""
-    if len(role.encode()) > int(limit.split()[0]):
-        raise ValueError(f"{kind} is at most {limit}")
+    never reach SQL text: identifiers are composed by one quoting function), at most `limit` bytes (one per
+    character here), no leading or trailing space."""
+    if len(role.encode()) > limit:
+        raise ValueError(f"{kind} is at most {limit} {unit}")
     if any(not " " <= char <= "~" for char in role):
         raise ValueError(f"{kind} must be printable ASCII (no control characters)")
     if role != role.strip():
@@ -283,7 +284,7 @@ def validate_role(provider: Provider, role: str) -> str:
     if provider is Provider.POSTGRES:
         return _database_role(role)
     if provider is Provider.AZURE_SQL:
-        return _database_role(role, "an Azure SQL role name", f"{SQL_NAME_CHARS} characters")
+        return _database_role(role, "an Azure SQL role name", SQL_NAME_CHARS, "characters")
     if provider is not Provider.GCP_IAM:
         if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.fullmatch(role)):
             return role

@@ -151,7 +151,7 @@ def translate(exc: BaseException, server: Server, doing: str) -> TransientError 
     said = _message(exc)
     # NB. Without a number jitgate knows, a connection that failed or broke (OperationalError: SQLSTATE 08xxx,
     # HYT00...) is worth retrying; anything the server refused for a reason it named is not.
-    unreached = number is None and isinstance(exc, OperationalError | InterfaceError) and "Login failed" not in said
+    unreached = number is None and isinstance(exc, OperationalError | InterfaceError)
     if number in TRANSIENT_ERRORS or unreached:
         wait = 10.0 if number == 40501 else None  # "Retry the request after 10 seconds"
         return TransientError(f"{where}: cannot {doing} now: {said}", retry_after=wait)
@@ -181,26 +181,28 @@ class User:
 class Database:
     """One connection to one database, its errors jitgate's (see `AzureSqlGrants.connect`)."""
 
-    def __init__(self, conn: Connection, server: Server) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.server = server
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self.conn.cursor()
-        try:
-            cursor.execute(sql, tuple(params))
+        with self._executed(sql, params) as cursor:
             return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         found = self.rows(sql, params)
         return found[0] if found else None
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A statement that returns no rows."""
+        with self._executed(sql, params):
+            pass
+
+    @contextmanager
+    def _executed(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
         cursor = self.conn.cursor()
         try:
             cursor.execute(sql, tuple(params))
+            yield cursor
         finally:
             cursor.close()
 
@@ -488,7 +490,7 @@ class AzureSqlGrants:
         except Error as exc:
             raise translate(exc, server, "connect") from exc
         try:
-            yield Database(conn, server)
+            yield Database(conn)
         except Error as exc:
             raise translate(exc, server, "query") from exc
         finally:
