@@ -162,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--write", action="store_true", help="write infra/allowed-roles.json instead of printing it")
     ir.set_defaults(run=_infra_roles)
 
-    db = sub.add_parser("databases", help="PostgreSQL servers jitgate grants on (JITGATE_DATABASES_FILE)")
+    db = sub.add_parser("databases", help="database servers jitgate grants on, PostgreSQL and Azure SQL "
+                                          "(JITGATE_DATABASES_FILE)")
     dbsub = db.add_subparsers(metavar="ACTION")
     dbc = dbsub.add_parser("check", help="per server: can jitgate sign in, does it hold the rights it needs, "
                                          "and how to fix what it lacks")
@@ -593,8 +594,8 @@ def _infra_roles(args: argparse.Namespace) -> int:
 
 
 def _databases_check(args: argparse.Namespace) -> int:
-    from .adapters.postgres.check import check_all, render
-    from .adapters.postgres.servers import Servers, ServersFileError
+    from .adapters.databases.check import check_all, render
+    from .adapters.databases.servers import Servers, ServersFileError
     from .domain.errors import PolicyError
     from .domain.policy import Policy
 

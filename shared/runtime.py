@@ -109,6 +109,7 @@ def build_azure(settings: Settings) -> Runtime:
     from .adapters.azure.arm import arm_token_provider
     from .adapters.azure.blob_archive import BlobAuditArchive
     from .adapters.azure.cosmos import CosmosStore
+    from .adapters.azure.cosmos_data import CosmosDataGrants
     from .adapters.azure.graph import GraphDirectory, graph_token_provider
     from .adapters.azure.monitor import AzureActivity
     from .adapters.azure.pim import AzurePim
@@ -120,14 +121,17 @@ def build_azure(settings: Settings) -> Runtime:
     credential = azure_credential(settings)
     arm = arm_token_provider(credential)
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
-    databases = database_providers(settings)
-    unknown = [name for name in settings.providers if name not in known and name not in databases]
+    databases = database_providers(settings, credential)
+    served = [*known, "cosmos-data", *databases]
+    unknown = [name for name in settings.providers if name not in served]
     if unknown:
         raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: "
-                             f"{', '.join(known)}"])
+                             f"{', '.join(served)}"])
     providers: dict[str, GrantProvider] = {
         name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers if name in known
     }
+    if "cosmos-data" in settings.providers:
+        providers["cosmos-data"] = CosmosDataGrants(arm, accounts=settings.cosmos_accounts)
     providers.update({name: p for name, p in databases.items() if name in settings.providers})
     if not settings.teams_webhook_url:
         log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: approvers will not hear of requests")
@@ -170,19 +174,30 @@ def build_azure(settings: Settings) -> Runtime:
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
 
 
-def database_providers(settings: Settings) -> dict[str, GrantProvider]:
-    """The `postgres` provider over the servers file, when one is configured. Nothing connects here."""
+def database_providers(settings: Settings, credential: TokenCredential | None = None) -> dict[str, GrantProvider]:
+    """The `postgres` and `azure-sql` providers over the servers file, each when the file names a server of it.
+    Nothing connects here; Azure SQL signs in with `credential` (the process's, in Azure mode)."""
     if settings.databases_file is None:
         return {}
-    from .adapters.postgres.provider import PostgresGrants
-    from .adapters.postgres.servers import Servers, ServersFileError
-    from .adapters.postgres.signin import sign_in_for
+    from .adapters.databases.servers import Servers, ServersFileError
 
     try:
         servers = Servers.load(settings.databases_file)
     except ServersFileError as exc:
         raise SettingsError([f"JITGATE_DATABASES_FILE: {error}" for error in exc.errors]) from None
-    return {"postgres": PostgresGrants(servers, sign_in=partial(sign_in_for, azure_client_id=settings.azure_client_id))}
+    providers: dict[str, GrantProvider] = {}
+    if "postgres" in servers.providers:
+        from .adapters.postgres.provider import PostgresGrants
+        from .adapters.postgres.signin import sign_in_for
+
+        sign_in = partial(sign_in_for, azure_client_id=settings.azure_client_id)
+        providers["postgres"] = PostgresGrants(servers, sign_in=sign_in)
+    if "azure-sql" in servers.providers:
+        from .adapters.azure.sql import AzureSqlGrants, entra_connector
+
+        connect = entra_connector(credential or azure_credential(settings))
+        providers["azure-sql"] = AzureSqlGrants(servers, connect=connect)
+    return providers
 
 
 def addressed(notifier: Notifier, directory: Directory, settings: Settings) -> Notifier:

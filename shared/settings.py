@@ -61,6 +61,7 @@ class Settings:
     activity_workspace_id: str = ""  # Log Analytics workspace with the AzureActivity table
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
+    cosmos_accounts: tuple[str, ...] = ()  # the Cosmos DB accounts (ARM ids) `cosmos-data` grants on and reconciles
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
     # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
     # and the portal (Backstage) base URL each card links the request's page under.
@@ -119,6 +120,7 @@ class Settings:
             archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
+            cosmos_accounts=read.checked("JITGATE_COSMOS_ACCOUNTS", _cosmos_accounts, ()),
             group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
@@ -138,6 +140,8 @@ class Settings:
             # may create a group could name one after an approver group.
             "JITGATE_GROUP_OBJECT_IDS": self.group_object_ids,
         }
+        if "cosmos-data" in self.providers:
+            required["JITGATE_COSMOS_ACCOUNTS"] = self.cosmos_accounts
         return [name for name, value in required.items() if not value]
 
     @property
@@ -241,6 +245,21 @@ def _base_url(name: str, text: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
     return url
+
+
+def _cosmos_accounts(name: str, text: str) -> tuple[str, ...]:
+    """Cosmos DB account ARM ids, comma-separated."""
+    from .domain.request import Provider, validate_scope
+
+    accounts = _listed(text)
+    for account in accounts:
+        try:
+            validate_scope(Provider.COSMOS_DATA, account)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {account!r} is not a Cosmos DB account's ARM id: {exc}") from None
+        if "/dbs/" in account.lower():
+            raise ValueError(f"{name}: {account!r} is below an account; name the account")
+    return accounts
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.databases.servers import Server, Servers
 from shared.adapters.postgres.provider import PostgresGrants
-from shared.adapters.postgres.servers import Server, Servers
 from shared.adapters.postgres.signin import PasswordEnv
 from shared.adapters.postgres.throwaway import INSTALL_HINT, PAYMENTS_ROLES, NoPostgres, ThrowawayPostgres
 

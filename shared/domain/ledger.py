@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,10 +20,22 @@ MARKER_PREFIX = "jitgate:"
 # Planes whose grants have no names of their own (a database role membership): jitgate's handle on such a
 # grant is `<principal>/<role id>`, readable and reversible, so that a revoke that finds the grant already
 # gone still knows whose sessions to end. ARM-like planes get a UUIDv5, as they require GUID names.
-NAMELESS_PROVIDERS = frozenset({"postgres"})
+NAMELESS_PROVIDERS = frozenset({"postgres", "azure-sql"})
 # NB. A hot key (one person asking for the same role every day) must not grow its document without bound
 # (Cosmos items stop at 2 MB): only the most recently released holds are kept. The audit trail is the record.
 RELEASED_KEPT = 16
+_ROLE_ID_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def role_id(role: str) -> str:
+    """A database role's name as it stands in a grant key, which lower-cases it: every character but a-z, 0-9
+    and `_` percent-encoded (`Payments` → `%50ayments`), so that the name survives and can be read back."""
+    return "".join(ch if ch in _ROLE_ID_SAFE else "".join(f"%{b:02x}" for b in ch.encode()) for ch in role)
+
+
+def role_name(role_id: str) -> str:
+    """The role name a grant key's role id stands for."""
+    return unquote(role_id, errors="strict")
 
 
 @dataclass(frozen=True, order=True)

@@ -39,6 +39,8 @@ class Provider(StrEnum):
     GCP_IAM = "gcp-iam"
     LOCAL = "local"
     POSTGRES = "postgres"
+    AZURE_SQL = "azure-sql"
+    COSMOS_DATA = "cosmos-data"
 
     @property
     def has_arm_scopes(self) -> bool:
@@ -106,17 +108,33 @@ _CLOUD_SQL_DATABASE = re.compile(
 )
 _SERVER_DATABASE = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,62}}/{_DATABASE}$")
 PG_NAME_BYTES = 63
+# NB. An Azure SQL Database is an ARM resource: the logical server's name as ARM allows it, any database name
+# `_arm_scope` lets through. A Cosmos DB data-plane scope is the account's ARM id, optionally /dbs/<database>
+# and /colls/<container>, as the data-plane role assignment's `scope` names it.
+_AZURE_SQL_DATABASE = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.Sql"
+    r"/servers/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/databases/[^/]+$",
+    re.IGNORECASE,
+)
+_COSMOS_SCOPE = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.DocumentDB"
+    r"/databaseAccounts/[a-z0-9](?:[a-z0-9-]{1,48}[a-z0-9])(?:/dbs/[^/]+(?:/colls/[^/]+)?)?$",
+    re.IGNORECASE,
+)
+SQL_NAME_CHARS = 128  # sysname
 
 
-def _database_role(role: str) -> str:
-    """A PostgreSQL role name: printable ASCII (quotes, ';' and '--' are legal in a quoted identifier and never
-    reach SQL text: the driver composes identifiers), at most 63 bytes, no leading or trailing space."""
-    if len(role.encode()) > PG_NAME_BYTES:
-        raise ValueError(f"a PostgreSQL role name is at most {PG_NAME_BYTES} bytes")
+def _database_role(role: str, kind: str = "a PostgreSQL role name", limit: int = PG_NAME_BYTES,
+                   unit: str = "bytes") -> str:
+    """A database role's name: printable ASCII (quotes, ']', ';' and '--' are legal in a quoted identifier and
+    never reach SQL text: identifiers are composed by one quoting function), at most `limit` bytes (one per
+    character here), no leading or trailing space."""
+    if len(role.encode()) > limit:
+        raise ValueError(f"{kind} is at most {limit} {unit}")
     if any(not " " <= char <= "~" for char in role):
-        raise ValueError("a PostgreSQL role name must be printable ASCII (no control characters)")
+        raise ValueError(f"{kind} must be printable ASCII (no control characters)")
     if role != role.strip():
-        raise ValueError("a PostgreSQL role name must not start or end with a space")
+        raise ValueError(f"{kind} must not start or end with a space")
     return role
 
 
@@ -188,6 +206,18 @@ def validate_scope(provider: Provider, scope: str) -> str:
         raise ValueError("scope must be ASCII")
     if provider is Provider.POSTGRES:
         return _database_scope(scope)
+    if provider is Provider.AZURE_SQL:
+        _arm_scope(scope)
+        if not _AZURE_SQL_DATABASE.fullmatch(scope):
+            raise ValueError("an Azure SQL scope must be /subscriptions/<guid>/resourceGroups/<name>/providers"
+                             "/Microsoft.Sql/servers/<server>/databases/<database>")
+        return scope
+    if provider is Provider.COSMOS_DATA:
+        _arm_scope(scope)
+        if not _COSMOS_SCOPE.fullmatch(scope):
+            raise ValueError("a Cosmos DB scope must be /subscriptions/<guid>/resourceGroups/<name>/providers"
+                             "/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]")
+        return scope
     if provider is Provider.GCP_IAM:
         if not _GCP_SCOPE.fullmatch(scope):
             raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
@@ -253,6 +283,8 @@ def validate_role(provider: Provider, role: str) -> str:
         raise ValueError("role must be ASCII (look-alike characters are refused)")
     if provider is Provider.POSTGRES:
         return _database_role(role)
+    if provider is Provider.AZURE_SQL:
+        return _database_role(role, "an Azure SQL role name", SQL_NAME_CHARS, "characters")
     if provider is not Provider.GCP_IAM:
         if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.fullmatch(role)):
             return role

@@ -1,6 +1,7 @@
 """The GrantProvider contract, written once and run against every adapter (the `postgres` one against a
-real, throwaway PostgreSQL server); then what only simulated planes offer (seed, fault injection),
-LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
+real, throwaway PostgreSQL server, `azure-sql` against a fake database that parses every statement as T-SQL,
+`azure-rbac` and `cosmos-data` against a fake ARM); then what only simulated planes offer (seed, fault
+injection), LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text,
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey, marker_for
 from shared.ports import GrantProvider, Notice
+from tests.azure import fake_arm, sql_world
+from tests.azure.fake_arm_cosmos import DATA_CONTRIBUTOR, DATA_READER
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
 
@@ -59,6 +62,11 @@ class Profile:
 ARM = Profile()
 POSTGRES = Profile(scope="pg-main/payments", other_scope="pg-dr/payments", role_name="payments_write",
                    role="payments_write", other_role="payments_read", arm=False)
+AZURE_SQL = Profile(scope=sql_world.SCOPE, other_scope=sql_world.OTHER_SCOPE, role_name="PAYMENTS_WRITE",
+                    role="payments_write", other_role="payments_read", arm=False)
+COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CONTRACT_COSMOS}/dbs/payments",
+                      role_name="cosmos db built-in data contributor", role=DATA_CONTRIBUTOR, other_role=DATA_READER,
+                      arm=False)
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,10 @@ def _postgres(request: pytest.FixtureRequest, tmp: Path) -> GrantProvider:
 PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider], Profile]] = {
     "fake": (lambda request, tmp: FakeGrantProvider(), ARM),
     "local": (lambda request, tmp: LocalRbac(tmp / "rbac.sqlite"), ARM),
-    "azure-rbac": (lambda request, tmp: __import__("tests.azure.fake_arm", fromlist=["fake_rbac"]).fake_rbac(tmp),
-                   ARM),
+    "azure-rbac": (lambda request, tmp: fake_arm.fake_rbac(tmp), ARM),
+    "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
     "postgres": (_postgres, POSTGRES),
+    "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
     "fake": lambda tmp: FakeGrantProvider(),

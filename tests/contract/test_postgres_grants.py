@@ -14,13 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shared.adapters.databases.servers import Servers
 from shared.adapters.postgres.check import check_server
-from shared.adapters.postgres.provider import LOGIN_MARKER, PostgresGrants, role_id, role_name
-from shared.adapters.postgres.servers import Servers
+from shared.adapters.postgres.provider import LOGIN_MARKER, PostgresGrants
 from shared.adapters.postgres.signin import PasswordEnv
 from shared.cli import main
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
-from shared.domain.ledger import GrantKey, marker_for
+from shared.domain.ledger import GrantKey, marker_for, role_id, role_name
 from tests.postgres import JITGATE_PASSWORD, PgWorld, admin_sql, prepare, start_server
 
 pytestmark = pytest.mark.postgres

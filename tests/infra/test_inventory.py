@@ -21,6 +21,7 @@ from shared.infra_roles import (
     ALLOWED_ROLES_FILE,
     PRINCIPAL_TYPES,
     allowed_role_ids,
+    cosmos_data_roles,
     grant_condition,
     render,
     write_allowed_roles,
@@ -268,6 +269,34 @@ def test_deny_rules_and_other_clouds_do_not_widen_the_grant() -> None:
 
     # THEN only the Azure rule's role is allowed
     assert allowed_role_ids(policy) == ["acdd72a7-3385-48ef-bd42-f606fba81ae7"]
+
+
+def test_the_cosmos_data_roles_are_listed_from_the_policy_for_the_data_plane_permission() -> None:
+    # GIVEN the example policy: Data Reader and Data Contributor, each by name and by id
+    cosmos = render_json(Policy.load(ROOT / "policies" / "example.yaml"))["cosmosData"]
+    assert cosmos["roleDefinitionIds"] == ["00000000-0000-0000-0000-000000000001",
+                                           "00000000-0000-0000-0000-000000000002"]
+    assert cosmos["roles"]["Cosmos DB Built-in Data Reader"] == "00000000-0000-0000-0000-000000000001"
+    # AND a custom role passes by id, a rule for every provider gives only what can be a Cosmos DB role
+    policy = policy_of(one_rule("[cosmos db built-in data reader, 11111111-2222-4333-8444-555555555555]",
+                                "[cosmos-data]").replace("/subscriptions/*/**", "/subscriptions/*/**"))
+    assert cosmos_data_roles(policy)["roleDefinitionIds"] == ["00000000-0000-0000-0000-000000000001",
+                                                              "11111111-2222-4333-8444-555555555555"]
+    assert cosmos_data_roles(policy_of(one_rule("[Reader]", '"*"')))["roleDefinitionIds"] == []
+
+
+@pytest.mark.parametrize(("roles", "problem"), [
+    ('"*"', r"allows any role \('\*'\) for cosmos-data"),
+    ("[Cosmos DB Data Reader]", "names role 'Cosmos DB Data Reader', which is not a Cosmos DB built-in role name"),
+])
+def test_cosmos_data_rules_must_name_roles_it_can_resolve(roles: str, problem: str) -> None:
+    with pytest.raises(PolicyError, match=problem):
+        render(policy_of(one_rule(roles, "[cosmos-data]")))
+
+
+def render_json(policy: Policy) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(render(policy))
+    return loaded
 
 
 def test_write_allowed_roles_reports_whether_the_file_changed(tmp_path: Path) -> None:

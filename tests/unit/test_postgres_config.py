@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from shared.adapters.databases.servers import Server, Servers, ServersFileError
 from shared.adapters.postgres.provider import translate
-from shared.adapters.postgres.servers import Server, Servers, ServersFileError
 from shared.adapters.postgres.signin import (
     CLOUD_SQL_SCOPE,
     ENTRA_SCOPE,

@@ -1,42 +1,16 @@
-"""`jitgate databases check`: per server, whether jitgate can sign in and holds the rights it needs, and the
-statements an admin runs to give the ones it lacks (infra/sql/postgres-setup.sql does all of them once)."""
+"""`jitgate databases check` on a PostgreSQL server: whether jitgate can sign in and holds the rights it needs,
+and the statements an admin runs to give the ones it lacks (infra/sql/postgres-setup.sql does all of them
+once)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ...domain.decision import Outcome
 from ...domain.errors import JitgateError
-from ...domain.policy import Policy
+from ..databases.check import Finding
+from ..databases.servers import Server, Servers
 from .provider import PostgresGrants
-from .servers import Server, Servers
 from .signin import SignIn, sign_in_for
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check on one server: passed or not, and how to fix it when not."""
-
-    ok: bool
-    what: str
-    fix: str = ""
-
-
-def policy_roles(policy: Policy, server: Server) -> list[str] | None:
-    """The roles some non-deny postgres rule of the policy can grant at this server's scope (sorted); None
-    when a rule allows any role there."""
-    roles: set[str] = set()
-    path = server.scope.lower() + "/"
-    for rule in policy.rules:
-        if rule.outcome is Outcome.DENY or (rule.providers is not None and "postgres" not in rule.providers):
-            continue
-        if not rule.scope_regex.fullmatch(path):
-            continue
-        if rule.roles is None:
-            return None
-        roles.update(rule.roles)
-    return sorted(roles)
 
 
 def check_server(server: Server, roles: list[str] | None,
@@ -82,23 +56,6 @@ def check_server(server: Server, roles: list[str] | None,
         return [Finding(False, f"cannot sign in: {exc}",
                         "check host, port, database and the sign-in in the servers file; "
                         "infra/sql/postgres-setup.sql creates jitgate's login")]
-
-
-def check_all(servers: Servers, policy: Policy,
-              sign_in: Callable[[Server], SignIn] = sign_in_for) -> dict[str, list[Finding]]:
-    return {server.name: check_server(server, policy_roles(policy, server), sign_in) for server in servers.servers}
-
-
-def render(results: dict[str, list[Finding]], servers: Servers) -> str:
-    lines = []
-    for server in servers.servers:
-        lines.append(f"{server.name} ({server.platform}, {server.host}:{server.port}, database {server.database}, "
-                     f"scope {server.scope})")
-        for finding in results[server.name]:
-            lines.append(f"  {'ok  ' if finding.ok else 'FAIL'} {finding.what}")
-            if not finding.ok and finding.fix:
-                lines.append(f"       fix: {finding.fix}")
-    return "\n".join(lines)
 
 
 def _createrole_fix(server: Server, me: str) -> str:

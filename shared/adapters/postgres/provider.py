@@ -29,17 +29,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
 
 from ...domain.errors import AssignmentExists, PermanentError, TransientError
-from ...domain.ledger import MARKER_PREFIX, Assignment, GrantKey
-from .servers import Server, Servers
+from ...domain.ledger import MARKER_PREFIX, Assignment, GrantKey, role_id, role_name
+from ..databases.servers import PG_LOGIN_BYTES, Server, Servers
 from .signin import SignIn, sign_in_for
 
 log = logging.getLogger("jitgate.postgres")
 
 LOGIN_MARKER = f"{MARKER_PREFIX} login created by jitgate; dropped when its last grant ends"
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _UNKNOWN_LOGIN = "login:"  # the principal of a login the servers file does not name (found by reconcile)
 _AZURE_TYPES = {"user": "user", "group": "group", "serviceprincipal": "service"}
 
@@ -47,16 +45,6 @@ _AZURE_TYPES = {"user": "user", "group": "group", "serviceprincipal": "service"}
 # insufficient resources (53), operator intervention such as a shutting-down server (57P0x) or a statement
 # or lock timeout (57014, 55P03), serialization failures and deadlocks (40).
 _TRANSIENT_CLASSES = ("08", "53", "57", "40", "55P03", "58")
-
-
-def role_id(role: str) -> str:
-    """A role's name as it stands in a grant key: unchanged by lower-casing, and reversible."""
-    return "".join(ch if ch in _SAFE else "".join(f"%{b:02x}" for b in ch.encode()) for ch in role)
-
-
-def role_name(role_id: str) -> str:
-    """The role name a grant key's role id stands for."""
-    return unquote(role_id, errors="strict")
 
 
 class PostgresGrants:
@@ -72,7 +60,7 @@ class PostgresGrants:
         statement_timeout_ms: int = 5000,
         session_end_wait: float = 5.0,
     ) -> None:
-        self.servers = servers
+        self.servers = servers.for_provider(self.name)
         self._sign_in = sign_in
         self._sign_ins: dict[str, SignIn] = {}
         self.connect_timeout = connect_timeout
@@ -211,6 +199,9 @@ class PostgresGrants:
                 f"no login for principal {principal} on PostgreSQL server '{server.name}': name it under "
                 f"`logins` in {self.servers.source} (the login this person signs in with)"
             )
+        if len(login.encode()) > PG_LOGIN_BYTES:
+            raise PermanentError(f"login '{login}' for principal {principal} is longer than PostgreSQL's "
+                                 f"{PG_LOGIN_BYTES} bytes: name a shorter one under this server's `logins`")
         return login
 
     def _principal_of(self, server: Server, login: str) -> str:

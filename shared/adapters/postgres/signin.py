@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...domain.errors import PermanentError, TransientError
-from .servers import Server
+from ..databases.servers import Server
 
 ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 CLOUD_SQL_SCOPE = "https://www.googleapis.com/auth/sqlservice.login"

@@ -10,7 +10,7 @@
 import { durationMicroseconds, MICROSECONDS_PER_DAY } from './durations';
 import type { FieldError } from './errors';
 
-export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres'] as const;
+export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data'] as const;
 export type Provider = (typeof PROVIDERS)[number];
 
 export const PRINCIPAL_TYPES = ['User', 'Group'] as const;
@@ -87,6 +87,18 @@ const CLOUD_SQL_DATABASE = new RegExp(
 const SERVER_DATABASE = new RegExp(`^[a-z0-9][a-z0-9-]{0,62}/${DATABASE}$`);
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const PG_NAME_BYTES = 63;
+// `azure-sql` targets: the database's ARM id; `cosmos-data`: the account's, optionally /dbs/<db>[/colls/<c>].
+const AZURE_SQL_DATABASE = new RegExp(
+  '^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.Sql' +
+    '/servers/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/databases/[^/]+$',
+  'i',
+);
+const COSMOS_SCOPE = new RegExp(
+  '^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.DocumentDB' +
+    '/databaseAccounts/[a-z0-9](?:[a-z0-9-]{1,48}[a-z0-9])(?:/dbs/[^/]+(?:/colls/[^/]+)?)?$',
+  'i',
+);
+const SQL_NAME_CHARS = 128;
 const GCP_ROLE =
   /^(roles\/[A-Za-z][A-Za-z0-9_.]{2,99}|(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations\/[0-9]{1,20})\/roles\/[A-Za-z0-9_.]{3,64})$/;
 
@@ -252,6 +264,24 @@ function durationProblem(value: unknown): string | undefined {
 function scopeProblem(provider: Provider, scope: string): string | undefined {
   if (!ASCII.test(scope)) return 'scope must be ASCII';
   if (provider === 'postgres') return databaseScopeProblem(scope);
+  if (provider === 'azure-sql') {
+    return (
+      armScopeProblem(scope) ??
+      (AZURE_SQL_DATABASE.test(scope)
+        ? undefined
+        : 'an Azure SQL scope must be /subscriptions/<guid>/resourceGroups/<name>/providers' +
+          '/Microsoft.Sql/servers/<server>/databases/<database>')
+    );
+  }
+  if (provider === 'cosmos-data') {
+    return (
+      armScopeProblem(scope) ??
+      (COSMOS_SCOPE.test(scope)
+        ? undefined
+        : 'a Cosmos DB scope must be /subscriptions/<guid>/resourceGroups/<name>/providers' +
+          '/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]')
+    );
+  }
   if (provider === 'gcp-iam') {
     return GCP_SCOPE.test(scope) ? undefined : 'scope must be projects/<id>, folders/<number> or organizations/<number>';
   }
@@ -305,15 +335,19 @@ function armScopeProblem(scope: string): string | undefined {
   return 'scope must be a subscription, resource group, resource or management group path';
 }
 
+/** `_database_role`: printable ASCII, at most `limit` bytes (one per character here), no edge spaces. */
+function databaseRoleProblem(role: string, kind: string, limit: number, unit: string): string | undefined {
+  if (new TextEncoder().encode(role).length > limit) return `${kind} is at most ${limit} ${unit}`;
+  if (!PRINTABLE_ASCII.test(role)) return `${kind} must be printable ASCII (no control characters)`;
+  if (role !== role.trim()) return `${kind} must not start or end with a space`;
+  return undefined;
+}
+
 /** `validate_role`: a catalog role name or a role definition id; ASCII only (no look-alikes). */
 function roleProblem(provider: Provider, role: string): string | undefined {
   if (!ASCII.test(role)) return 'role must be ASCII (look-alike characters are refused)';
-  if (provider === 'postgres') {
-    if (new TextEncoder().encode(role).length > PG_NAME_BYTES) return `a PostgreSQL role name is at most ${PG_NAME_BYTES} bytes`;
-    if (!PRINTABLE_ASCII.test(role)) return 'a PostgreSQL role name must be printable ASCII (no control characters)';
-    if (role !== role.trim()) return 'a PostgreSQL role name must not start or end with a space';
-    return undefined;
-  }
+  if (provider === 'postgres') return databaseRoleProblem(role, 'a PostgreSQL role name', PG_NAME_BYTES, 'bytes');
+  if (provider === 'azure-sql') return databaseRoleProblem(role, 'an Azure SQL role name', SQL_NAME_CHARS, 'characters');
   if (provider === 'gcp-iam') {
     return GCP_ROLE.test(role) ? undefined : 'role must be roles/<name> or a custom role path';
   }

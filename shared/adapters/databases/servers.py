@@ -1,6 +1,7 @@
-"""The servers file (`JITGATE_DATABASES_FILE`): which PostgreSQL servers jitgate grants on, how it reaches
-and signs in to each, and which login stands for which person. Read like the policy file: pydantic models
-over the composed YAML, every problem named with its line.
+"""The servers file (`JITGATE_DATABASES_FILE`): which database servers jitgate grants on (PostgreSQL for the
+`postgres` provider, Azure SQL Database for `azure-sql`), how it reaches and signs in to each, and which login
+stands for which person. Read like the policy file: pydantic models over the composed YAML, every problem named
+with its line.
 
 ```yaml
 version: 1
@@ -19,6 +20,12 @@ servers:
     host: pg-payments.postgres.database.azure.com
     database: payments
     user: jitgate-identity
+  - name: payments-sql                    # Azure SQL Database: signs in with an Entra token
+    platform: azure-sql
+    resourceId: /subscriptions/…/providers/Microsoft.Sql/servers/sql-payments
+    host: sql-payments.database.windows.net
+    database: payments
+    user: jitgate-identity                # jitgate's database user (the managed identity's name)
 ```
 """
 
@@ -47,12 +54,23 @@ from ...domain.policy.yaml_source import (
 )
 from ...domain.request import Provider, validate_scope
 
-Platform = Literal["self-managed", "azure", "cloud-sql"]
-SIGN_IN: Mapping[str, str] = {"self-managed": "password", "azure": "entra", "cloud-sql": "cloud-sql-iam"}
+Platform = Literal["self-managed", "azure", "cloud-sql", "azure-sql"]
+SIGN_IN: Mapping[str, str] = {"self-managed": "password", "azure": "entra", "cloud-sql": "cloud-sql-iam",
+                              "azure-sql": "entra"}
+# The grant provider each platform's servers belong to, and how that provider's servers are called in words.
+PROVIDER: Mapping[str, str] = {"self-managed": "postgres", "azure": "postgres", "cloud-sql": "postgres",
+                               "azure-sql": "azure-sql"}
+KIND: Mapping[str | None, str] = {"postgres": "PostgreSQL", "azure-sql": "Azure SQL", None: "database"}
+DEFAULT_PORT: Mapping[str, int] = {"postgres": 5432, "azure-sql": 1433}
+PG_LOGIN_BYTES = 63
 _SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 _AZURE_SERVER = re.compile(
     r"^/subscriptions/[0-9a-f-]{36}/resourcegroups/[^/]+/providers/microsoft\.dbforpostgresql"
     r"/flexibleservers/[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z"
+)
+_AZURE_SQL_SERVER = re.compile(
+    r"^/subscriptions/[0-9a-f-]{36}/resourcegroups/[^/]+/providers/microsoft\.sql"
+    r"/servers/(?P<name>[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)\Z"
 )
 _CLOUD_SQL_INSTANCE = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/instances/[a-z][a-z0-9-]{0,97}\Z")
 
@@ -73,9 +91,11 @@ def _server_name(value: object) -> str:
 
 
 def _login(value: object) -> str:
+    """A login or database user name: at most 128 characters (SQL Server's sysname; a PostgreSQL server's are
+    checked for its 63 bytes with the server), no control characters."""
     given = text(value)
-    if len(given.encode()) > 63 or any(ord(c) < 32 or ord(c) == 127 for c in given):
-        raise Refusal("{what} {value!r} must be at most 63 bytes without control characters")
+    if len(given) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in given):
+        raise Refusal("{what} {value!r} must be at most 128 characters without control characters")
     return given
 
 
@@ -102,7 +122,7 @@ class ServerShape(Shape):
     name: Annotated[str, PlainValidator(_server_name)]
     platform: Annotated[str, PlainValidator(text)]
     host: Annotated[str, PlainValidator(text)]
-    port: Annotated[int, PlainValidator(whole_number(1, 65535))] = 5432
+    port: Annotated[int | None, PlainValidator(whole_number(1, 65535))] = None
     database: Annotated[str, PlainValidator(text)]
     user: Annotated[str, PlainValidator(_login)]
     resource_id: Annotated[str | None, Field(alias="resourceId"), PlainValidator(text)] = None
@@ -134,7 +154,7 @@ class _ServersWording(Wording):
 
 @dataclass(frozen=True)
 class Server:
-    """One PostgreSQL server entry: where it is, how jitgate signs in, and the one database it grants in."""
+    """One server entry: where it is, how jitgate signs in, and the one database it grants in."""
 
     name: str
     platform: str
@@ -153,6 +173,11 @@ class Server:
     def sign_in(self) -> str:
         return SIGN_IN[self.platform]
 
+    @property
+    def provider(self) -> str:
+        """The grant provider this server serves: `postgres` or `azure-sql`."""
+        return PROVIDER[self.platform]
+
     def login_for(self, principal_id: str) -> str | None:
         """The login name that stands for this Entra principal here, if the servers file names one."""
         return self.logins.get(principal_id.lower())
@@ -164,11 +189,21 @@ class Server:
 
 @dataclass(frozen=True)
 class Servers:
-    """Every configured server, found by the scope a request names (compared case-insensitively, as
-    grant keys are lower-cased; the entry keeps the database's exact name)."""
+    """Every configured server (or, from `for_provider`, one provider's), found by the scope a request names
+    (compared case-insensitively, as grant keys are lower-cased; the entry keeps the database's exact name)."""
 
     servers: tuple[Server, ...]
     source: str = "<servers>"
+    provider: str | None = None
+
+    def for_provider(self, provider: str) -> Servers:
+        """The servers of one grant provider."""
+        return Servers(tuple(s for s in self.servers if s.provider == provider), self.source, provider)
+
+    @property
+    def providers(self) -> list[str]:
+        """The grant providers some configured server serves, in the order they first appear."""
+        return list(dict.fromkeys(s.provider for s in self.servers))
 
     def by_scope(self, scope: str) -> Server | None:
         wanted = scope.lower()
@@ -181,7 +216,7 @@ class Servers:
         if server is None:
             known = ", ".join(s.scope for s in self.servers) or "none"
             raise PermanentError(
-                f"no PostgreSQL server in {self.source} serves scope '{scope}' (configured: {known}); "
+                f"no {KIND[self.provider]} server in {self.source} serves scope '{scope}' (configured: {known}); "
                 "add the server to the servers file"
             )
         return server
@@ -209,7 +244,7 @@ def _read(source: str, name: str) -> Servers:
     servers: list[Server] = []
     if shape is not None:
         seen_names: dict[str, int] = {}
-        seen_hosts: dict[tuple[str, int], str] = {}
+        seen_hosts: dict[tuple[str, int, str], str] = {}
         for i, entry in enumerate(shape.servers):
             line = yaml_source.line(("servers", i))
             problems, server = _server(entry, shape.logins, line)
@@ -218,16 +253,20 @@ def _read(source: str, name: str) -> Servers:
             if entry.name in seen_names:
                 findings.add(line, f"server name '{entry.name}' is used twice (first on line {seen_names[entry.name]})")
             seen_names.setdefault(entry.name, line)
-            where = (entry.host.lower(), entry.port)
+            if server is None:
+                continue
+            # NB. PostgreSQL's roles and their memberships belong to the whole server, not to one database: two
+            # entries for one server would let two grant keys stand on one membership and cut each other short.
+            # An Azure SQL Database's users and roles are its own, so there one entry per database is the rule.
+            per_database = server.provider == "azure-sql"
+            where = (server.host.lower(), server.port, server.database.lower() if per_database else "")
             if where in seen_hosts:
-                # NB. Roles and their memberships belong to the whole server, not to one database: two entries
-                # for one server would let two grant keys stand on one membership and cut each other short.
-                findings.add(line, f"server '{entry.name}' is {entry.host}:{entry.port} again, like server "
-                                   f"'{seen_hosts[where]}'; roles belong to the whole server, so name one "
-                                   "database per server")
+                again = f"{server.host}:{server.port}" + (f", database {server.database}," if per_database else "")
+                findings.add(line, f"server '{entry.name}' is {again} again, like server '{seen_hosts[where]}'"
+                                   + ("" if per_database else "; roles belong to the whole server, so name one "
+                                                              "database per server"))
             seen_hosts.setdefault(where, entry.name)
-            if server is not None:
-                servers.append(server)
+            servers.append(server)
     findings.raise_if_any()
     return Servers(tuple(servers), name)
 
@@ -236,6 +275,14 @@ def _server(entry: ServerShape, logins: Mapping[str, str], line: int) -> tuple[l
     problems: list[str] = []
     if entry.platform not in SIGN_IN:
         return [f"platform '{entry.platform}' is not one of {', '.join(SIGN_IN)}"], None
+    logins = {**logins, **entry.logins}
+    if PROVIDER[entry.platform] == "azure-sql":
+        return _azure_sql_server(entry, logins, line)
+    # NB. The file's own `logins` serve every server, Azure SQL ones too (whose user names may be longer): the
+    # provider refuses a login too long for PostgreSQL when it is needed.
+    for login in (entry.user, *entry.logins.values()):
+        if len(login.encode()) > PG_LOGIN_BYTES:
+            problems.append(f"login {login!r} is longer than PostgreSQL's {PG_LOGIN_BYTES} bytes")
     scope = ""
     if entry.platform == "self-managed":
         scope = f"{entry.name}/{entry.database}"
@@ -269,7 +316,7 @@ def _server(entry: ServerShape, logins: Mapping[str, str], line: int) -> tuple[l
         name=entry.name,
         platform=entry.platform,
         host=entry.host,
-        port=entry.port,
+        port=entry.port or DEFAULT_PORT["postgres"],
         database=entry.database,
         user=entry.user,
         scope=scope,
@@ -277,5 +324,42 @@ def _server(entry: ServerShape, logins: Mapping[str, str], line: int) -> tuple[l
         password_file=entry.password_file,
         password_env=entry.password_env,
         sslmode=sslmode,
-        logins={**logins, **entry.logins},
+        logins=logins,
+    )
+
+
+def _azure_sql_server(entry: ServerShape, logins: Mapping[str, str], line: int) -> tuple[list[str], Server | None]:
+    """An Azure SQL Database: the logical server's ARM id, its host, one database (its scope is the database's
+    ARM id); jitgate signs in with an Entra token, so no password and no sslmode (connections are encrypted)."""
+    problems: list[str] = []
+    if entry.password_file is not None or entry.password_env is not None:
+        problems.append("no password for an azure-sql server: jitgate signs in with an Entra token")
+    if entry.sslmode is not None:
+        problems.append("sslmode is for PostgreSQL; jitgate always encrypts its Azure SQL connections")
+    found = _AZURE_SQL_SERVER.match((entry.resource_id or "").lower())
+    if found is None:
+        problems.append("an azure-sql server needs resourceId: the logical server's ARM id "
+                        "(/subscriptions/<guid>/resourceGroups/<rg>/providers/Microsoft.Sql/servers/<name>)")
+    elif not entry.host.lower().startswith(found["name"] + "."):
+        problems.append(f"host '{entry.host}' is not server {found['name']}'s "
+                        f"(it is {found['name']}.database.windows.net in Azure's public cloud)")
+    scope = f"{entry.resource_id}/databases/{entry.database}"
+    if found is not None:
+        try:
+            validate_scope(Provider.AZURE_SQL, scope)
+        except ValueError as exc:
+            problems.append(f"its scope '{scope}' is not a valid azure-sql scope: {exc}")
+    if problems:
+        return problems, None
+    return [], Server(
+        name=entry.name,
+        platform=entry.platform,
+        host=entry.host,
+        port=entry.port or DEFAULT_PORT["azure-sql"],
+        database=entry.database,
+        user=entry.user,
+        scope=scope,
+        line=line,
+        sslmode="require",
+        logins=logins,
     )
