@@ -151,8 +151,7 @@ describe('jitgate:access:request for a database from the catalog', () => {
     ['an entity with several scopes', { entityRef: 'component:default/payments-api', target: { role: 'Reader' } },
       'entityRef: component:default/payments-api offers 2 scopes; name the one you need in target.scope'],
     ['no entity', { entityRef: undefined }, 'entityRef: names no entity'],
-    ['a provider without a scope', { target: { provider: 'postgres', role: 'payments_read' } },
-      'target: give target.provider and target.scope, or neither'],
+    ['a provider without a scope', { target: { provider: 'postgres', role: 'payments_read' } }, 'target.scope: must be a string'],
   ])('refuses %s before sending anything', async (_, overrides, message) => {
     const { sender, run, databaseAsk } = setup();
     const failure = run(databaseAsk(overrides));

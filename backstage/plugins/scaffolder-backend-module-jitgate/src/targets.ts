@@ -46,7 +46,7 @@ export function accessTargetsOf(entity: Entity): AccessTargets | { missing: stri
 }
 
 /**
- * The target a request names, whole: as given, or (when the template leaves provider and scope out) taken from
+ * The target a request names: as given, or (when the template leaves provider and scope out) taken from
  * the entity `entityRef` names, which must offer exactly one scope (a database) and the role asked for. The entity
  * is read with `lookUp`, which reads the catalog as the person running the template.
  */
@@ -55,13 +55,11 @@ export async function resolveTarget(
   lookUp: ((entityRef: string) => Promise<Entity | undefined>) | undefined,
 ): Promise<AccessAsked> {
   const { provider, scope, role } = asked.target ?? ({} as Partial<AccessAsked['target']>);
-  if (given(provider) && given(scope)) return asked;
+  // NB. Half a target is the template's own, and the request's rules say what is missing from it.
+  if (given(provider) || given(scope)) return asked;
   const refuse = (loc: string, msg: string): never => {
     throw new InvalidAccessRequest([{ loc, msg }], 'jitgate:access:request');
   };
-  if (given(provider) || given(scope)) {
-    return refuse('target', 'give target.provider and target.scope, or neither to take both from the entity entityRef names');
-  }
   const entityRef = asked.entityRef;
   if (!given(entityRef)) {
     return refuse('entityRef', 'names no entity: without target.provider and target.scope the target is the one the entity names');
