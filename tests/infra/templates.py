@@ -426,7 +426,7 @@ def _bicep_databases(inv: Inventory, main: BicepFile) -> None:
         where = {"over": BICEP_DATABASE_LOOPS[over], "when": main.references(branches["condition"])}
         params = _module_config(module)["params"]
         mod = module_file(main, symbol)
-        [(_, kind, body, _)] = list(mod.resources())[-1:]
+        [(kind, body)] = [(k, b) for s, k, b, _ in mod.resources() if not mod.tree["resources"][s]["existing"]]
         if kind == "Microsoft.Authorization/roleAssignments":
             definition = params["roleDefinitionId"]["operator"]["operands"]["operand_1"]
             props = mod.canon(body["properties"])
