@@ -15,7 +15,7 @@ from ..domain.ledger import GrantKey, Hold, HoldStatus
 from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
 from ..text import clause, instant_in_words, when_in_words
 from .backends import Backends, Result
-from .grants import Grants
+from .grants import Grants, StillPresent
 from .notices import Notices
 from .records import Records, request_of
 from .refusals import Refusals
@@ -199,7 +199,7 @@ class Access:
             granted = True
             try:
                 outcome |= self.grants.release(record.grant_key, request_id)
-            except PermanentError as exc:
+            except (PermanentError, StillPresent) as exc:
                 return self._revoke_failed(record, reason, actor, str(exc)), False
             now = self.b.clock.now()  # NB. the assignment is confirmed gone only now (it may have waited)
             if record.expires_at is not None:

@@ -32,6 +32,11 @@ T = TypeVar("T")
 FIRST_LOOK, LONGEST_LOOK = 0.1, 0.5
 
 
+class StillPresent(TransientError):
+    """A delete the provider accepted did not take effect: the assignment is read back, again and again. The
+    revoke is not done, and people must hear of it (a `grant.revoke_failed`), not only the bus's retries."""
+
+
 class Superseded(Exception):
     """This writer's deletion intent is no longer the key's: another writer took it over after its lease ran out,
     or a grant cancelled it. It must not delete any more."""
@@ -320,7 +325,7 @@ class Grants:
                 delay = min(delay * 2, self.b.max_backoff)
             if self._call(lambda: provider.get_assignment(scope, name)) is None:
                 return
-        raise TransientError(f"assignment {name} at {scope} still present after delete")
+        raise StillPresent(f"assignment {name} at {scope} still present after delete")
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Provider calls: retry transient faults with backoff, honouring retry-after."""

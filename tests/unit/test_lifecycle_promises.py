@@ -57,18 +57,23 @@ def test_a_revoke_is_done_only_when_the_assignment_is_read_back_as_gone(world: W
         ProviderCall("delete_assignment", target),
         ProviderCall("get_assignment", target),
     ] * world.backends.verify_attempts
+    # ...and it is not left to the bus's retries in silence: the failure is audited and told, once
+    [failed] = [e for e in world.store.chain(rid) if e.type is EventType.GRANT_REVOKE_FAILED]
+    assert "still present after delete" in failed.data["error"] and failed.data["retriedBy"] == "reconcile"
+    assert [n.kind for n in world.notifier.notices if n.request_id == rid].count("revoke_failed") == 1
 
-    # WHEN the bus gives up on the revoke message and reconcile runs while deletes still do nothing
+    # WHEN later revoke deliveries and reconcile passes come while deletes still do nothing
     for _ in range(world.max_deliveries):
         world.advance(31)
-    assert [d.message_id for d in world.bus.dead_letters("access-revocations")] == [f"revoke:{rid}:1"]
     report = world.lifecycle.reconcile()
 
-    # THEN reconcile does not call it revoked either, and says why
+    # THEN reconcile does not call it revoked either, and says why; the failure is not audited again
     assert report.revoked == [] and len(report.errors) == 1
     assert report.errors[0].startswith(f"{rid}: ") and "still present after delete" in report.errors[0]
     assert world.state(rid) == "active"
     assert [h.status for h in world.store.holds_for_request(rid)] == [HoldStatus.ACTIVE]
+    assert world.event_types(rid).count(EventType.GRANT_REVOKE_FAILED.value) == 1
+    assert [n.kind for n in world.notifier.notices if n.request_id == rid].count("revoke_failed") == 1
 
     # WHEN deletes take effect again, THEN the next reconcile pass revokes it, once, read back gone
     world.grants.deletes_take_effect = True
