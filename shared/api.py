@@ -55,6 +55,7 @@ from .teams import (
     InvalidCommand,
     ReplayGuard,
     TeamsCommand,
+    UnknownCommand,
     help_text,
     parse_activity,
     parse_command,
@@ -335,6 +336,8 @@ class _Api:
                          str(exc), exc.status)
         try:
             command = parse_command(activity.text)
+        except UnknownCommand as exc:
+            return reply(f"{exc} {help_text(self.settings.teams_webhook_name)}")
         except InvalidCommand as exc:
             return reply(str(exc))
         if command.verb == "help":

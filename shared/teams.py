@@ -37,10 +37,6 @@ MAX_ACTIVITY_BYTES = 64 * 1024
 BOT_NAME = "jitgate"
 MIN_SECRET_BYTES = 16
 
-USAGE = (
-    "Commands: `approve <request id> [comment]`, `deny <request id> <reason>`, `status <request id>`, `help`."
-)
-
 _SIGNATURE_BYTES = hashlib.sha256().digest_size
 _MENTION = re.compile(r"<at\b[^>]*>.*?</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
@@ -218,6 +214,11 @@ class InvalidCommand(JitgateError):
     """A chat message that is not a command jitgate understands; the message says how to write it."""
 
 
+class UnknownCommand(InvalidCommand):
+    """A chat message whose first word is no command: the answer lists the commands (`help_text`), which name
+    the outgoing webhook that must be @mentioned."""
+
+
 def clean_text(text: str) -> str:
     """The words of a Teams message: mentions, HTML tags, entities, non-breaking spaces and invisible format
     characters (zero-width spaces and joiners, byte-order marks, bidirectional marks: Unicode category Cf)
@@ -233,7 +234,7 @@ def parse_command(text: str) -> TeamsCommand:
     words = clean_text(text).split(" ", 2)
     verb = _VERBS.get(words[0].lower())
     if verb is None:
-        raise InvalidCommand(f"I do not know {quoted(words[0], 40)}. {USAGE}")
+        raise UnknownCommand(f"I do not know {quoted(words[0], 40)}.")
     if verb == "help":
         return TeamsCommand("help")
     usage = _USAGES[verb]

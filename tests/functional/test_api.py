@@ -496,7 +496,8 @@ def test_unknown_request_bad_command_and_help_are_answered(client: TestClient):
     code, answer = teams(client, ALICE, f"approve {uuid.uuid4()}")
     assert code == 200 and "no request" in answer["text"]
     code, answer = teams(client, ALICE, "grant me everything")
-    assert code == 200 and "do not know" in answer["text"]
+    assert code == 200 and answer["text"].startswith("I do not know “grant”. Start each command with @jitgate")
+    assert "`@jitgate approve <request id> [comment]`" in answer["text"]
     code, answer = teams(client, ALICE, "help")
     assert code == 200 and "approve <request id>" in answer["text"]
 

@@ -141,3 +141,9 @@ def test_help_tells_people_to_mention_the_webhook_by_its_configured_name(client:
     assert answer.startswith("Start each command with @JIT Gate: type @JIT Gate and pick JIT Gate from the list")
     for line in ("approve <request id> [comment]", "deny <request id> <reason>", "status <request id>", "help"):
         assert f"`@JIT Gate {line}`" in answer
+
+
+def test_a_word_that_is_no_command_is_answered_with_the_commands_after_the_configured_name(client: TestClient) -> None:
+    answer = teams(client, ALICE, "grant me everything")
+    assert answer.startswith("I do not know “grant”. Start each command with @JIT Gate:")
+    assert "`@JIT Gate approve <request id> [comment]`" in answer
