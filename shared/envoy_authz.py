@@ -75,8 +75,8 @@ class _State:
 class EnvoyAuthorizer:
     """Decides Envoy's checks for the services in `services` (name -> token audience), issued by `tenant`.
 
-    `summarize(request_id, data)` appends an `activity.summary` to the request's chain; it is called from
-    `refresh` (never on a request) once a grant has left the index, with what this process saw of its use."""
+    `summarize(request_id, data)` appends an `activity.summary` to the request's chain; `write_usage` calls it
+    (from `run`, never on a request) once a grant has left the index, with what this process saw of its use."""
 
     def __init__(self, ledger: LedgerStore, clock: Clock, services: dict[str, str], tenant: str,
                  summarize: Callable[[str, dict[str, Any]], None], portal_url: str = "",
@@ -89,6 +89,7 @@ class EnvoyAuthorizer:
         self.portal_url = portal_url
         self.refresh_every = refresh_every
         self._state = _State()
+        self._ended: dict[str, Usage] = {}
         self._usage_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self.refreshed_at: datetime | None = None
@@ -100,32 +101,40 @@ class EnvoyAuthorizer:
         return self._state.index
 
     def refresh(self) -> None:
-        """Read the ledger's active holds again; write the usage of every grant that left the index."""
+        """Read the ledger's active holds again. The usage of every grant that left the index waits for
+        `write_usage`, so that a refresh made in a revoke's path writes nothing to the revoked request's chain."""
         with self._refresh_lock:
             index = AccessIndex(self.ledger.all_active_holds())
-            gone = self._state.index.request_ids - index.request_ids
             self._state.index = index
             self.refreshed_at = self.clock.now()
             with self._usage_lock:
-                ended = {rid: self._state.usage.pop(rid) for rid in gone if rid in self._state.usage}
+                # NB. Every grant not in the new index, not only those that were in the old one: a check that
+                # read the old index just before the swap may have counted a grant that has left since.
+                for request_id in [rid for rid in self._state.usage if rid not in index.request_ids]:
+                    self._ended[request_id] = self._state.usage.pop(request_id)
+
+    def write_usage(self, final: bool = True) -> None:
+        """Append an `activity.summary` for each grant that has left the index; with `final` False (the process
+        is stopping) for each grant still in it too, marked partial."""
+        with self._usage_lock:
+            ended, self._ended = self._ended, {}
+            if not final:
+                left, self._state.usage = self._state.usage, {}
         for request_id, usage in ended.items():
             self._write(request_id, usage)
-
-    def flush(self) -> None:
-        """Write the usage seen so far of every grant still in the index (the process is stopping)."""
-        with self._usage_lock:
-            ended, self._state.usage = self._state.usage, {}
-        for request_id, usage in ended.items():
-            self._write(request_id, usage, final=False)
+        if not final:
+            for request_id, usage in left.items():
+                self._write(request_id, usage, final=False)
 
     def run(self, stop: threading.Event) -> None:
-        """Refresh every `refresh_every` until `stop` is set; then write what is left."""
+        """Refresh and write usage every `refresh_every` until `stop` is set; then write what is left."""
         while not stop.wait(self.refresh_every.total_seconds()):
             try:
                 self.refresh()
             except Exception:  # the last index keeps serving; expiries are still enforced from it
                 log.exception("envoy: could not read the ledger's holds; deciding from the last index")
-        self.flush()
+            self.write_usage()
+        self.write_usage(final=False)
 
     def _write(self, request_id: str, usage: Usage, final: bool = True) -> None:
         data = usage_summary(usage.first_use, usage.allowed, usage.denied, usage.last_use, usage.service)

@@ -145,18 +145,20 @@ def test_usage_is_one_activity_summary_per_grant_written_when_it_ends(world: Env
     assert summaries(world, rid) == []  # nothing per request
     world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
     assert world.check() == 403  # after the grant left the index: no grant to count it against
-    world.authz.refresh()
+    assert summaries(world, rid) == []  # nothing written in the revoke's path
+    world.authz.write_usage()
     assert summaries(world, rid) == [{
         "source": "envoy", "service": "payments-api", "firstUse": first.isoformat(),
         "lastUse": (first + timedelta(seconds=2)).isoformat(), "allowed": 3, "denied": 2,
     }]
+    assert world.event_types(rid)[-2:] == ["grant.revoked", "activity.summary"]
     assert world.chains_ok()
 
 
 def test_a_stopping_process_writes_the_usage_it_has_seen_as_partial(world: EnvoyWorld) -> None:
     rid = world.grant()
     assert world.check() == 200
-    world.authz.flush()
+    world.authz.write_usage(final=False)
     [summary] = summaries(world, rid)
     assert (summary["allowed"], summary["partial"]) == (1, True)
 
@@ -164,7 +166,7 @@ def test_a_stopping_process_writes_the_usage_it_has_seen_as_partial(world: Envoy
 def test_an_unused_grant_writes_no_summary(world: EnvoyWorld) -> None:
     rid = world.grant(duration="PT10S")
     world.advance(11)
-    world.authz.refresh()
+    world.authz.write_usage()
     assert world.state(rid) == "revoked"
     assert summaries(world, rid) == []
 
