@@ -6,10 +6,10 @@ jwt_authn filter verified (`x-jitgate-jwt-payload`). jitgate answers 200 with th
 access request and the principal, or a refusal Envoy hands to the client (401: no trusted identity; 403: no
 grant, with where to ask for one).
 
-The index is rebuilt from the ledger every `refresh` (each process on its own: that interval is how stale a
-decision in another process may be after a revoke) and at once when this process's `envoy` plane creates or
-deletes an assignment. Decisions compare each hold's expiry with now, so no refresh is needed for access to end on
-time.
+The index is rebuilt from the ledger's active envoy holds every `refresh` (each process on its own: that interval
+is how stale a decision in another process may be after a revoke), and one grant key is read again at once when
+this process's `envoy` plane creates or deletes its assignment. Decisions compare each hold's expiry with now,
+so no refresh is needed for access to end on time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from .domain.envoy import (
+    PROVIDER,
     AccessIndex,
     Decision,
     Entry,
@@ -35,6 +36,7 @@ from .domain.envoy import (
     path_segments,
     usage_summary,
 )
+from .domain.ledger import GrantKey
 from .ports import Clock, LedgerStore
 
 log = logging.getLogger("jitgate.envoy")
@@ -101,17 +103,27 @@ class EnvoyAuthorizer:
         return self._state.index
 
     def refresh(self) -> None:
-        """Read the ledger's active holds again. The usage of every grant that left the index waits for
-        `write_usage`, so that a refresh made in a revoke's path writes nothing to the revoked request's chain."""
+        """Read the ledger's active envoy holds again."""
         with self._refresh_lock:
-            index = AccessIndex(self.ledger.all_active_holds())
-            self._state.index = index
+            self._swap(AccessIndex(self.ledger.all_active_holds(PROVIDER)))
             self.refreshed_at = self.clock.now()
-            with self._usage_lock:
-                # NB. Every grant not in the new index, not only those that were in the old one: a check that
-                # read the old index just before the swap may have counted a grant that has left since.
-                for request_id in [rid for rid in self._state.usage if rid not in index.request_ids]:
-                    self._ended[request_id] = self._state.usage.pop(request_id)
+
+    def changed(self, key: GrantKey) -> None:
+        """Read one grant key's document again: this process's plane has just created or deleted its assignment
+        (a grant, a revoke), so its decisions follow at once, at the cost of one read."""
+        with self._refresh_lock:
+            grant = self.ledger.get_grant(key)
+            self._swap(self._state.index.with_key(key, grant.active_holds if grant else ()))
+
+    def _swap(self, index: AccessIndex) -> None:
+        """Decide from `index` from now on. The usage of every grant that left the index waits for
+        `write_usage`, so that a change made in a revoke's path writes nothing to the revoked request's chain."""
+        self._state.index = index
+        with self._usage_lock:
+            # NB. Every grant not in the new index, not only those that were in the old one: a check that read
+            # the old index just before the swap may have counted a grant that has left since.
+            for request_id in [rid for rid in self._state.usage if rid not in index.request_ids]:
+                self._ended[request_id] = self._state.usage.pop(request_id)
 
     def write_usage(self, final: bool = True) -> None:
         """Append an `activity.summary` for each grant that has left the index; with `final` False (the process

@@ -83,7 +83,7 @@ def build_local(settings: Settings) -> Runtime:
         envoy = EnvoyAuthorizer(store, clock, settings.envoy_services, settings.envoy_tenant,
                                 summarize=lambda request_id, data: lifecycle.record_usage(request_id, data),
                                 portal_url=settings.portal_url, refresh_every=settings.envoy_refresh)
-        providers["envoy"] = EnvoyGrants(data / "envoy.db", on_change=envoy.refresh)
+        providers["envoy"] = EnvoyGrants(data / "envoy.db", on_change=envoy.changed)
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.

@@ -18,7 +18,7 @@ from typing import Any
 
 from .ids import is_principal_id
 from .json_body import MalformedBody, parse_json
-from .ledger import Hold, HoldStatus
+from .ledger import GrantKey, Hold, HoldStatus
 
 PROVIDER = "envoy"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -126,14 +126,14 @@ class Entry:
     """One active hold as a decision sees it."""
 
     request_id: str
-    principal_id: str
+    key: GrantKey
     route: Route
     methods: frozenset[str]
     expires_at: datetime
 
     @classmethod
     def of(cls, hold: Hold) -> Entry:
-        return cls(hold.request_id, hold.principal_id, Route.of_scope(hold.scope),
+        return cls(hold.request_id, hold.key, Route.of_scope(hold.scope),
                    ROLE_METHODS.get(hold.role_definition_id, frozenset()), hold.expires_at)
 
 
@@ -155,8 +155,18 @@ class AccessIndex:
         for hold in holds:
             if hold.provider == PROVIDER and hold.status is HoldStatus.ACTIVE:
                 by_principal.setdefault(hold.principal_id, []).append(Entry.of(hold))
-        self._entries = {p: tuple(sorted(e, key=lambda x: x.expires_at, reverse=True))
-                         for p, e in by_principal.items()}
+        self._entries = {p: _latest_first(e) for p, e in by_principal.items()}
+
+    def with_key(self, key: GrantKey, holds: Iterable[Hold]) -> AccessIndex:
+        """This index with one grant key's entries replaced by its active `holds` (that key changed)."""
+        changed = AccessIndex(h for h in holds if h.key == key)
+        entries = [e for e in self._entries.get(key.principal_id, ()) if e.key != key]
+        entries += changed._entries.get(key.principal_id, ())
+        index = AccessIndex()
+        index._entries = {p: e for p, e in self._entries.items() if p != key.principal_id}
+        if entries:
+            index._entries[key.principal_id] = _latest_first(entries)
+        return index
 
     @property
     def request_ids(self) -> frozenset[str]:
@@ -185,6 +195,10 @@ class AccessIndex:
         if not live:
             return Decision(False, f"your grant on {service} has expired", covering[0])
         return Decision(False, f"your grant on {service} does not allow {method}", live[0])
+
+
+def _latest_first(entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    return tuple(sorted(entries, key=lambda e: e.expires_at, reverse=True))
 
 
 def usage_summary(first_use: datetime | None, allowed: int, denied: int, last_use: datetime | None,

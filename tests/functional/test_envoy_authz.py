@@ -37,7 +37,7 @@ class EnvoyWorld(World):
     def __init__(self, plane_file: Path) -> None:
         super().__init__(policy_text=POLICY + ENVOY_RULES)
         self.authz = self.authorizer()
-        self.plane = EnvoyGrants(plane_file, on_change=self.authz.refresh)
+        self.plane = EnvoyGrants(plane_file, on_change=self.authz.changed)
         self.backends.providers["envoy"] = self.plane
 
     def authorizer(self) -> EnvoyAuthorizer:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.store_format import INSTANT_FORMAT, parse_instant
 from shared.domain.envoy import (
     AccessIndex,
     Route,
@@ -165,3 +166,17 @@ def test_envoy_roles_are_read_and_write() -> None:
     for role in ("Reader", "admin", "READ"):
         with pytest.raises(ValueError, match="read"):
             validate_role(Provider.ENVOY, role)
+
+
+@pytest.mark.parametrize("text", ["2026-12-06T09:00:00.000000Z", "2026-02-28T23:59:59.999999Z",
+                                  "1999-01-01T00:00:00.500000Z"])
+def test_stored_instants_read_fast_read_the_same(text: str) -> None:
+    # NB. Envoy's index reads every active hold each refresh; the store's instants are parsed without strptime.
+    assert parse_instant(text) == datetime.strptime(text, INSTANT_FORMAT).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["2026-12-06T09:00:00Z", "2026-12-06 09:00:00.000000Z", "2026-13-06T09:00:00.000000Z",
+                                  "2026-12-06T09:00:00.000000+00:00", "2026-12-06T09:00:00.000000"])
+def test_anything_else_is_no_stored_instant(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_instant(text)

@@ -24,11 +24,11 @@ USER_TYPES = frozenset({"User", "Group"})
 
 class EnvoyGrants(LocalRbac):
     """GrantProvider `envoy`: roles `read` and `write` at `<service>[/<route prefix>]`, kept in one SQLite file.
-    `on_change` is called after every create and delete."""
+    `on_change` is called with the grant key after every create and delete."""
 
     name: str = "envoy"
 
-    def __init__(self, path: str | Path, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: str | Path, on_change: Callable[[GrantKey], None] | None = None) -> None:
         super().__init__(path)
         self.on_change = on_change
 
@@ -41,16 +41,18 @@ class EnvoyGrants(LocalRbac):
         expires_at: datetime | None = None,
     ) -> Assignment:
         created = super().create_assignment(key, name, description, principal_type, expires_at)
-        self._changed()
+        self._changed(created.key)
         return created
 
     def delete_assignment(self, scope: str, name: str) -> None:
+        existing = self.get_assignment(scope, name) if self.on_change is not None else None
         super().delete_assignment(scope, name)
-        self._changed()
+        if existing is not None:
+            self._changed(existing.key)
 
-    def _changed(self) -> None:
+    def _changed(self, key: GrantKey) -> None:
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(key)
 
     def _role_id(self, role: str) -> str:
         wanted = role.strip().lower()
