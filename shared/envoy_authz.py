@@ -45,7 +45,9 @@ PATH_PREFIX = "/api/envoy/authz"
 PAYLOAD_HEADER = "x-jitgate-jwt-payload"
 REQUEST_ID_HEADER = "x-jitgate-request-id"
 PRINCIPAL_HEADER = "x-jitgate-principal"
-TEMPLATE = "request-service-access"
+# The Backstage template that asks for a service behind Envoy (backstage/templates/request-service-access); its
+# `service` field is filled with the service's Component, named after the service.
+TEMPLATE = "jitgate-request-service-access"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,7 @@ class EnvoyAuthorizer:
         """Where a person asks for access to `service`: the Backstage template, the service filled in."""
         if not self.portal_url:
             return ""
-        form = quote(json.dumps({"service": service}, separators=(",", ":")))
+        form = quote(json.dumps({"service": f"component:default/{service}"}, separators=(",", ":")), safe="")
         return f"{self.portal_url}/create/templates/default/{TEMPLATE}?formData={form}"
 
     def _denied(self, service: str, decision: Decision) -> Answer:

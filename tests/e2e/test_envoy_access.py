@@ -119,7 +119,8 @@ def test_without_a_grant_envoy_answers_403_with_where_to_ask(stack: Stack) -> No
     assert response.status_code == 403
     body = response.json()
     assert body["error"] == "no_active_grant"
-    assert body["requestAccess"].startswith(f"{PORTAL}/create/templates/default/request-service-access?formData=")
+    template = f"{PORTAL}/create/templates/default/jitgate-request-service-access"
+    assert body["requestAccess"].startswith(f"{template}?formData=")
     assert "Ask for access in Backstage" in body["detail"]
 
 

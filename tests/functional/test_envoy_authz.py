@@ -75,9 +75,10 @@ def test_without_a_grant_the_answer_is_403_and_says_where_to_ask(world: EnvoyWor
     body = json.loads(answer.body)
     assert body["error"] == "no_active_grant"
     assert "you hold no grant on payments-api" in body["detail"]
-    link = f"{PORTAL}/create/templates/default/request-service-access?formData="
+    link = f"{PORTAL}/create/templates/default/jitgate-request-service-access?formData="
     assert body["requestAccess"].startswith(link) and link in body["detail"]
-    assert "payments-api" in httpx.URL(body["requestAccess"]).params["formData"]
+    form = json.loads(httpx.URL(body["requestAccess"]).params["formData"])
+    assert form == {"service": "component:default/payments-api"}
 
 
 def test_a_grant_opens_its_routes_and_methods_and_names_the_request_and_principal(world: EnvoyWorld) -> None:
