@@ -132,6 +132,9 @@ def build_azure(settings: Settings) -> Runtime:
     from .adapters.teams.workflows import TeamsNotifier
     from .domain.policy import Policy
 
+    if settings.envoy_services:
+        raise SettingsError(["JITGATE_ENVOY_SERVICES: services behind Envoy are served by `jitgate serve` (local mode) "
+                             "only; the function app has no envoy plane and no ext_authz endpoint yet"])
     credential = azure_credential(settings)
     arm = arm_token_provider(credential)
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}

@@ -20,6 +20,7 @@ from shared.domain.envoy import (
 )
 from shared.domain.ledger import GrantKey, Hold, HoldStatus
 from shared.domain.request import Provider, validate_role, validate_scope
+from shared.settings import Settings, SettingsError
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ISSUER = entra_issuer(TENANT)
@@ -180,3 +181,20 @@ def test_stored_instants_read_fast_read_the_same(text: str) -> None:
 def test_anything_else_is_no_stored_instant(text: str) -> None:
     with pytest.raises(ValueError):
         parse_instant(text)
+
+
+def test_envoy_settings_are_read_and_checked_by_name() -> None:
+    settings = Settings.from_env({"JITGATE_ENVOY_SERVICES": "payments-api=api://payments, orders-api=6e8d1f4a",
+                                  "JITGATE_ENVOY_TENANT": TENANT.upper(), "JITGATE_ENVOY_REFRESH_SECONDS": "0.5"})
+    assert settings.envoy_services == {"payments-api": "api://payments", "orders-api": "6e8d1f4a"}
+    assert (settings.envoy_tenant, settings.envoy_refresh) == (TENANT, timedelta(seconds=0.5))
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"JITGATE_ENVOY_SERVICES": "Payments=x,payments-api/admin=y",
+                           "JITGATE_ENVOY_REFRESH_SECONDS": "0"})
+    problems = "\n".join(refused.value.problems)
+    assert "'Payments' is not a service name" in problems
+    assert "JITGATE_ENVOY_REFRESH_SECONDS" in problems
+    with pytest.raises(SettingsError, match="needs JITGATE_ENVOY_TENANT"):
+        Settings.from_env({"JITGATE_ENVOY_SERVICES": "payments-api=x"})
+    with pytest.raises(SettingsError, match="tenant id"):
+        Settings.from_env({"JITGATE_ENVOY_SERVICES": "payments-api=x", "JITGATE_ENVOY_TENANT": "contoso"})
