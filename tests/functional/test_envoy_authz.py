@@ -93,6 +93,18 @@ def test_a_grant_opens_its_routes_and_methods_and_names_the_request_and_principa
     assert world.authz.check("orders-api", "GET", "/invoices", world.payload()).status == 403
 
 
+def test_a_group_is_refused_an_envoy_route_rather_than_granted_nothing(world: EnvoyWorld) -> None:
+    rid = world.submit({
+        "schemaVersion": 1, "requestId": str(uuid.uuid4()),
+        "requester": {"principalId": JANE, "principalType": "Group", "displayName": "Payments team"},
+        "target": {"provider": "envoy", "scope": "payments-api", "role": "read"},
+        "duration": "PT1H", "justification": "Reconcile the invoices of INC-1",
+    })
+    assert world.state(rid) == "failed"
+    [failed] = [e for e in world.store.chain(rid) if e.type.value == "grant.failed"]
+    assert "names one person" in json.dumps(failed.data)
+
+
 def test_a_token_for_another_audience_is_401(world: EnvoyWorld) -> None:
     world.grant()
     other = EnvoyAuthorizer(world.store, world.clock, {"payments-api": "api://orders"}, TENANT, summarize=print)

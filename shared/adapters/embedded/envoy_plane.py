@@ -19,7 +19,9 @@ from ...domain.ledger import Assignment, GrantKey
 from ...domain.request import ENVOY_ROLES
 from .rbac import LocalRbac
 
-USER_TYPES = frozenset({"User", "Group"})
+# NB. Envoy's check names a person (the token's oid); a group's members are not looked up, so a grant to a group
+# would open nothing. It is refused instead, and the request fails saying so.
+PRINCIPAL_TYPES = frozenset({"User"})
 
 
 class EnvoyGrants(LocalRbac):
@@ -65,5 +67,6 @@ class EnvoyGrants(LocalRbac):
             raise PermanentError(f"assignment name {name!r} is not a GUID")
         if key.role_definition_id not in ENVOY_ROLES:
             raise PermanentError(f"RoleDefinitionDoesNotExist: no envoy role {key.role_definition_id!r}")
-        if principal_type not in USER_TYPES:
-            raise PermanentError(f"principal type {principal_type!r} cannot call a service (User or Group)")
+        if principal_type not in PRINCIPAL_TYPES:
+            raise PermanentError(f"a {principal_type} cannot be granted an envoy route: Envoy's check names one person "
+                                 "(the token's oid), so ask for each user")
