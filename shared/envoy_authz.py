@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from .domain.envoy import (
     PROVIDER,
     AccessIndex,
+    Caller,
     Decision,
     Entry,
     Unauthenticated,
@@ -48,6 +49,9 @@ PRINCIPAL_HEADER = "x-jitgate-principal"
 # The Backstage template that asks for a service behind Envoy (backstage/templates/request-service-access); its
 # `service` field is filled with the service's Component, named after the service.
 TEMPLATE = "jitgate-request-service-access"
+# NB. A person's token is sent with every call for its lifetime (about an hour): its checked claims are kept, by
+# payload and audience, and only its expiry is compared with now again. Bounded; emptied when full.
+CALLERS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class EnvoyAuthorizer:
         self.portal_url = portal_url
         self.refresh_every = refresh_every
         self._state = _State()
+        self._callers: dict[tuple[str, str], Caller] = {}
         self._ended: dict[str, Usage] = {}
         self._usage_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -168,7 +173,7 @@ class EnvoyAuthorizer:
         if audience is None:
             return _refusal(403, "unknown_service", f"jitgate protects no service named {service!r}")
         try:
-            caller = caller_from_payload(payload, self.issuer, audience, now)
+            caller = self._caller(payload, audience, now)
         except Unauthenticated as exc:
             return _refusal(401, "unauthenticated", str(exc))
         decision = self._state.index.decide(
@@ -180,6 +185,17 @@ class EnvoyAuthorizer:
             return Answer(200, ((REQUEST_ID_HEADER, decision.entry.request_id),
                                 (PRINCIPAL_HEADER, caller.principal_id)))
         return self._denied(service, decision)
+
+    def _caller(self, payload: str | None, audience: str, now: datetime) -> Caller:
+        known = self._callers.get((payload or "", audience))
+        if known is None:
+            known = caller_from_payload(payload, self.issuer, audience, now)
+            if len(self._callers) >= CALLERS_KEPT:
+                self._callers.clear()
+            self._callers[(payload or "", audience)] = known
+        elif known.expired(now):
+            raise Unauthenticated("the token has expired")
+        return known
 
     def _count(self, entry: Entry, allowed: bool, now: datetime) -> None:
         with self._usage_lock:

@@ -43,11 +43,16 @@ class Unauthenticated(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A person as the verified token names them: Entra object id, tenant, and the sign-in name (for words)."""
+    """A person as the verified token names them: Entra object id, tenant, the sign-in name (for words), and until
+    when the token holds."""
 
     principal_id: str
     tenant_id: str
     username: str
+    expires_at: datetime
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at + CLOCK_SKEW <= now
 
 
 def caller_from_payload(header: str | None, issuer: str, audience: str, now: datetime) -> Caller:
@@ -73,15 +78,17 @@ def caller_from_payload(header: str | None, issuer: str, audience: str, now: dat
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise Unauthenticated("the token has no expiry")
-    if datetime.fromtimestamp(exp, UTC) + CLOCK_SKEW <= now:
-        raise Unauthenticated("the token has expired")
     oid, tid = claims.get("oid"), claims.get("tid")
     if not isinstance(oid, str) or not is_principal_id(oid.lower()):
         raise Unauthenticated("the token names no Entra object id (oid)")
     if not isinstance(tid, str) or issuer != entra_issuer(tid):
         raise Unauthenticated("the token's tenant (tid) is not its issuer's")
     username = claims.get("preferred_username")
-    return Caller(oid.lower(), tid.lower(), username if isinstance(username, str) else "")
+    caller = Caller(oid.lower(), tid.lower(), username if isinstance(username, str) else "",
+                    datetime.fromtimestamp(exp, UTC))
+    if caller.expired(now):
+        raise Unauthenticated("the token has expired")
+    return caller
 
 
 def path_segments(path: str) -> tuple[str, ...] | None:

@@ -112,6 +112,17 @@ def test_a_token_for_another_audience_is_401(world: EnvoyWorld) -> None:
     assert other.check("payments-api", "GET", "/invoices", world.payload()).status == 401
 
 
+def test_a_token_checked_once_is_still_refused_once_it_expires(world: EnvoyWorld) -> None:
+    world.grant(duration="PT8H")
+    payload = world.payload()  # expires in 2 hours
+    assert world.authz.check("payments-api", "GET", "/invoices", payload).status == 200
+    world.clock.advance(timedelta(hours=2, seconds=59))  # within the skew jwt_authn allows too
+    assert world.authz.check("payments-api", "GET", "/invoices", payload).status == 200
+    world.clock.advance(1)
+    expired = world.authz.check("payments-api", "GET", "/invoices", payload)
+    assert (expired.status, json.loads(expired.body)["detail"]) == (401, "the token has expired")
+
+
 def test_access_ends_at_expiry_before_any_revoke_runs(world: EnvoyWorld) -> None:
     rid = world.grant(duration="PT10S")
     world.clock.advance(9.9)
