@@ -52,6 +52,7 @@ TEMPLATE = "jitgate-request-service-access"
 # NB. A person's token is sent with every call for its lifetime (about an hour): its checked claims are kept, by
 # payload and audience, and only its expiry is compared with now again. Bounded; emptied when full.
 CALLERS_KEPT = 10_000
+_PAYLOAD_NAME = PAYLOAD_HEADER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +102,13 @@ class EnvoyAuthorizer:
         self._ended: dict[str, Usage] = {}
         self._usage_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self.refreshed_at: datetime | None = None
 
     # ------------------------------------------------------------ the index
-
-    @property
-    def index(self) -> AccessIndex:
-        return self._state.index
 
     def refresh(self) -> None:
         """Read the ledger's active envoy holds again."""
         with self._refresh_lock:
             self._swap(AccessIndex(self.ledger.all_active_holds(PROVIDER)))
-            self.refreshed_at = self.clock.now()
 
     def changed(self, key: GrantKey) -> None:
         """Read one grant key's document again: this process's plane has just created or deleted its assignment
@@ -129,7 +124,8 @@ class EnvoyAuthorizer:
         with self._usage_lock:
             # NB. Every grant not in the new index, not only those that were in the old one: a check that read
             # the old index just before the swap may have counted a grant that has left since.
-            for request_id in [rid for rid in self._state.usage if rid not in index.request_ids]:
+            held = index.request_ids
+            for request_id in [rid for rid in self._state.usage if rid not in held]:
                 self._ended[request_id] = self._state.usage.pop(request_id)
 
     def write_usage(self, final: bool = True) -> None:
@@ -234,7 +230,7 @@ class EnvoyAuthorizer:
         service, _, rest = tail.removeprefix("/").partition("/")
         payload = None
         for name, value in scope["headers"]:
-            if name == b"x-jitgate-jwt-payload":
+            if name == _PAYLOAD_NAME:
                 if payload is not None:  # NB. two copies: someone else added one; trust neither
                     payload = ""
                     break

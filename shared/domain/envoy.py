@@ -84,8 +84,11 @@ def caller_from_payload(header: str | None, issuer: str, audience: str, now: dat
     if not isinstance(tid, str) or issuer != entra_issuer(tid):
         raise Unauthenticated("the token's tenant (tid) is not its issuer's")
     username = claims.get("preferred_username")
-    caller = Caller(oid.lower(), tid.lower(), username if isinstance(username, str) else "",
-                    datetime.fromtimestamp(exp, UTC))
+    try:
+        expires_at = datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise Unauthenticated("the token's expiry is no time") from None
+    caller = Caller(oid.lower(), tid.lower(), username if isinstance(username, str) else "", expires_at)
     if caller.expired(now):
         raise Unauthenticated("the token has expired")
     return caller

@@ -58,6 +58,8 @@ def test_an_audience_list_naming_the_service_is_accepted() -> None:
     (encoded(claims(aud="api://orders")), "another application"),
     (encoded(claims(exp=None)), "no expiry"),
     (encoded(claims(exp=True)), "no expiry"),
+    (encoded(claims(exp=1e300)), "no time"),
+    (encoded(claims(exp=-1e300)), "no time"),
     (encoded(claims(exp=int((NOW - timedelta(seconds=61)).timestamp()))), "expired"),
     (encoded(claims(oid=None)), "no Entra object id"),
     (encoded(claims(oid="00000000-0000-0000-0000-000000000000")), "no Entra object id"),
