@@ -4,8 +4,8 @@ Entra-shaped key set (tests/envoy.py), on the configuration `jitgate envoy confi
 No grant → 403 saying where to ask; granted → 200 with the request id and the principal as upstream headers (a
 client's own copies never reach the service); the method and the route prefix bound what a grant opens; expiry
 → 403 within 100 ms of expiresAt, without waiting for the revoke; early revoke → 403 at once; forged, expired and
-wrong-audience tokens → 401; no header a client sets itself grants anything; jitgate stopped → 403. Usage ends
-up as one `activity.summary`.
+wrong-audience tokens refused by Envoy itself (401; 403 for the audience); no header a client sets itself grants
+anything; jitgate stopped → 403. Usage ends up as one `activity.summary`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.envoy_authz import PAYLOAD_HEADER
 from tests.e2e.conftest import ALICE, BOB, JANE, STRANGER, JitgateServer, clean_env, running_server
 from tests.envoy import (
     PORTAL,
@@ -39,8 +40,6 @@ from tests.envoy import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
-
-PAYLOAD_HEADER = "x-jitgate-jwt-payload"
 
 
 @dataclass
