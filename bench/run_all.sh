@@ -35,6 +35,7 @@ run audit      bench/audit.py --events "$AUDIT_EVENTS"
 run lifecycle  bench/lifecycle.py --counts "$LIFECYCLE_COUNTS"
 run lifecycle-paced bench/lifecycle.py --counts "$LIFECYCLE_PACED" --rate 10
 run database   bench/database.py --grants "${DATABASE_GRANTS:-40}" --rate "${DATABASE_RATE:-5}"
+run envoy      bench/envoy.py --holds "${ENVOY_HOLDS:-10000}" --requests "${ENVOY_REQUESTS:-1000}"
 
 echo
 echo "bench: total $(( $(date +%s) - started )) s, load $(cut -d' ' -f1-3 /proc/loadavg); figures in $OUT"

@@ -114,6 +114,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_response)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _internal_error_response)
+    if runtime.envoy is not None:
+        from .envoy_authz import PATH_PREFIX
+
+        app.mount(PATH_PREFIX, runtime.envoy)
 
     request_body = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/AccessRequestV1"}}}}}

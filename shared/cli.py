@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,20 @@ def _parser() -> argparse.ArgumentParser:
     dbc.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
     dbc.set_defaults(run=_databases_check)
 
+    ev = sub.add_parser("envoy", help="services behind Envoy, with jitgate as their external authorization")
+    evsub = ev.add_subparsers(metavar="ACTION")
+    evc = evsub.add_parser("config", help="the Envoy configuration (jwt_authn, ext_authz, the jitgate cluster) that "
+                                          "protects one service of JITGATE_ENVOY_SERVICES, as YAML")
+    evc.add_argument("--service", required=True, help="the service's name in JITGATE_ENVOY_SERVICES")
+    evc.add_argument("--upstream", required=True, help="host:port of the service Envoy forwards to")
+    evc.add_argument("--listen", default="0.0.0.0:10000", help="host:port Envoy listens on (default 0.0.0.0:10000)")
+    evc.add_argument("--admin", default="127.0.0.1:9901", help="host:port of Envoy's admin interface")
+    evc.add_argument("--url", default=os.environ.get("JITGATE_URL", DEFAULT_URL), help="jitgate as Envoy reaches it")
+    evc.add_argument("--jwks-uri", default="", help="default: the tenant's Entra keys "
+                                                    "(https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys)")
+    evc.add_argument("--ca-file", default=None, help="CA bundle for https clusters (default: Debian's)")
+    evc.set_defaults(run=_envoy_config)
+
     rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
     _local_options(rc)
     rc.set_defaults(run=_reconcile)
@@ -299,11 +314,17 @@ def _serve(args: argparse.Namespace) -> int:
     )
     worker.reconcile()  # a restart after a crash converges before serving
     worker.start(settings.workers)
+    envoy = None
+    if runtime.envoy is not None:
+        envoy = threading.Thread(target=runtime.envoy.run, args=(worker.stop,), name="jitgate-envoy", daemon=True)
+        envoy.start()
     print(f"jitgate serving on http://{args.host}:{args.port} (data in {settings.data_dir})", flush=True)
     try:
         server.run(app, settings, args.host, args.port, args.log_level)
     finally:
         worker.stop.set()
+        if envoy is not None:
+            envoy.join(10)  # it writes the usage it has counted so far
     return 0
 
 
@@ -621,6 +642,28 @@ def _infra_sql(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 1
+    return 0
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .envoy_config import DEFAULT_CA_FILE, envoy_config, host_port
+
+    settings = _settings(args)
+    audience = settings.envoy_services.get(args.service)
+    if audience is None:
+        known = ", ".join(settings.envoy_services) or "none; set JITGATE_ENVOY_SERVICES=<service>=<audience>,..."
+        raise CliError(f"no service {args.service!r} in JITGATE_ENVOY_SERVICES (its services: {known})")
+    try:
+        config = envoy_config(args.service, audience, settings.envoy_tenant, host_port(args.upstream),
+                              host_port(args.listen), args.url, host_port(args.admin), args.jwks_uri,
+                              args.ca_file or DEFAULT_CA_FILE)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"# Envoy in front of {args.service}, with jitgate at {args.url} as its external authorization "
+          "(jitgate envoy config)")
+    print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 
 

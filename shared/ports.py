@@ -146,7 +146,8 @@ class LedgerStore(Protocol):
     def overdue_holds(self, now: datetime) -> list[Hold]:
         """Active holds whose expires_at <= now."""
 
-    def all_active_holds(self) -> list[Hold]: ...
+    def all_active_holds(self, provider: str | None = None) -> list[Hold]:
+        """Every active hold, or those of one provider."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .adapters.embedded.rbac import LocalRbac
     from .domain.policy import Policy
+    from .envoy_authz import EnvoyAuthorizer
     from .ports import GrantProvider
 
 log = logging.getLogger("jitgate.runtime")
@@ -38,6 +39,7 @@ class Runtime:
     backend_names: dict[str, str]
     rbac: LocalRbac | None = None
     archive: Callable[[datetime, datetime], list[str]] | None = None  # (since, until) -> blobs written
+    envoy: EnvoyAuthorizer | None = None  # Envoy's ext_authz service, when services behind Envoy are configured
 
     @property
     def backends(self) -> Backends:
@@ -73,6 +75,15 @@ def build_local(settings: Settings) -> Runtime:
     rbac = LocalRbac(data / "rbac.db")
     directory = PolicyDirectory(policy)
     providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
+    envoy = None
+    if settings.envoy_services:
+        from .adapters.embedded.envoy_plane import EnvoyGrants
+        from .envoy_authz import EnvoyAuthorizer
+
+        envoy = EnvoyAuthorizer(store, clock, settings.envoy_services, settings.envoy_tenant,
+                                summarize=lambda request_id, data: lifecycle.record_usage(request_id, data),
+                                portal_url=settings.portal_url, refresh_every=settings.envoy_refresh)
+        providers["envoy"] = EnvoyGrants(data / "envoy.db", on_change=envoy.changed)
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
@@ -97,7 +108,10 @@ def build_local(settings: Settings) -> Runtime:
         "notifier": "outbox",
         "directory": "policy",
     }
-    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
+    lifecycle = Lifecycle(backends)
+    if envoy is not None:
+        envoy.refresh()
+    return Runtime(settings, lifecycle, bus, store, store, policy, names, rbac, envoy=envoy)
 
 
 def build_azure(settings: Settings) -> Runtime:
@@ -118,6 +132,9 @@ def build_azure(settings: Settings) -> Runtime:
     from .adapters.teams.workflows import TeamsNotifier
     from .domain.policy import Policy
 
+    if settings.envoy_services:
+        raise SettingsError(["JITGATE_ENVOY_SERVICES: services behind Envoy are served by `jitgate serve` (local mode) "
+                             "only; the function app has no envoy plane and no ext_authz endpoint yet"])
     credential = azure_credential(settings)
     arm = arm_token_provider(credential)
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}

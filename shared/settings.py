@@ -67,6 +67,12 @@ class Settings:
     # and the portal (Backstage) base URL each card links the request's page under.
     teams_webhook_name: str = "jitgate"
     portal_url: str = ""
+    # Services behind Envoy (README "Protect a service with Envoy"): service name -> the audience of the tokens
+    # its callers bring (the protected app's client id), the Entra tenant that issues them, and how often each
+    # process reads the ledger's envoy holds again (the bound on how stale another instance's decisions may be).
+    envoy_services: dict[str, str] = field(default_factory=dict)
+    envoy_tenant: str = ""
+    envoy_refresh: timedelta = timedelta(seconds=1)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -124,7 +130,13 @@ class Settings:
             group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
+            envoy_services=read.checked("JITGATE_ENVOY_SERVICES", _envoy_services, {}),
+            envoy_tenant=read.checked("JITGATE_ENVOY_TENANT", _tenant, ""),
+            envoy_refresh=read.seconds("JITGATE_ENVOY_REFRESH_SECONDS", base.envoy_refresh),
         )
+        if settings.envoy_services and not settings.envoy_tenant:
+            read.problems.append("JITGATE_ENVOY_SERVICES needs JITGATE_ENVOY_TENANT (the Entra tenant id that "
+                                 "issues its callers' tokens)")
         read.problems += _queue_clashes(settings)
         if read.problems:
             raise SettingsError(read.problems)
@@ -260,6 +272,30 @@ def _cosmos_accounts(name: str, text: str) -> tuple[str, ...]:
         if "/dbs/" in account.lower():
             raise ValueError(f"{name}: {account!r} is below an account; name the account")
     return accounts
+
+
+def _envoy_services(name: str, text: str) -> dict[str, str]:
+    """`service=audience` pairs: each service as an envoy scope names it."""
+    from .domain.request import Provider, validate_scope
+
+    services = _pairs(name, text)
+    for service in services:
+        try:
+            validate_scope(Provider.ENVOY, service)
+        except ValueError:
+            raise ValueError(f"{name}: {service!r} is not a service name (a DNS label such as payments-api)") from None
+        if "/" in service:
+            raise ValueError(f"{name}: {service!r} names a route; name the service")
+    return services
+
+
+def _tenant(name: str, text: str) -> str:
+    from .domain.ids import is_guid
+
+    tenant = text.strip().lower()
+    if tenant and not is_guid(tenant):
+        raise ValueError(f"{name} must be the Entra tenant id (a GUID), not {text[:40]!r}")
+    return tenant
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -41,16 +41,18 @@ class Provider(StrEnum):
     POSTGRES = "postgres"
     AZURE_SQL = "azure-sql"
     COSMOS_DATA = "cosmos-data"
+    ENVOY = "envoy"
 
     @property
     def has_arm_scopes(self) -> bool:
         """Whether some scope of this provider is an ARM path (starting with '/')."""
-        return self is not Provider.GCP_IAM
+        return self not in (Provider.GCP_IAM, Provider.ENVOY)
 
     @property
     def has_plain_scopes(self) -> bool:
-        """Whether some scope of this provider is a path without a leading '/' (a GCP resource, a server)."""
-        return self in (Provider.GCP_IAM, Provider.POSTGRES)
+        """Whether some scope of this provider is a path without a leading '/' (a GCP resource, a server, a
+        service behind Envoy)."""
+        return self in (Provider.GCP_IAM, Provider.POSTGRES, Provider.ENVOY)
 
 
 class PrincipalType(StrEnum):
@@ -122,6 +124,11 @@ _COSMOS_SCOPE = re.compile(
     re.IGNORECASE,
 )
 SQL_NAME_CHARS = 128  # sysname
+# NB. A service behind Envoy and a route prefix below it: the service's name as a DNS label, then path segments of
+# RFC 3986 unreserved characters only, so that a prefix is compared with a request's path as written, with
+# nothing to decode (a request path that needs decoding to match is refused; see domain/envoy.py).
+_SERVICE_ROUTE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:/[A-Za-z0-9._~-]+)*$")
+ENVOY_ROLES = ("read", "write")
 
 
 def _database_role(role: str, kind: str = "a PostgreSQL role name", limit: int = PG_NAME_BYTES,
@@ -218,6 +225,11 @@ def validate_scope(provider: Provider, scope: str) -> str:
             raise ValueError("a Cosmos DB scope must be /subscriptions/<guid>/resourceGroups/<name>/providers"
                              "/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]")
         return scope
+    if provider is Provider.ENVOY:
+        if not _SERVICE_ROUTE.fullmatch(scope) or any(s in (".", "..") for s in scope.split("/")):
+            raise ValueError("an envoy scope must be <service>[/<route prefix>], e.g. payments-api/invoices: the "
+                             "service a DNS label, the prefix path segments of letters, digits and -._~")
+        return scope
     if provider is Provider.GCP_IAM:
         if not _GCP_SCOPE.fullmatch(scope):
             raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
@@ -285,6 +297,10 @@ def validate_role(provider: Provider, role: str) -> str:
         return _database_role(role)
     if provider is Provider.AZURE_SQL:
         return _database_role(role, "an Azure SQL role name", SQL_NAME_CHARS, "characters")
+    if provider is Provider.ENVOY:
+        if role not in ENVOY_ROLES:
+            raise ValueError("an envoy role is read (GET, HEAD, OPTIONS) or write (read and POST, PUT, PATCH, DELETE)")
+        return role
     if provider is not Provider.GCP_IAM:
         if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.fullmatch(role)):
             return role

@@ -21,6 +21,8 @@ The pieces, each an object with its own dependencies, used in one direction only
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..domain.audit import Actor
 from ..domain.lifecycle import LifecycleCommand
 from .access import Access
@@ -78,6 +80,10 @@ class Lifecycle:
 
     def request_revoke(self, request_id: str, caller_id: str, is_admin: bool, reason: str = "") -> Result:
         return self.access.request_revoke(request_id, caller_id, is_admin, reason)
+
+    def record_usage(self, request_id: str, summary: dict[str, Any]) -> None:
+        """An `activity.summary` of a grant's use that jitgate saw itself (Envoy's checks)."""
+        self.access.record_usage(request_id, summary)
 
     def refuse_access(self, request_id: str, caller: Actor, action: str, reason: str) -> bool:
         return self.refusals.refuse_access(request_id, caller, action, reason)

@@ -293,15 +293,18 @@ class Access:
             )
         except (TransientError, PermanentError) as exc:
             summary = {"partial": True, "error": str(exc)}
-        if summary is None:
-            return
+        if summary is not None:
+            self.record_usage(record.request_id, summary)
+
+    def record_usage(self, request_id: str, summary: dict[str, Any]) -> None:
+        """Append an `activity.summary` to the request's chain."""
         now = self.b.clock.now()
 
         def mutate(current: RequestRecord) -> bool:
             current.emit(EventType.ACTIVITY_SUMMARY, now, summary)
             return True
 
-        self.records.update(record.request_id, mutate)
+        self.records.update(request_id, mutate)
 
 
 def _how_it_ended(record: RequestRecord, written: Callable[[datetime], str]) -> str:

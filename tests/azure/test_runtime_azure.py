@@ -98,6 +98,13 @@ def test_a_provider_azure_cannot_serve_is_refused() -> None:
         build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,local"}))
 
 
+def test_services_behind_envoy_are_refused_in_azure_mode_for_now() -> None:
+    env = {**ENV, "JITGATE_ENVOY_SERVICES": "payments-api=api://payments",
+           "JITGATE_ENVOY_TENANT": "72f988bf-86f1-41af-91ab-2d7cd011db47"}
+    with pytest.raises(ValueError, match=r"JITGATE_ENVOY_SERVICES: .* \(local mode\)"):
+        build(Settings.from_env(env))
+
+
 COSMOS_ACCOUNT_SUBSCRIPTION = "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649"
 COSMOS_ACCOUNT = (f"{COSMOS_ACCOUNT_SUBSCRIPTION}/resourceGroups/rg-data/providers/Microsoft.DocumentDB"
                   "/databaseAccounts/cosmos-payments")

@@ -92,3 +92,24 @@ def test_a_role_the_policy_does_not_grant_at_a_database_is_caught() -> None:
     # THEN the check above would fail for both
     assert deciding_rule(POLICY, provider, scope, "payments_write") == ("no rule", None)
     assert deciding_rule(POLICY, "postgres", "orders-primary/orders", "payments_read") == ("no rule", None)
+
+
+SERVICES = EXAMPLES.with_name("services.yaml")
+
+
+def services() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(SERVICES.read_text(encoding="utf-8")) if doc]
+
+
+SERVICE_OFFERS = [(entity["metadata"]["name"], role) for entity in services() for role in target_of(entity)[2]]
+
+
+@pytest.mark.parametrize(("name", "role"), SERVICE_OFFERS, ids=[f"{name}:{role}" for name, role in SERVICE_OFFERS])
+def test_every_role_an_example_service_behind_envoy_offers_is_one_the_policy_grants(name: str, role: str) -> None:
+    [entity] = [e for e in services() if e["metadata"]["name"] == name]
+    assert (entity["kind"], entity["spec"]["type"]) == ("Component", "service")
+    provider, scope, _ = target_of(entity)
+    # NB. A refused call links to the template with `component:default/<service>`: the component is named so.
+    assert (provider, scope) == ("envoy", name)
+    rule, outcome = deciding_rule(POLICY, provider, scope, role)
+    assert outcome in (Outcome.AUTO, Outcome.APPROVAL), f"{name} offers {role}, which {rule} decides: {outcome}"

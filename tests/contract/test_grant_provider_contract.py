@@ -1,7 +1,7 @@
 """The GrantProvider contract, written once and run against every adapter (the `postgres` one against a
 real, throwaway PostgreSQL server, `azure-sql` against a fake database that parses every statement as T-SQL,
-`azure-rbac` and `cosmos-data` against a fake ARM); then what only simulated planes offer (seed, fault
-injection), LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
+`azure-rbac` and `cosmos-data` against a fake ARM, `envoy` on jitgate's own plane); then what only simulated
+planes offer (seed, fault injection), LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 
 from shared.adapters.azure.roles import AZURE_BUILTIN_ROLES
+from shared.adapters.embedded.envoy_plane import EnvoyGrants
 from shared.adapters.embedded.outbox import OutboxNotifier, read_outbox
 from shared.adapters.embedded.rbac import LocalRbac
 from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text, teams_message
@@ -67,6 +68,8 @@ AZURE_SQL = Profile(scope=sql_world.SCOPE, other_scope=sql_world.OTHER_SCOPE, ro
 COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CONTRACT_COSMOS}/dbs/payments",
                       role_name="cosmos db built-in data contributor", role=DATA_CONTRIBUTOR, other_role=DATA_READER,
                       arm=False)
+ENVOY = Profile(scope="payments-api/invoices", other_scope="payments-api/admin", role_name="Read", role="read",
+                other_role="write", arm=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider
     "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
     "postgres": (_postgres, POSTGRES),
     "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
+    "envoy": (lambda request, tmp: EnvoyGrants(tmp / "envoy.db"), ENVOY),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
     "fake": lambda tmp: FakeGrantProvider(),
@@ -100,7 +104,7 @@ def _plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
     factory, profile = PROVIDERS[request.param]
     built = factory(request, tmp_path)
     yield Plane(built, profile)
-    if isinstance(built, LocalRbac):
+    if isinstance(built, LocalRbac):  # EnvoyGrants too
         built.close()
 
 

@@ -435,6 +435,17 @@ def test_a_grant_write_is_conditional_on_the_version_it_read(store: Store) -> No
     assert sorted(h.request_id for h in store.all_active_holds()) == ["r1", "r2"]
 
 
+def test_the_active_holds_of_one_provider(store: Store) -> None:
+    # GIVEN active holds on two providers and a released one on the provider asked for
+    envoy = GrantKey.of("envoy", JANE, "read", "payments-api/invoices")
+    put(store, hold())
+    put(store, hold(key=envoy, request_id="r2"), hold(key=envoy, request_id="r3"))
+    put(store, hold(key=envoy, request_id="r3", status=HoldStatus.RELEASED, released_at=T0))
+    # THEN only the provider's active ones are its active holds
+    assert [h.request_id for h in store.all_active_holds("envoy")] == ["r2"]
+    assert sorted(h.request_id for h in store.all_active_holds()) == ["r1", "r2"]
+
+
 def test_a_released_hold_leaves_the_active_set_and_stays_on_record(store: Store) -> None:
     # GIVEN two requests holding one key, and a third holding another key
     put(

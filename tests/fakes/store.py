@@ -108,8 +108,8 @@ class FakeStore:
         _utc(now)
         return _ordered(h for h in self._holds() if h.status is HoldStatus.ACTIVE and h.expires_at <= now)
 
-    def all_active_holds(self) -> list[Hold]:
-        return _ordered(h for h in self._holds() if h.status is HoldStatus.ACTIVE)
+    def all_active_holds(self, provider: str | None = None) -> list[Hold]:
+        return _ordered(h for h in self._holds() if h.status is HoldStatus.ACTIVE and provider in (None, h.provider))
 
     def _holds(self) -> list[Hold]:
         with self._lock:

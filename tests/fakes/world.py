@@ -81,6 +81,7 @@ class World:
 
     clock: FakeClock = field(default_factory=FakeClock)
     max_deliveries: int = 5
+    policy_text: str = POLICY
     make_bus: Callable[[FakeClock, dict[str, QueueSettings]], Any] = FakeBus
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ class World:
         self.bus = self.make_bus(self.clock, dict.fromkeys(QUEUES, settings))
         self.grants = FakeGrantProvider()
         self.notifier = FakeNotifier()
-        self.policy = Policy.from_text(POLICY)
+        self.policy = Policy.from_text(self.policy_text)
         self.sleeps: list[float] = []
         self.backends = Backends(
             requests=self.store,

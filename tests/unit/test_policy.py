@@ -628,6 +628,7 @@ def test_allowed_roles_lists_what_non_deny_rules_can_grant_per_provider() -> Non
         "azure-sql": ["payments_read", "payments_write"],
         "cosmos-data": ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002",
                         "Cosmos DB Built-in Data Contributor", "Cosmos DB Built-in Data Reader"],
+        "envoy": ["read", "write"],
     }
 
 

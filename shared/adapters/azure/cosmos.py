@@ -347,9 +347,10 @@ class CosmosStore:
         return self._holds(GRANTS_OVERDUE, LEGACY_HOLDS_OVERDUE, parameters,
                            lambda h: h.status is HoldStatus.ACTIVE and h.expires_at <= now)
 
-    def all_active_holds(self) -> list[Hold]:
+    def all_active_holds(self, provider: str | None = None) -> list[Hold]:
         parameters = {"@active": HoldStatus.ACTIVE.value}
-        return self._holds(GRANTS_ACTIVE, LEGACY_HOLDS_ACTIVE, parameters, lambda h: h.status is HoldStatus.ACTIVE)
+        return self._holds(GRANTS_ACTIVE, LEGACY_HOLDS_ACTIVE, parameters,
+                           lambda h: h.status is HoldStatus.ACTIVE and provider in (None, h.provider))
 
     def _holds(
         self, text: str, legacy_text: str, parameters: dict[str, Any], wanted: Callable[[Hold], bool]

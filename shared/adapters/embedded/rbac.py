@@ -115,7 +115,7 @@ class LocalRbac:
 
     def resolve_role(self, scope: str, role: str) -> str:
         self._faults.check("resolve")
-        return resolve_builtin_role(role)
+        return self._role_id(role)
 
     def find_assignment(self, key: GrantKey) -> Assignment | None:
         self._faults.check("find")
@@ -171,7 +171,7 @@ class LocalRbac:
         self, principal_id: str, role: str, scope: str, principal_type: str = "User", name: str | None = None
     ) -> Assignment:
         """Create an assignment that jitgate did not make (no marker): access someone already had."""
-        key = GrantKey.of(self.name, principal_id, resolve_builtin_role(role), scope)
+        key = GrantKey.of(self.name, principal_id, self._role_id(role), scope)
         return self._insert(key, scope, name or str(uuid.uuid4()), "", principal_type)
 
     def all_assignments(self) -> list[Assignment]:
@@ -192,10 +192,18 @@ class LocalRbac:
 
     # ------------------------------------------------------------ internals
 
+    def _role_id(self, role: str) -> str:
+        """A role name or id → the role definition id, from this plane's catalog (Azure's built-in roles)."""
+        return resolve_builtin_role(role)
+
+    def _check_new(self, key: GrantKey, name: str, principal_type: str) -> None:
+        """What the plane refuses before looking at what it holds."""
+        check_new_assignment(key, name, principal_type)
+
     def _insert(
         self, key: GrantKey, scope: str, name: str, description: str, principal_type: str
     ) -> Assignment:
-        check_new_assignment(key, name, principal_type)
+        self._check_new(key, name, principal_type)
         with self._transaction() as conn:
             known = conn.execute(
                 "SELECT principal_type FROM principals WHERE principal_id = ?", (key.principal_id,)

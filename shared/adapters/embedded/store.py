@@ -278,7 +278,9 @@ class SqliteStore:
     def overdue_holds(self, now: datetime) -> list[Hold]:
         return self._holds("status = ? AND expires_at <= ?", (HoldStatus.ACTIVE.value, _instant(now)))
 
-    def all_active_holds(self) -> list[Hold]:
+    def all_active_holds(self, provider: str | None = None) -> list[Hold]:
+        if provider is not None:
+            return self._holds("status = ? AND provider = ?", (HoldStatus.ACTIVE.value, provider))
         return self._holds("status = ?", (HoldStatus.ACTIVE.value,))
 
     def _holds(self, where: str, params: Sequence[Any]) -> list[Hold]:

@@ -151,9 +151,27 @@ describe('validateAccessRequest', () => {
     expect(problemsOf(target('cosmos-data', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
   });
 
+  it.each([
+    ['payments-api', 'read'],
+    ['payments-api/invoices', 'write'],
+    ['payments-api/v1/invoices.json', 'read'],
+  ])('accepts the envoy scope %s and role %j', (scope, role) => {
+    expect(problemsOf(target('envoy', scope, role))).toEqual([]);
+  });
+
+  it.each([
+    ['/payments-api', 'read', 'target.scope', 'an envoy scope must be'],
+    ['payments-api/', 'read', 'target.scope', 'an envoy scope must be'],
+    ['payments-api/../admin', 'read', 'target.scope', 'an envoy scope must be'],
+    ['payments-api/*', 'read', 'target.scope', 'an envoy scope must be'],
+    ['payments-api', 'Reader', 'target.role', 'an envoy role is read'],
+  ])('refuses the envoy scope %j with role %j', (scope, role, loc, expected) => {
+    expect(problemsOf(target('envoy', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
+  });
+
   it('refuses an unknown provider without judging its scope or role', () => {
     expect(problemsOf(target('aws-iam', 'arn:aws:iam::123', 'Admin'))).toEqual([
-      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql, cosmos-data' },
+      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql, cosmos-data, envoy' },
     ]);
   });
 

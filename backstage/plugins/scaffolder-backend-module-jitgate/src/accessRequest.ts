@@ -10,7 +10,7 @@
 import { durationMicroseconds, MICROSECONDS_PER_DAY } from './durations';
 import type { FieldError } from './errors';
 
-export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data'] as const;
+export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data', 'envoy'] as const;
 export type Provider = (typeof PROVIDERS)[number];
 
 export const PRINCIPAL_TYPES = ['User', 'Group'] as const;
@@ -102,6 +102,9 @@ const COSMOS_SCOPE = new RegExp(
   'i',
 );
 const SQL_NAME_CHARS = 128;
+// `envoy` targets: a service behind Envoy and a route prefix below it; roles are sets of methods.
+const SERVICE_ROUTE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\/[A-Za-z0-9._~-]+)*$/;
+const ENVOY_ROLES = ['read', 'write'];
 const GCP_ROLE =
   /^(roles\/[A-Za-z][A-Za-z0-9_.]{2,99}|(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations\/[0-9]{1,20})\/roles\/[A-Za-z0-9_.]{3,64})$/;
 
@@ -285,6 +288,12 @@ function scopeProblem(provider: Provider, scope: string): string | undefined {
           '/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]')
     );
   }
+  if (provider === 'envoy') {
+    return SERVICE_ROUTE.test(scope) && !scope.split('/').some(s => s === '.' || s === '..')
+      ? undefined
+      : 'an envoy scope must be <service>[/<route prefix>], e.g. payments-api/invoices: the service a DNS label, ' +
+          'the prefix path segments of letters, digits and -._~';
+  }
   if (provider === 'gcp-iam') {
     return GCP_SCOPE.test(scope) ? undefined : 'scope must be projects/<id>, folders/<number> or organizations/<number>';
   }
@@ -351,6 +360,11 @@ function roleProblem(provider: Provider, role: string): string | undefined {
   if (!ASCII.test(role)) return 'role must be ASCII (look-alike characters are refused)';
   if (provider === 'postgres') return databaseRoleProblem(role, 'a PostgreSQL role name', PG_NAME_BYTES, 'bytes');
   if (provider === 'azure-sql') return databaseRoleProblem(role, 'an Azure SQL role name', SQL_NAME_CHARS, 'characters');
+  if (provider === 'envoy') {
+    return ENVOY_ROLES.includes(role)
+      ? undefined
+      : 'an envoy role is read (GET, HEAD, OPTIONS) or write (read and POST, PUT, PATCH, DELETE)';
+  }
   if (provider === 'gcp-iam') {
     return GCP_ROLE.test(role) ? undefined : 'role must be roles/<name> or a custom role path';
   }

@@ -92,7 +92,8 @@ export function createRequestAccessAction({ sender, statusUrlOf, catalog }: Requ
                 .optional()
                 .describe(
                   'ARM scope path; projects/<id> | folders/<n> | organizations/<n> for gcp-iam; a database for postgres ' +
-                    'and azure-sql; a Cosmos DB account, database or container for cosmos-data. Left out (with ' +
+                    'and azure-sql; a Cosmos DB account, database or container for cosmos-data; <service>[/<route ' +
+                    'prefix>] for envoy. Left out (with ' +
                     'provider) for an entity that names one target, such as a database',
                 ),
               role: z.string().describe('Role name (Contributor, roles/viewer) or role definition id'),

@@ -11,9 +11,10 @@ import { isEntityRef, type AccessAsked } from './accessRequest';
 import { InvalidAccessRequest } from './errors';
 
 /**
- * Which provider the entity's scopes belong to: azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql or
- * cosmos-data. A component offers several scopes; a database (a Resource of type `database`) names exactly one,
- * itself, so that its annotations name one jitgate target.
+ * Which provider the entity's scopes belong to: azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql,
+ * cosmos-data or envoy. A component offers several scopes; a database (a Resource of type `database`) and a service
+ * behind Envoy (a Component with provider envoy) name exactly one, themselves, so that their annotations name one
+ * jitgate target.
  */
 export const PROVIDER_ANNOTATION = 'jitgate.io/provider';
 /** The scopes one may ask for, separated by commas or new lines. */
