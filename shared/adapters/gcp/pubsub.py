@@ -175,11 +175,17 @@ class PubSubBus:
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str = "") -> None:
         # NB. Renewed first: a lock already lost must change nothing, and the publish cannot be taken back.
         self.renew_lock(message)
-        attributes = {MESSAGE_ID: message.message_id, REASON: reason, DESCRIPTION: description[:1024],
-                      DELIVERIES: str(message.delivery_count)}
-        self._publish(self.topic(message.queue + DEAD_LETTER_SUFFIX), message.body, attributes,
-                      f"dead-letter {message.message_id}")
+        self.publish_dead_letter(message.queue, message.message_id, message.body, reason, description,
+                                 message.delivery_count)
         self.complete(message)
+
+    def publish_dead_letter(self, queue: str, message_id: str, body: bytes, reason: str, description: str = "",
+                            delivery_count: int = 1) -> None:
+        """Put a message on the queue's dead-letter topic with its reason: what `dead_letter` does for a pulled
+        message, and what main.py does for a pushed one it refuses (Pub/Sub has no such call for a push)."""
+        attributes = {MESSAGE_ID: message_id, REASON: reason, DESCRIPTION: description.encode()[:1024].decode(
+            errors="ignore"), DELIVERIES: str(delivery_count)}
+        self._publish(self.topic(queue + DEAD_LETTER_SUFFIX), body, attributes, f"dead-letter {message_id}")
 
     def _modify(self, message: ReceivedMessage, seconds: int, action: str) -> None:
         self._settle(
