@@ -240,3 +240,14 @@ def test_malformed_events_and_commands_are_rejected_with_their_reasons_and_the_f
     assert any("google.cloud.storage.object.v1.finalized" in d.description for d in dead)
     # AND the function still serves
     assert httpx.post(url, headers={**base, "ce-type": "x"}, content=b"{}").status_code == 200
+
+
+def test_main_imports_no_google_sdk_client() -> None:
+    # cold start: the clients come with the runtime, on the first invocation (bench/coldstart.py measures it)
+    done = subprocess.run(
+        [sys.executable, "-c", "import main, sys; print(sorted(m for m in sys.modules if m.startswith(("
+         "'google.cloud.pubsub', 'google.pubsub_v1', 'google.cloud.tasks', 'google.api_core', 'grpc', "
+         "'azure.cosmos', 'azure.identity', 'shared.runtime'))))"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert done.stdout.strip() == "['shared.runtime']"

@@ -1,0 +1,42 @@
+"""Against a real Google Cloud project, opt in with JITGATE_LIVE_GCP=1 and the gcp settings of a deployment
+(JITGATE_GCP_PROJECT, JITGATE_TASKS_QUEUE, JITGATE_TASKS_SERVICE_ACCOUNT; Application Default Credentials).
+Its topics need pull subscriptions `<queue>` (exactly-once) and dead-letter topics as docs/architecture.md says.
+Not marked `gcp`: CI has no project, so these skip there, with the reason."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.adapters.gcp.pubsub import PubSubBus
+from shared.adapters.gcp.tasks import CloudTasksScheduler
+from shared.clock import SystemClock
+from shared.settings import Settings
+
+LIVE = os.environ.get("JITGATE_LIVE_GCP") == "1"
+pytestmark = pytest.mark.skipif(not LIVE, reason="live Google Cloud tests run only with JITGATE_LIVE_GCP=1")
+
+
+def _bus() -> PubSubBus:
+    settings = Settings.from_env()
+    clock = SystemClock()
+    scheduler = CloudTasksScheduler.connect(settings.tasks_queue, settings.pubsub_publish_url,
+                                            settings.tasks_service_account, clock)
+    return PubSubBus.connect(settings.gcp_project, clock, scheduler)
+
+
+def test_send_receive_complete_and_schedule_cancel_on_the_real_services() -> None:
+    bus = _bus()
+    queue = Settings.from_env().lifecycle_queue
+    message_id = f"live:{uuid.uuid4()}"
+    bus.send(queue, message_id, b'{"live": true}')
+    received = [m for m in bus.receive(queue, 10) if m.message_id == message_id]
+    for message in received:
+        bus.complete(message)
+    number = bus.schedule(queue, f"{message_id}:later", b"{}", datetime.now(UTC) + timedelta(hours=1))
+    bus.cancel_scheduled(queue, number)
+    bus.cancel_scheduled(queue, number)  # NOT_FOUND now: a no-op
+    bus.close()
