@@ -242,6 +242,23 @@ def test_malformed_events_and_commands_are_rejected_with_their_reasons_and_the_f
     assert httpx.post(url, headers={**base, "ce-type": "x"}, content=b"{}").status_code == 200
 
 
+def test_an_invalid_access_request_is_rejected_and_audited_and_acknowledged(deployment: Any) -> None:
+    _, functions, _, _, data = deployment
+    request = access_request(duration="PT9H")  # longer than the rule allows: refused by the policy
+    bad = {**access_request(), "justification": ""}  # invalid: no justification
+    headers = {"ce-id": "1", "ce-source": "//pubsub.googleapis.com/x", "ce-specversion": "1.0",
+               "ce-type": "google.cloud.pubsub.topic.v1.messagePublished", "Content-Type": "application/json"}
+    for doc in (request, bad):
+        pushed = {"message": {"data": base64.b64encode(json.dumps(doc).encode()).decode(), "messageId": "9"}}
+        assert httpx.post(functions.url("access_requests"), headers=headers,
+                          content=json.dumps(pushed).encode()).status_code == 200
+    store = SqliteStore(data / "store.db")
+    record = store.get_request(request["requestId"])
+    assert record is not None and record.state.value == "rejected"
+    rejected = [e for e in store.chain(bad["requestId"]) if e.type.value == "request.rejected"]
+    assert rejected and "justification" in json.dumps(rejected[0].data)
+
+
 def test_main_imports_no_google_sdk_client() -> None:
     # cold start: the clients come with the runtime, on the first invocation (bench/coldstart.py measures it)
     done = subprocess.run(
