@@ -52,6 +52,7 @@ class Functions:
     """One functions-framework process per target, on ports of their own."""
 
     def __init__(self, env: dict[str, str], targets: list[str], logs: Path) -> None:
+        self.env = env
         self.ports = {target: _free_port() for target in targets}
         self.procs = {
             target: subprocess.Popen(
@@ -240,6 +241,12 @@ def test_malformed_events_and_commands_are_rejected_with_their_reasons_and_the_f
     assert any("google.cloud.storage.object.v1.finalized" in d.description for d in dead)
     # AND the function still serves
     assert httpx.post(url, headers={**base, "ce-type": "x"}, content=b"{}").status_code == 200
+    # AND `jitgate dlq list` in gcp mode shows what was rejected, with the reasons
+    listed = subprocess.run([sys.executable, "-m", "shared.cli", "dlq", "list", "--queue", "access-lifecycle",
+                             "--json"], cwd=ROOT, env=functions.env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["reason"] for row in json.loads(listed.stdout)) == [
+        "InvalidCommand", "MalformedEvent", "MalformedEvent", "MalformedEvent", "UnknownRequest"]
 
 
 def test_an_invalid_access_request_is_rejected_and_audited_and_acknowledged(deployment: Any) -> None:
