@@ -1,6 +1,7 @@
 """Against a real Google Cloud project, opt in with JITGATE_LIVE_GCP=1 and the gcp settings of a deployment
 (JITGATE_GCP_PROJECT, JITGATE_TASKS_QUEUE, JITGATE_TASKS_SERVICE_ACCOUNT; Application Default Credentials).
-Its topics need pull subscriptions `<queue>` (exactly-once) and dead-letter topics as docs/architecture.md says.
+They use a queue of their own, JITGATE_LIVE_GCP_QUEUE (default `jitgate-live-test`): a topic, its pull subscription
+(exactly-once) and its dead-letter topic as docs/architecture.md lays out a queue, never one carrying real traffic.
 Not marked `gcp`: CI has no project, so these skip there, with the reason."""
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ def _bus() -> PubSubBus:
 
 def test_send_receive_complete_and_schedule_cancel_on_the_real_services() -> None:
     bus = _bus()
-    queue = Settings.from_env().lifecycle_queue
+    queue = os.environ.get("JITGATE_LIVE_GCP_QUEUE", "jitgate-live-test")
     message_id = f"live:{uuid.uuid4()}"
     bus.send(queue, message_id, b'{"live": true}')
-    received = [m for m in bus.receive(queue, 10) if m.message_id == message_id]
-    for message in received:
-        bus.complete(message)
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    while not (received := bus.receive(queue, 10)) and datetime.now(UTC) < deadline:
+        pass
+    assert [m.message_id for m in received] == [message_id]
+    bus.complete(received[0])
     number = bus.schedule(queue, f"{message_id}:later", b"{}", datetime.now(UTC) + timedelta(hours=1))
     bus.cancel_scheduled(queue, number)
     bus.cancel_scheduled(queue, number)  # NOT_FOUND now: a no-op
