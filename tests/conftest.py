@@ -32,7 +32,6 @@ def pg_world(pg_servers: dict[str, ThrowawayPostgres]) -> Iterator[PgWorld]:
         reset(pg)
 
 
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """In CI (or with JITGATE_REQUIRE_GCP) a `gcp` test that would skip fails instead: they need nothing that

@@ -438,10 +438,15 @@ def test_message_is_dead_lettered_after_max_deliveries(bus: Bus, clock: FakeCloc
 
 
 def test_dead_letters_keep_the_sequence_number(bus: Bus) -> None:
-    bus.send(Q, "m-1", b"poison")
-    message = receive_one(bus)
-    bus.dead_letter(message, "Poison")
-    assert [d.sequence_number for d in bus.dead_letters(Q)] == [message.sequence_number]
+    bus.send(Q, "by-the-bus", b"poison")
+    for _ in range(MAX_DELIVERIES):
+        by_the_bus = receive_one(bus)
+        bus.abandon(by_the_bus)
+    bus.send(Q, "by-the-handler", b"bad")
+    by_the_handler = receive_one(bus)  # the first is dead-lettered on the way
+    bus.dead_letter(by_the_handler, "Poison")
+    assert sorted(d.sequence_number for d in bus.dead_letters(Q)) == sorted(
+        [by_the_bus.sequence_number, by_the_handler.sequence_number])
 
 
 def test_lock_expiries_count_towards_max_deliveries(bus: Bus, clock: FakeClock) -> None:
@@ -633,7 +638,6 @@ _DRAIN_IN_ANOTHER_PROCESS = """
 import json, pathlib, sys, time
 from shared.adapters.embedded.bus import SqliteBus
 from tests.fakes.clock import FakeClock
-from tests.gcp.contract_adapters import pubsub_bus
 path, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 bus = SqliteBus(path, FakeClock())
 ready.touch()
