@@ -30,8 +30,8 @@ test: $(STAMP) $(NODE_DEPS)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check shared tests functions function_app.py bench
-	$(VENV)/bin/mypy shared functions function_app.py
+	$(VENV)/bin/ruff check shared tests functions function_app.py main.py bench
+	$(VENV)/bin/mypy shared functions function_app.py main.py
 
 check: test lint
 

@@ -26,6 +26,7 @@ SDKS = {
     "azure-cosmos": "azure.cosmos",
     "azure-monitor-query": "azure.monitor.query",
     "google-cloud-pubsub": "google.cloud.pubsub",
+    "google-cloud-tasks": "google.cloud.tasks_v2",
 }
 ENTRY = "import shared.api"  # the ASGI app; it imports shared.runtime (the local wiring) itself
 
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     sdk_imports = "; ".join(f"import {m}" for m in present.values())
 
     leaked = subprocess.run(
-        [sys.executable, "-c", f"{ENTRY}; import sys, json; print(json.dumps(sorted(m for m in sys.modules"
-         " if m.split('.')[0] in ('azure', 'google', 'grpc'))))"],
+        # NB. Namespace packages (no __file__) left out: functions-framework's .pth loads `google` and `google.cloud`
+        # at interpreter start, empty, whatever the entry imports.
+        [sys.executable, "-c", f"{ENTRY}; import sys, json; print(json.dumps(sorted(m for m, v in sys.modules.items()"
+         " if m.split('.')[0] in ('azure', 'google', 'grpc') and getattr(v, '__file__', None))))"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     loaded = json.loads(leaked.stdout)
@@ -90,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         variants["Azure entry: import function_app"] = "import function_app"
     else:
         report.note("function_app.py is absent or not importable here (azure-functions?): not measured")
+    gcp_entry = importable("main")
+    if gcp_entry:
+        # The Google Cloud entry (functions-framework; the runtime is built on the first invocation).
+        variants["Google Cloud entry: import main"] = "import main"
+        clients = subprocess.run(
+            [sys.executable, "-c", "import main, sys; print(sum(1 for m in sys.modules if m.startswith(("
+             "'google.cloud.pubsub', 'google.pubsub_v1', 'google.cloud.tasks', 'google.api_core', 'grpc'))))"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )
+        report.figure("Google SDK client modules loaded by main", int(clients.stdout))
+    else:
+        report.note("main.py is absent or not importable here (functions-framework?): not measured")
     for code in variants.values():
         run(code)  # compile and cache bytecode, warm the page cache
     timings: dict[str, list[float]] = {name: [] for name in variants}
@@ -108,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if azure_entry:
         report.figure("ratio baseline / Azure entry (medians)", round(
             baseline / percentile(timings["Azure entry: import function_app"], 50), 2), "x")
+    if gcp_entry:
+        report.figure("ratio baseline / Google Cloud entry (medians)", round(
+            baseline / percentile(timings["Google Cloud entry: import main"], 50), 2), "x")
     report.figure("import shared.cli / entry (medians)", round(
         percentile(timings["import shared.cli"], 50) / entry, 2), "x")
     for cumulative, name in import_profile(variants["baseline: entry + every SDK eagerly"], 10):

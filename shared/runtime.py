@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .clock import SystemClock
 from .lifecycle import Backends, Lifecycle
@@ -51,7 +51,7 @@ def build(settings: Settings) -> Runtime:
         return build_local(settings)
     if settings.mode == "azure":
         return build_azure(settings)
-    raise SettingsError([f"JITGATE_MODE={settings.mode} is not wired in this build; use local or azure"])
+    return build_gcp(settings)
 
 
 def build_local(settings: Settings) -> Runtime:
@@ -189,6 +189,88 @@ def build_azure(settings: Settings) -> Runtime:
         archive = partial(archiver.archive_closed, store)
     names["archive"] = "blob" if archive is not None else "none"
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
+
+
+def build_gcp(settings: Settings) -> Runtime:
+    """Google Cloud: Pub/Sub with Cloud Tasks, the Cosmos DB store through workload identity federation (or
+    SQLite under the data dir for development), the policy file's groups as the directory. Nothing connects here.
+    Grant providers: `local` (the simulated plane, for development and tests) and the database providers."""
+    missing = settings.missing_gcp_settings()
+    if missing:
+        raise SettingsError([f"JITGATE_MODE=gcp needs these settings, which are missing: {', '.join(missing)}"])
+    from .adapters.embedded.outbox import OutboxNotifier
+    from .adapters.embedded.policy_directory import PolicyDirectory
+    from .adapters.gcp.pubsub import PubSubBus
+    from .adapters.gcp.tasks import CloudTasksScheduler
+    from .adapters.teams.workflows import TeamsNotifier
+    from .domain.policy import Policy
+
+    clock = SystemClock()
+    data = settings.data_dir
+    databases = database_providers(settings)
+    served = ["local", *databases]
+    unknown = [name for name in settings.providers if name not in served]
+    if unknown:
+        raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in gcp mode; known: "
+                             f"{', '.join(served)}"])
+    providers: dict[str, GrantProvider] = {n: p for n, p in databases.items() if n in settings.providers}
+    rbac = None
+    if "local" in settings.providers:
+        from .adapters.embedded.rbac import LocalRbac
+
+        data.mkdir(parents=True, exist_ok=True)
+        rbac = LocalRbac(data / "rbac.db")
+        providers = {"local": rbac, **providers}
+    if settings.store == "sqlite":
+        from .adapters.embedded.store import SqliteStore
+
+        data.mkdir(parents=True, exist_ok=True)
+        store: Any = SqliteStore(data / "store.db")
+    else:
+        from .adapters.azure.cosmos import CosmosStore
+        from .adapters.gcp.federation import federated_credential
+
+        credential = federated_credential(
+            settings.entra_tenant_id, settings.entra_client_id, settings.federation_audience
+        )
+        store = CosmosStore.connect(settings.cosmos_endpoint, settings.cosmos_database, credential)
+    policy = Policy.load(settings.policy_path)
+    queue = QueueSettings(lock_duration=settings.lock_duration, max_delivery_count=settings.max_delivery_count)
+    scheduler = CloudTasksScheduler.connect(
+        settings.tasks_queue, settings.pubsub_publish_url, settings.tasks_service_account, clock,
+        settings.tasks_emulator_host,
+    )
+    bus = PubSubBus.connect(settings.gcp_project, clock, scheduler, dict.fromkeys(settings.queues, queue), queue)
+    directory = PolicyDirectory(policy)
+    if settings.teams_webhook_url:
+        notifier: Notifier = TeamsNotifier(lambda: settings.teams_webhook_url)
+    else:
+        log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: notices go to %s", data / "outbox.jsonl")
+        data.mkdir(parents=True, exist_ok=True)
+        notifier = OutboxNotifier(data / "outbox.jsonl")
+    backends = Backends(
+        stale_after=settings.stale_after,
+        requests=store,
+        ledger=store,
+        audit=store,
+        bus=bus,
+        providers=providers,
+        notifier=addressed(notifier, directory, settings),
+        directory=directory,
+        clock=clock,
+        policy=policy,
+        requests_queue=settings.requests_queue,
+        lifecycle_queue=settings.lifecycle_queue,
+        revocations_queue=settings.revocations_queue,
+    )
+    names = {
+        "bus": "pubsub",
+        "store": settings.store or "cosmos",
+        "grants": ",".join(providers),
+        "notifier": "teams" if settings.teams_webhook_url else "outbox",
+        "directory": "policy",
+    }
+    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
 
 
 def database_providers(settings: Settings, credential: TokenCredential | None = None) -> dict[str, GrantProvider]:

@@ -73,6 +73,17 @@ class Settings:
     envoy_services: dict[str, str] = field(default_factory=dict)
     envoy_tenant: str = ""
     envoy_refresh: timedelta = timedelta(seconds=1)
+    # Google Cloud (JITGATE_MODE=gcp; docs/architecture.md "Google Cloud"): Pub/Sub topics of one project, one
+    # Cloud Tasks queue for scheduled messages, and the store in Cosmos DB reached by workload identity federation.
+    gcp_project: str = ""
+    tasks_queue: str = ""  # projects/<p>/locations/<l>/queues/<q>
+    tasks_service_account: str = ""  # the account whose OAuth token a task publishes with
+    pubsub_publish_url: str = "https://pubsub.googleapis.com"
+    tasks_emulator_host: str = ""  # host:port of a local Cloud Tasks (tests, development)
+    store: str = ""  # gcp: cosmos (the default) or sqlite under the data dir (one instance: development only)
+    entra_tenant_id: str = ""
+    entra_client_id: str = ""  # the Entra app whose federated credential trusts the Google service account
+    federation_audience: str = "api://AzureADTokenExchange"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -133,6 +144,15 @@ class Settings:
             envoy_services=read.checked("JITGATE_ENVOY_SERVICES", _envoy_services, {}),
             envoy_tenant=read.checked("JITGATE_ENVOY_TENANT", _tenant, ""),
             envoy_refresh=read.seconds("JITGATE_ENVOY_REFRESH_SECONDS", base.envoy_refresh),
+            gcp_project=e.get("JITGATE_GCP_PROJECT", ""),
+            tasks_queue=e.get("JITGATE_TASKS_QUEUE", ""),
+            tasks_service_account=e.get("JITGATE_TASKS_SERVICE_ACCOUNT", ""),
+            pubsub_publish_url=read.checked("JITGATE_PUBSUB_PUBLISH_URL", _base_url, "") or base.pubsub_publish_url,
+            tasks_emulator_host=e.get("JITGATE_TASKS_EMULATOR_HOST", ""),
+            store=read.checked("JITGATE_STORE", _store, ""),
+            entra_tenant_id=e.get("JITGATE_ENTRA_TENANT_ID", ""),
+            entra_client_id=e.get("JITGATE_ENTRA_CLIENT_ID", ""),
+            federation_audience=e.get("JITGATE_FEDERATION_AUDIENCE", "").strip() or base.federation_audience,
         )
         if settings.envoy_services and not settings.envoy_tenant:
             read.problems.append("JITGATE_ENVOY_SERVICES needs JITGATE_ENVOY_TENANT (the Entra tenant id that "
@@ -154,6 +174,19 @@ class Settings:
         }
         if "cosmos-data" in self.providers:
             required["JITGATE_COSMOS_ACCOUNTS"] = self.cosmos_accounts
+        return [name for name, value in required.items() if not value]
+
+    def missing_gcp_settings(self) -> list[str]:
+        """The settings Google Cloud mode cannot start without, by their environment names."""
+        required: dict[str, object] = {
+            "JITGATE_GCP_PROJECT": self.gcp_project,
+            "JITGATE_TASKS_QUEUE": self.tasks_queue,
+            "JITGATE_TASKS_SERVICE_ACCOUNT": self.tasks_service_account,
+        }
+        if self.store != "sqlite":
+            required["JITGATE_COSMOS_ENDPOINT"] = self.cosmos_endpoint
+            required["JITGATE_ENTRA_TENANT_ID"] = self.entra_tenant_id
+            required["JITGATE_ENTRA_CLIENT_ID"] = self.entra_client_id
         return [name for name, value in required.items() if not value]
 
     @property
@@ -257,6 +290,14 @@ def _base_url(name: str, text: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
     return url
+
+
+def _store(name: str, text: str) -> str:
+    """Where Google Cloud mode keeps state: cosmos, or sqlite (development); '' when unset (cosmos)."""
+    store = text.strip().lower()
+    if store not in ("", "cosmos", "sqlite"):
+        raise ValueError(f"{name} must be cosmos or sqlite, not {text!r}")
+    return store
 
 
 def _cosmos_accounts(name: str, text: str) -> tuple[str, ...]:

@@ -57,6 +57,10 @@ class TransientError(JitgateError):
         super().__init__(message)
 
 
+class BeyondScheduleLimit(JitgateError):
+    """The bus cannot schedule a message that far ahead (Cloud Tasks: 30 days); reconcile acts when it is due."""
+
+
 class PermanentError(JitgateError):
     """A backend refused for good (bad role, principal gone, forbidden): retrying will not help."""
 

@@ -100,7 +100,11 @@ class Access:
                     "expiresAt": format_instant(hold.expires_at),
                 },
             )
-            record.emit(EventType.REVOKE_SCHEDULED, now, {"at": format_instant(hold.expires_at), "sequenceNumber": seq})
+            scheduled: dict[str, object] = {"at": format_instant(hold.expires_at), "sequenceNumber": seq}
+            if seq is None:
+                # NB. Beyond what the bus can schedule (Cloud Tasks: 30 days): reconcile revokes it when due.
+                scheduled["by"] = "reconcile"
+            record.emit(EventType.REVOKE_SCHEDULED, now, scheduled)
             return True
 
         saved = self.records.update(request_id, mutate)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..domain.errors import BeyondScheduleLimit
 from ..domain.lifecycle import LifecycleCommand, RequestState
 from ..domain.policy import Policy
 from ..ports import (
@@ -20,6 +22,8 @@ from ..ports import (
     Notifier,
     RequestStore,
 )
+
+log = logging.getLogger("jitgate.lifecycle")
 
 REQUESTS_QUEUE = "access-requests"
 LIFECYCLE_QUEUE = "access-lifecycle"
@@ -62,9 +66,14 @@ class Backends:
         """Put a command on its queue now; bus duplicate detection drops a repeat."""
         self.bus.send(self.queue_of(command), command.message_id, command.body())
 
-    def schedule_command(self, command: LifecycleCommand, at: datetime) -> int:
-        """Put a command on its queue for `at`; the sequence number cancels it, on that queue only."""
-        return self.bus.schedule(self.queue_of(command), command.message_id, command.body(), at)
+    def schedule_command(self, command: LifecycleCommand, at: datetime) -> int | None:
+        """Put a command on its queue for `at`; the sequence number cancels it, on that queue only. None when the
+        bus cannot schedule that far ahead (Cloud Tasks: 30 days): reconcile then acts when it is due."""
+        try:
+            return self.bus.schedule(self.queue_of(command), command.message_id, command.body(), at)
+        except BeyondScheduleLimit as exc:
+            log.warning("%s not scheduled, reconcile will run it when due: %s", command.message_id, exc)
+            return None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class FakeHttpService:
     """Subclasses implement `route(call) -> Reply`. `fail(method, path_regex, reply, times)` answers the next
     matching requests with `reply` (after `delay` seconds) before the fake sees them."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.calls: list[Call] = []
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -96,13 +97,16 @@ class FakeHttpService:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:  # an https endpoint, for clients that refuse plain http (Entra's token endpoint)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        scheme = "https" if isinstance(self._server.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_port}"
 
     def close(self) -> None:
         self._server.shutdown()

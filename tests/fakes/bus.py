@@ -7,9 +7,9 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from shared.domain.errors import LockLost, NotFound
+from shared.domain.errors import BeyondScheduleLimit, LockLost, NotFound
 from shared.ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
@@ -51,8 +51,11 @@ class FakeBus:
         clock: Clock,
         queues: Mapping[str, QueueSettings] | None = None,
         default: QueueSettings = QueueSettings(),  # noqa: B008 - frozen dataclass, never mutated
+        schedule_horizon: timedelta | None = None,
     ) -> None:
         self._clock = clock
+        # NB. How far ahead `schedule` accepts a message (Cloud Tasks: 30 days); None: any time.
+        self._horizon = schedule_horizon
         self._queues = dict(queues or {})
         self._default = default
         self._sequence = itertools.count(1)
@@ -67,6 +70,8 @@ class FakeBus:
     def schedule(self, queue: str, message_id: str, body: bytes, at: datetime) -> int:
         if at.tzinfo is None:
             raise ValueError(f"naive datetime {at!r}: bus times must be timezone-aware")
+        if self._horizon is not None and at - self._clock.now() > self._horizon:
+            raise BeyondScheduleLimit(f"{message_id} is due beyond this bus's horizon of {self._horizon}")
         seq = self._enqueue(queue, message_id, body, at)
         self.scheduled.append(Scheduled(queue, message_id, bytes(body), at, seq))
         return seq

@@ -16,6 +16,7 @@ from shared.domain.errors import (
 )
 from shared.domain.ledger import Assignment, Deletion, Grant, GrantKey, marker_for
 from shared.domain.lifecycle import LifecycleCommand, RequestState
+from tests.fakes.bus import FakeBus
 from tests.fakes.world import (
     ALICE,
     BOB,
@@ -384,6 +385,27 @@ def test_reconcile_revokes_overdue_holds_when_the_scheduled_revoke_is_lost(world
     assert world.state(rid) == "active"
     report = world.lifecycle.reconcile()
     assert report.revoked == [rid]
+    assert world.state(rid) == "revoked"
+    assert world.marked() == []
+
+
+def test_a_revoke_beyond_what_the_bus_can_schedule_is_left_to_reconcile_and_the_trail_says_so() -> None:
+    # GIVEN a bus that schedules at most 30 minutes ahead (Cloud Tasks: 30 days)
+    world = World(make_bus=lambda clock, queues: FakeBus(clock, queues, schedule_horizon=timedelta(minutes=30)))
+    # WHEN a request for an hour is granted
+    rid = world.submit(access_request(duration="PT1H"))
+    # THEN it is active, nothing is scheduled, and the trail says reconcile will revoke it
+    assert world.state(rid) == "active"
+    assert world.bus.scheduled_count("access-revocations") == 0
+    [scheduled] = [e for e in world.store.chain(rid) if e.type is EventType.REVOKE_SCHEDULED]
+    assert scheduled.data["sequenceNumber"] is None
+    assert scheduled.data["by"] == "reconcile"
+    record = world.store.get_request(rid)
+    assert record is not None and record.revoke_sequence is None
+    # AND once it is due, reconcile revokes it
+    world.advance(3601)
+    assert world.state(rid) == "active"
+    assert world.lifecycle.reconcile().revoked == [rid]
     assert world.state(rid) == "revoked"
     assert world.marked() == []
 

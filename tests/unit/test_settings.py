@@ -61,3 +61,18 @@ def test_two_settings_naming_the_same_queue_are_refused() -> None:
     assert caught.value.problems == [
         "JITGATE_REQUESTS_QUEUE and JITGATE_REVOCATIONS_QUEUE name the same queue 'access-requests'; each needs its own"
     ]
+
+
+def test_gcp_mode_names_what_it_needs_and_refuses_an_unknown_store() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"JITGATE_MODE": "gcp", "JITGATE_STORE": "firestore",
+                           "JITGATE_PUBSUB_PUBLISH_URL": "pubsub.example"})
+    assert [problem.split(" ")[0] for problem in caught.value.problems] == [
+        "JITGATE_PUBSUB_PUBLISH_URL", "JITGATE_STORE"]
+    sqlite = Settings.from_env({"JITGATE_MODE": "gcp", "JITGATE_STORE": "SQLite"})
+    assert sqlite.store == "sqlite"
+    assert sqlite.pubsub_publish_url == "https://pubsub.googleapis.com"
+    assert sqlite.federation_audience == "api://AzureADTokenExchange"
+    # with SQLite the Cosmos DB and Entra settings are not needed
+    assert sqlite.missing_gcp_settings() == [
+        "JITGATE_GCP_PROJECT", "JITGATE_TASKS_QUEUE", "JITGATE_TASKS_SERVICE_ACCOUNT"]

@@ -36,7 +36,9 @@ class GoogleCredentials(Protocol):
     """What google-auth's credentials offer (only this is used)."""
 
     token: str | None
-    valid: bool
+
+    @property
+    def valid(self) -> bool: ...
 
     def refresh(self, request: Any) -> None: ...
 
@@ -110,8 +112,8 @@ def sign_in_for(server: Server, azure_client_id: str = "") -> SignIn:
         return EntraToken(DefaultAzureCredential(managed_identity_client_id=azure_client_id or None))
     if server.sign_in == "cloud-sql-iam":
         try:
-            import google.auth  # type: ignore[import-not-found]
-            from google.auth.transport.requests import Request  # type: ignore[import-not-found]
+            import google.auth
+            from google.auth.transport.requests import Request
         except ImportError:
             raise PermanentError(
                 f"server '{server.name}' is on Cloud SQL: install google-auth to sign in with an IAM token"
