@@ -73,6 +73,10 @@ def build_local(settings: Settings) -> Runtime:
     rbac = LocalRbac(data / "rbac.db")
     directory = PolicyDirectory(policy)
     providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
+    if "gcp-iam" in settings.providers or "postgres" in providers:
+        from .adapters.gcp.grants import gcp_grant_providers
+
+        providers = gcp_grant_providers(settings, providers)
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.

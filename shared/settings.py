@@ -63,6 +63,10 @@ class Settings:
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
     cosmos_accounts: tuple[str, ...] = ()  # the Cosmos DB accounts (ARM ids) `cosmos-data` grants on and reconciles
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
+    # Google Cloud grants (issue #12): where `gcp-iam` grants and reconciles, and the Cloud Identity groups that
+    # stand for policy groups.
+    gcp_grant_scopes: tuple[str, ...] = ()  # projects/<id>, folders/<number>, organizations/<number>
+    gcp_groups: dict[str, str] = field(default_factory=dict)  # policy group name -> groups/<Cloud Identity id>
     # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
     # and the portal (Backstage) base URL each card links the request's page under.
     teams_webhook_name: str = "jitgate"
@@ -122,6 +126,8 @@ class Settings:
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
             cosmos_accounts=read.checked("JITGATE_COSMOS_ACCOUNTS", _cosmos_accounts, ()),
             group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
+            gcp_grant_scopes=read.checked("JITGATE_GCP_GRANT_SCOPES", _gcp_scopes, ()),
+            gcp_groups=read.checked("JITGATE_GCP_GROUPS", _gcp_groups, {}),
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
         )
@@ -260,6 +266,25 @@ def _cosmos_accounts(name: str, text: str) -> tuple[str, ...]:
         if "/dbs/" in account.lower():
             raise ValueError(f"{name}: {account!r} is below an account; name the account")
     return accounts
+
+
+def _gcp_scopes(name: str, text: str) -> tuple[str, ...]:
+    """Google Cloud resources whose allow policies `gcp-iam` changes, comma-separated."""
+    scopes = _listed(text)
+    bad = [s for s in scopes if not re.fullmatch(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/\d{1,20}"
+                                                 r"|organizations/\d{1,20}", s)]
+    if bad:
+        raise ValueError(f"{name}: {bad[0]!r} is not projects/<id>, folders/<number> or organizations/<number>")
+    return scopes
+
+
+def _gcp_groups(name: str, text: str) -> dict[str, str]:
+    """`policy group=groups/<Cloud Identity group id>` pairs."""
+    pairs = _pairs(name, text)
+    bad = [v for v in pairs.values() if not re.fullmatch(r"groups/[A-Za-z0-9]+", v)]
+    if bad:
+        raise ValueError(f"{name}: {bad[0]!r} is not a Cloud Identity group name (groups/<id>)")
+    return pairs
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

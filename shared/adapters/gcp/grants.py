@@ -1,0 +1,43 @@
+"""Which Google Cloud grant providers a deployment serves, built from settings (local mode, and the Google Cloud
+entry): `gcp-iam` when JITGATE_PROVIDERS names it, and Cloud SQL's IAM layer around `postgres` whenever the servers
+file lists a Cloud SQL server. Nothing connects here, and no Google library is imported."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .iam import IAM, RESOURCE_MANAGER, GcpIam
+from .rest import GoogleToken, TokenProvider
+
+if TYPE_CHECKING:
+    from ...ports import GrantProvider
+    from ...settings import Settings
+
+
+def gcp_grant_providers(
+    settings: Settings,
+    providers: Mapping[str, GrantProvider],
+    token: TokenProvider | None = None,
+    resource_manager_url: str = RESOURCE_MANAGER,
+    iam_url: str = IAM,
+) -> dict[str, GrantProvider]:
+    """`providers` with `gcp-iam` added, and `postgres` wrapped in `CloudSqlGrants`, where the deployment needs
+    them; both share one IAM client (Application Default Credentials unless `token` is given)."""
+    from ..postgres.provider import PostgresGrants
+
+    served = dict(providers)
+    database = served.get("postgres")
+    cloud_sql = isinstance(database, PostgresGrants) and any(
+        s.platform == "cloud-sql" for s in database.servers.servers)
+    if "gcp-iam" not in settings.providers and not cloud_sql:
+        return served
+    iam = GcpIam(token or GoogleToken(), target_scopes=settings.gcp_grant_scopes,
+                 resource_manager_url=resource_manager_url, iam_url=iam_url)
+    if "gcp-iam" in settings.providers:
+        served["gcp-iam"] = iam
+    if cloud_sql and isinstance(database, PostgresGrants):
+        from .cloudsql import CloudSqlGrants
+
+        served["postgres"] = CloudSqlGrants(database, iam)
+    return served
