@@ -71,7 +71,12 @@ def build_local(settings: Settings) -> Runtime:
     bus = SqliteBus(data / "bus.db", clock, dict.fromkeys(settings.queues, queue))
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
-    directory = PolicyDirectory(policy)
+    directory: Directory = PolicyDirectory(policy)
+    if settings.gcp_groups:
+        from .adapters.gcp.cloudidentity import CLOUD_IDENTITY_SCOPE, CloudIdentityDirectory
+        from .adapters.gcp.rest import GoogleToken
+
+        directory = CloudIdentityDirectory(GoogleToken((CLOUD_IDENTITY_SCOPE,)), settings.gcp_groups, directory)
     providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
     if "gcp-iam" in settings.providers or "postgres" in providers:
         from .adapters.gcp.grants import gcp_grant_providers
@@ -99,7 +104,7 @@ def build_local(settings: Settings) -> Runtime:
         "store": "sqlite",
         "grants": ",".join(providers),
         "notifier": "outbox",
-        "directory": "policy",
+        "directory": "cloud-identity" if settings.gcp_groups else "policy",
     }
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
 
