@@ -86,6 +86,9 @@ class World:
     roles: set[str] = field(default_factory=lambda: set(ROLES))
     meddlers: list[Callable[[str, Resource], bool]] = field(default_factory=list)
     refused_writes: int = 0
+    # The caller's binding condition `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`,
+    # as the roles it lists; None: the caller may change any binding.
+    may_modify: frozenset[str] | None = None
 
 
 class FakeIam(FakeHttpService):
@@ -228,6 +231,11 @@ class FakeIam(FakeHttpService):
         limit = _limit_problem(bindings)
         if limit:
             return google_error(400, limit, "FAILED_PRECONDITION")
+        if world.may_modify is not None:
+            modified = _modified_roles(resource.bindings, bindings) - world.may_modify
+            if modified:
+                return google_error(403, f"Policy update access denied: the caller may not change bindings of "
+                                         f"{', '.join(sorted(modified))}.")
         mask = {p.strip() for p in str(body.get("updateMask") or "bindings,etag").split(",")}
         if "auditConfigs" in mask:
             resource.audit_configs = copy.deepcopy(policy.get("auditConfigs") or [])
@@ -238,6 +246,15 @@ class FakeIam(FakeHttpService):
         resource.bindings = bindings
         resource.etag_number += 1
         resource.writes += 1
+
+
+def _modified_roles(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> set[str]:
+    """The roles whose grants a write adds or removes (`iam.googleapis.com/modifiedGrantsByRole`)."""
+    def grants(bindings: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(b["role"], member, repr(sorted((b.get("condition") or {}).items())))
+                for b in bindings for member in b["members"]}
+
+    return {role for role, _, _ in grants(before) ^ grants(after)}
 
 
 def _binding_problem(binding: dict[str, Any], roles: set[str]) -> str | None:

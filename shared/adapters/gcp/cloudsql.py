@@ -23,19 +23,15 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final
 
 from ...domain.errors import AssignmentExists, PermanentError
 from ...domain.ids import JITGATE_NAMESPACE
 from ...domain.ledger import Assignment, GrantKey
 from ..databases.servers import Server
 from ..postgres.provider import PostgresGrants
-from .iam import LAYER_TITLE, GcpIam, member_of
+from .iam import CLOUD_SQL_ROLES, LAYER_TITLE, GcpIam, member_of
 
 log = logging.getLogger("jitgate.gcp")
-
-CLOUD_SQL_ROLES: Final = ("roles/cloudsql.instanceUser", "roles/cloudsql.client")
-
 
 def layer_title(key: GrantKey) -> str:
     """The title of the IAM bindings that stand beside a Cloud SQL grant key's database membership."""

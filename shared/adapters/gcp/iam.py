@@ -56,6 +56,8 @@ GRANT_TITLE: Final = "jitgate:"
 # carry another title so that gcp-iam's reconcile never takes them for orphans of its own.
 LAYER_TITLE: Final = "jitgate-sql:"
 UNCONDITIONAL: Final = "unconditional:"
+# What signing in to a Cloud SQL instance with IAM takes (adapters/gcp/cloudsql.py grants it beside a database role).
+CLOUD_SQL_ROLES: Final = ("roles/cloudsql.instanceUser", "roles/cloudsql.client")
 
 # Google's documented limits on one allow policy (cloud.google.com/iam/quotas, "Policies and bindings").
 MAX_PRINCIPALS: Final = 1500
