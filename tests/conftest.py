@@ -1,8 +1,10 @@
-"""Session-wide fixtures: the throwaway PostgreSQL servers the `postgres` tests use (tests/postgres.py)."""
+"""Session-wide fixtures: the throwaway PostgreSQL servers the `postgres` tests use (tests/postgres.py); and in CI
+(`JITGATE_REQUIRE_GCP`) a `gcp` test that skips fails instead, as the `postgres` tests do without PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -30,3 +32,13 @@ def pg_world(pg_servers: dict[str, ThrowawayPostgres]) -> Iterator[PgWorld]:
     yield PgWorld(pg_servers)
     for pg in pg_servers.values():
         reset(pg)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and os.environ.get("JITGATE_REQUIRE_GCP") and item.get_closest_marker("gcp") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI runs every gcp test (JITGATE_REQUIRE_GCP), and this one skipped: {reason}"
