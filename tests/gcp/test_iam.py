@@ -330,3 +330,32 @@ def test_a_blind_version_1_write_drops_the_conditions_as_google_warns(world: tup
                   {"policy": {"version": 1, "bindings": [{"role": "roles/viewer", "members": [JANE]}]}})
     assert answer.status_code == 200
     assert fake.bindings(w, PROJECT) == [{"role": "roles/viewer", "members": [JANE]}]
+
+
+class FakeCredentials:
+    """google-auth's Credentials as GoogleToken uses them: token, expiry, refresh(request)."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.token: str | None = None
+        self.expiry: datetime | None = None
+        self.refreshed = 0
+        self.fail = fail
+
+    def refresh(self, request: object) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.refreshed += 1
+        self.token = f"token-{self.refreshed}"
+        self.expiry = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None)
+
+
+def test_a_google_token_is_reused_until_near_its_expiry_and_a_failure_is_transient() -> None:
+    from shared.adapters.gcp.rest import GoogleToken
+
+    credentials = FakeCredentials()
+    token = GoogleToken(credentials=credentials, request=object())
+    assert token() == token() == "token-1"
+    credentials.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=2)  # inside the margin
+    assert token() == "token-2"
+    with pytest.raises(TransientError, match="no Google token: RuntimeError: metadata server"):
+        GoogleToken(credentials=FakeCredentials(RuntimeError("metadata server")), request=object())()

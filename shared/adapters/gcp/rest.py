@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Final
 
 import httpx
@@ -28,10 +29,11 @@ class GoogleToken:
     Cloud Functions, a developer's login elsewhere). google-auth is imported on the first call, never at import
     or construction; a token is reused until five minutes before it expires."""
 
-    def __init__(self, scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,), credentials: Any = None) -> None:
+    def __init__(self, scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,), credentials: Any = None,
+                 request: Any = None) -> None:
         self.scopes = scopes
         self._credentials = credentials
-        self._request: Any = None
+        self._request = request
         self._lock = threading.Lock()
 
     def __call__(self) -> str:
@@ -46,6 +48,8 @@ class GoogleToken:
 
                     self._request = Request()
                 expiry = getattr(self._credentials, "expiry", None)
+                if expiry is not None and expiry.tzinfo is None:
+                    expiry = expiry.replace(tzinfo=UTC)  # NB. google-auth keeps a naive UTC datetime
                 stale = expiry is not None and expiry.timestamp() - TOKEN_REFRESH_MARGIN < time.time()
                 if not self._credentials.token or stale:
                     self._credentials.refresh(self._request)
