@@ -96,3 +96,19 @@ def test_settings_put_google_groups_before_the_policy_files(tmp_path) -> None:  
     assert isinstance(runtime.backends.directory, CloudIdentityDirectory)
     assert runtime.backends.directory.groups == {"approvers": "groups/approvers1"}
     assert runtime.backend_names["directory"] == "cloud-identity"
+
+
+def test_teams_cards_mention_only_entra_people_and_count_google_ones_among_the_others() -> None:
+    from shared.notices import AddressedNotifier
+    from shared.ports import Notice
+    from tests.fakes.grants import FakeDirectory, FakeNotifier
+
+    # GIVEN an approver group that holds an Entra person and two Google principals
+    inner = FakeNotifier()
+    directory = FakeDirectory({"approvers": {ENTRA, ALICE, BOB}})
+    notifier = AddressedNotifier(inner, directory)
+    # WHEN approvers are asked THEN only the Entra person is @mentioned (Teams mentions by object id)
+    notifier.notify(Notice(kind="approval_requested", request_id="r", title="t", audience=["approvers"]))
+    [sent] = inner.notices
+    assert [p.principal_id for p in sent.mentions] == [ENTRA]
+    assert sent.unmentioned == {"approvers": 2}
