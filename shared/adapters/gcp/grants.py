@@ -4,6 +4,7 @@ file lists a Cloud SQL server. Nothing connects here, and no Google library is i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from .rest import GoogleToken, TokenProvider
 if TYPE_CHECKING:
     from ...ports import GrantProvider
     from ...settings import Settings
+
+log = logging.getLogger("jitgate.gcp")
 
 
 def gcp_grant_providers(
@@ -35,6 +38,8 @@ def gcp_grant_providers(
     iam = GcpIam(token or GoogleToken(), target_scopes=settings.gcp_grant_scopes,
                  resource_manager_url=resource_manager_url, iam_url=iam_url)
     if "gcp-iam" in settings.providers:
+        if not settings.gcp_grant_scopes:
+            log.warning("JITGATE_GCP_GRANT_SCOPES is empty: reconcile cannot find gcp-iam bindings left behind")
         served["gcp-iam"] = iam
     if cloud_sql and isinstance(database, PostgresGrants):
         from .cloudsql import CloudSqlGrants

@@ -42,7 +42,7 @@ from typing import Any, Final
 import httpx
 
 from ...domain.errors import AssignmentExists, PermanentError, TransientError
-from ...domain.ids import is_guid
+from ...domain.ids import GOOGLE_PREFIXES, is_guid
 from ...domain.ledger import Assignment, GrantKey, role_name
 from .rest import GoogleFailure, GoogleRest, TokenProvider
 
@@ -69,11 +69,9 @@ _ROLE: Final = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
     r"|(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations/[0-9]{1,20})/roles/[A-Za-z0-9_.]{3,64})$"
 )
+# NB. Case-insensitive: grant keys keep principals lower-cased (`serviceaccount:`); IAM wants its own spelling back.
 _MEMBER: Final = re.compile(r"^(user|group|serviceaccount):([^@\s:/]+@[^@\s:/]+\.[^@\s:/]+)$", re.IGNORECASE)
-_PREFIXES: Final = {"user": "user", "group": "group", "serviceaccount": "serviceAccount"}
-# The request's principal types for Google principals, and the member prefix each must have.
-GOOGLE_PRINCIPAL_TYPES: Final = {"GoogleUser": "user", "GoogleGroup": "group",
-                                 "GoogleServiceAccount": "serviceAccount"}
+_PREFIXES: Final = {prefix.lower(): prefix for prefix in GOOGLE_PREFIXES.values()}
 _EXPIRY: Final = re.compile(r'^request\.time < timestamp\("(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"\)$')
 _STAMP: Final = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -184,7 +182,7 @@ class GcpIam:
         name = name.lower()
         if not is_guid(name):
             raise PermanentError(f"InvalidAssignmentName: {name!r} is not a GUID")
-        wanted_prefix = GOOGLE_PRINCIPAL_TYPES.get(principal_type)
+        wanted_prefix = GOOGLE_PREFIXES.get(principal_type)
         if wanted_prefix is not None and not member.startswith(wanted_prefix + ":"):
             raise PermanentError(f"UnmatchedPrincipalType: {member} is not a {principal_type}")
         if expires_at is None:
@@ -201,10 +199,7 @@ class GcpIam:
             found = self._find(policy, scope, member, role)
             if found is not None and found.name != name:
                 raise AssignmentExists(found.name)
-            until = max(expires_at, expiry_of(mine.get("condition")) or expires_at) if mine else expires_at
-            binding = {"role": role, "members": [member],
-                       "condition": {"title": title, "description": description,
-                                     "expression": expiry_expression(until)}}
+            binding = _binding(role, member, title, description, expires_at, mine)
             if mine == binding:
                 return False
             if mine is not None:
@@ -251,9 +246,7 @@ class GcpIam:
             changed = False
             for role in wanted:
                 mine = next((b for b in bindings if _title(b) == title and b.get("role") == role), None)
-                until = max(expires_at, expiry_of(mine.get("condition")) or expires_at) if mine else expires_at
-                binding = {"role": role, "members": [member], "condition": {
-                    "title": title, "description": description, "expression": expiry_expression(until)}}
+                binding = _binding(role, member, title, description, expires_at, mine)
                 if mine == binding:
                     continue
                 new.append(mine is None)
@@ -393,9 +386,18 @@ class GcpIam:
         )
 
 
+def _binding(role: str, member: str, title: str, description: str, expires_at: datetime,
+             existing: dict[str, Any] | None) -> dict[str, Any]:
+    """jitgate's binding of `role` for `member`, ending at `expires_at` or at the end of the one it replaces,
+    whichever is later: a later hold on a grant moves its expiry out, never in."""
+    until = max(expires_at, expiry_of((existing or {}).get("condition")) or expires_at)
+    return {"role": role, "members": [member],
+            "condition": {"title": title, "description": description, "expression": expiry_expression(until)}}
+
+
 def _principal_type(member: str) -> str:
     prefix = member.split(":", 1)[0].lower()
-    return next((t for t, p in GOOGLE_PRINCIPAL_TYPES.items() if p.lower() == prefix), "GoogleUser")
+    return next((t for t, p in GOOGLE_PREFIXES.items() if p.lower() == prefix), "GoogleUser")
 
 
 def check_limits(policy: dict[str, Any], scope: str) -> None:
