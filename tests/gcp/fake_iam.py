@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,6 +90,8 @@ class World:
     # The caller's binding condition `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`,
     # as the roles it lists; None: the caller may change any binding.
     may_modify: frozenset[str] | None = None
+    # Seconds each policy read takes (outside the server's lock): readers then overlap, as busy writers do.
+    read_delay: float = 0.0
 
 
 class FakeIam(FakeHttpService):
@@ -146,6 +149,14 @@ class FakeIam(FakeHttpService):
         self._commit(resource, bindings)
 
     # ------------------------------------------------------------ the API
+
+    def _answer(self, call: Call) -> Reply:
+        reply = super()._answer(call)
+        found = _POLICY.fullmatch(call.path)
+        world = self.worlds.get(int(found["world"])) if found and found["verb"] == "getIamPolicy" else None
+        if world is not None and world.read_delay:
+            time.sleep(world.read_delay)
+        return reply
 
     def route(self, call: Call) -> Reply:
         if call.headers.get("authorization") != f"Bearer {TOKEN}":
