@@ -40,12 +40,20 @@ POLICY = f"""
 version: 1
 groups:
   approvers: ["{ALICE}"]
+  # NB. As for Microsoft Graph in Azure, the policy file lists the group for the local directory; with
+  # JITGATE_GCP_GROUPS the Google group's members count instead.
+  google-approvers: ["user:someone-local@example.com"]
   google-engineers: ["{JANE}", "serviceAccount:deploy@jitgate-payments.iam.gserviceaccount.com"]
 rules:
   - name: google-viewer
     match: {{providers: [gcp-iam], roles: [roles/viewer, roles/browser], scopes: ["{PROJECT}"],
              requesterGroups: [google-engineers]}}
     outcome: auto
+    maxDuration: PT1H
+  - name: google-editor
+    match: {{providers: [gcp-iam], roles: [roles/editor], scopes: ["{PROJECT}"]}}
+    outcome: approval
+    approval: {{groups: [google-approvers]}}
     maxDuration: PT1H
   - name: payments-read
     match: {{providers: [postgres], roles: [payments_read], scopes: ["{DATABASE}"]}}
@@ -153,6 +161,34 @@ def test_reconcile_removes_jitgate_bindings_that_piled_up(gcp: Gcp) -> None:
     # WHEN reconcile runs THEN it is removed and audited
     report = gcp.runtime.lifecycle.reconcile()
     assert report.orphans_removed and gcp.bindings() == []
+
+
+def test_a_google_group_approves_a_google_principals_request(gcp: Gcp) -> None:
+    from shared.adapters.gcp.cloudidentity import CloudIdentityDirectory
+    from shared.domain.errors import AuthError
+    from tests.gcp.fake_cloudidentity import FakeCloudIdentity
+
+    # GIVEN the policy's google-approvers are a Google group: Carol through a nested group, and Jane herself
+    server = FakeCloudIdentity()
+    server.group("oncall1", "oncall@example.com", ("USER", "carol@example.com"))
+    approvers = server.group("approvers1", "approvers@example.com", ("GROUP", "oncall@example.com"),
+                             ("USER", "jane@example.com"))
+    gcp.runtime.backends.directory = CloudIdentityDirectory(
+        lambda: TOKEN, {"google-approvers": approvers}, gcp.runtime.backends.directory, base_url=server.url)
+    try:
+        # WHEN Jane asks to edit the project THEN it waits for an approver
+        request_id = gcp.submit({"provider": "gcp-iam", "scope": PROJECT, "role": "roles/editor"}, "PT1M")
+        assert gcp.state(request_id) == "pending_approval"
+        # AND she cannot approve it herself, though she is in the group
+        with pytest.raises(AuthError):
+            gcp.runtime.lifecycle.approve(request_id, JANE)
+        # WHEN Carol approves THEN Jane holds the role, until a minute from now
+        gcp.runtime.lifecycle.approve(request_id, "user:carol@example.com")
+        gcp.worker.drain()
+        assert gcp.state(request_id) == "active"
+        assert [b["role"] for b in gcp.bindings()] == ["roles/editor"]
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------- Cloud SQL: both layers, one hold
