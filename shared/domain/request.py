@@ -102,9 +102,10 @@ IsoDuration = Annotated[
     ),
 ]
 
+_GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Guid = Annotated[
     str,
-    Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+    Field(pattern=_GUID_PATTERN),
     BeforeValidator(lambda v: v.lower() if isinstance(v, str) and GUID_RE.fullmatch(v.lower()) else v),
 ]
 
@@ -195,7 +196,6 @@ def _multi_line(value: str) -> str:
     return _check_text(value, allow_newlines=True)
 
 
-_GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _PRINCIPAL_ID_SCHEMA: dict[str, Any] = {
     "anyOf": [{"pattern": _GUID_PATTERN, "not": {"const": NIL_GUID}}, {"pattern": GOOGLE_PRINCIPAL_PATTERN}],
     "description": "An Entra object id (GUID), or a Google principal as IAM names it (user:, group: or "
