@@ -1,6 +1,6 @@
-"""Cloud Identity API v1 groups, as a local HTTP server: `GET /v1/groups/{id}/memberships` (direct memberships,
-`pageSize` at most 1000 for the FULL view and 500 otherwise… this fake pages by `page_size`, `nextPageToken`
-opaque), `GET /v1/groups:lookup?groupKey.id=<email>` → `{"name": "groups/<id>"}`, errors as google.rpc.Status
+"""Cloud Identity API v1 groups, as a local HTTP server: `GET /v1/groups/{id}/memberships` (direct memberships;
+`pageSize` must not exceed 1000 for the BASIC view or 500 for FULL, as the reference says, else 400
+INVALID_ARGUMENT; pages are at most the fake's `page_size`, and `nextPageToken` is opaque), `GET /v1/groups:lookup?groupKey.id=<email>` → `{"name": "groups/<id>"}`, errors as google.rpc.Status
 (404 NOT_FOUND for an unknown group, 401 without the token). Memberships carry `name`, `preferredMemberKey.id`,
 `roles` and `type` (USER, SERVICE_ACCOUNT, GROUP) as the API reference's Membership does."""
 
@@ -42,7 +42,10 @@ class FakeCloudIdentity(FakeHttpService):
             if group is None:
                 return google_error(404, f"Group groups/{parts[3]} not found.", "NOT_FOUND")
             start = int(base64.b64decode(call.query["pageToken"]).decode()) if call.query.get("pageToken") else 0
-            size = min(int(call.query.get("pageSize") or self.page_size), self.page_size)
+            asked = int(call.query.get("pageSize") or 0)
+            if asked > (500 if call.query.get("view") == "FULL" else 1000):
+                return google_error(400, f"Request contains an invalid argument: pageSize {asked} is too large.")
+            size = min(asked or self.page_size, self.page_size)
             page = group.members[start:start + size]
             body: dict[str, object] = {"memberships": [
                 {"name": f"groups/{parts[3]}/memberships/{start + i}", "preferredMemberKey": {"id": email},
