@@ -1,8 +1,9 @@
 """Cloud Identity API v1 groups, as a local HTTP server: `GET /v1/groups/{id}/memberships` (direct memberships;
 `pageSize` must not exceed 1000 for the BASIC view or 500 for FULL, as the reference says, else 400
-INVALID_ARGUMENT; pages are at most the fake's `page_size`, and `nextPageToken` is opaque), `GET /v1/groups:lookup?groupKey.id=<email>` → `{"name": "groups/<id>"}`, errors as google.rpc.Status
-(404 NOT_FOUND for an unknown group, 401 without the token). Memberships carry `name`, `preferredMemberKey.id`,
-`roles` and `type` (USER, SERVICE_ACCOUNT, GROUP) as the API reference's Membership does."""
+INVALID_ARGUMENT; pages are at most the fake's `page_size`, and `nextPageToken` is opaque) and
+`GET /v1/groups:lookup?groupKey.id=<email>` → `{"name": "groups/<id>"}`; errors as google.rpc.Status (404 NOT_FOUND
+for an unknown group, 401 without the token). Memberships carry `name`, `preferredMemberKey.id`, `roles` and `type`
+(USER, SERVICE_ACCOUNT, GROUP) as the API reference's Membership does."""
 
 from __future__ import annotations
 
