@@ -216,6 +216,7 @@ def sign_in_roles(gcp: Gcp) -> list[tuple[str, str]]:
     return sorted((b["role"], b["members"][0]) for b in gcp.bindings())
 
 
+@pytest.mark.postgres
 def test_a_cloud_sql_database_is_granted_in_both_layers_and_revoked_in_both(cloud_sql: tuple[Gcp, Any]) -> None:
     gcp, pg = cloud_sql
     # GIVEN Jane asks to read the payments database on Cloud SQL for three seconds
@@ -236,6 +237,7 @@ def test_a_cloud_sql_database_is_granted_in_both_layers_and_revoked_in_both(clou
         session.execute("SELECT 1")
 
 
+@pytest.mark.postgres
 def test_a_failed_database_step_takes_the_iam_layer_back(cloud_sql: tuple[Gcp, Any]) -> None:
     gcp, _ = cloud_sql
     postgres = gcp.runtime.backends.providers["postgres"]
@@ -253,6 +255,7 @@ def test_a_failed_database_step_takes_the_iam_layer_back(cloud_sql: tuple[Gcp, A
     assert gcp.bindings() == []
 
 
+@pytest.mark.postgres
 def test_a_database_role_held_outside_jitgate_is_preexisting_and_gets_no_iam_layer(cloud_sql: tuple[Gcp, Any]) -> None:
     gcp, pg = cloud_sql
     # GIVEN an admin gave Jane the role by hand
@@ -269,6 +272,7 @@ def test_a_database_role_held_outside_jitgate_is_preexisting_and_gets_no_iam_lay
                          "WHERE u.rolname = 'jane@example.com'") == [(1,)]
 
 
+@pytest.mark.postgres
 def test_reconcile_sweeps_a_cloud_sql_layer_left_past_its_expiry(cloud_sql: tuple[Gcp, Any]) -> None:
     gcp, _ = cloud_sql
     postgres = gcp.runtime.backends.providers["postgres"]
