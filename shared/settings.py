@@ -272,9 +272,10 @@ def _gcp_scopes(name: str, text: str) -> tuple[str, ...]:
     """Google Cloud resources whose allow policies `gcp-iam` changes, comma-separated."""
     scopes = _listed(text)
     bad = [s for s in scopes if not re.fullmatch(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/\d{1,20}"
-                                                 r"|organizations/\d{1,20}", s)]
+                                                 r"|organizations/\d{1,20}|projects/_/buckets/[a-z0-9][a-z0-9._-]+", s)]
     if bad:
-        raise ValueError(f"{name}: {bad[0]!r} is not projects/<id>, folders/<number> or organizations/<number>")
+        raise ValueError(f"{name}: {bad[0]!r} is not projects/<id>, folders/<number>, organizations/<number> or "
+                         "projects/_/buckets/<bucket>")
     return scopes
 
 

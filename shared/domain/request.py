@@ -111,8 +111,10 @@ Guid = Annotated[
 
 _ARM_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
 _ARM_ROLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$")
+# NB. A Cloud Storage bucket is named as IAM names it (projects/_/buckets/<name>); bucket names are lower case.
 _GCP_SCOPE = re.compile(
-    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20})$"
+    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20}"
+    r"|projects/_/buckets/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])$"
 )
 _GCP_ROLE = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
@@ -276,7 +278,8 @@ def validate_scope(provider: Provider, scope: str) -> str:
         return scope
     if provider is Provider.GCP_IAM:
         if not _GCP_SCOPE.fullmatch(scope):
-            raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
+            raise ValueError("scope must be projects/<id>, folders/<number>, organizations/<number> or "
+                             "projects/_/buckets/<bucket>")
         return scope
     return _arm_scope(scope)
 

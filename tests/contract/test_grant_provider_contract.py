@@ -28,7 +28,13 @@ from tests.azure import fake_arm, sql_world
 from tests.azure.fake_arm_cosmos import DATA_CONTRIBUTOR, DATA_READER
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
-from tests.gcp.fake_iam import CONTRACT_OTHER_PROJECT, CONTRACT_PROJECT, fake_gcp_iam
+from tests.gcp.fake_iam import (
+    CONTRACT_BUCKET,
+    CONTRACT_OTHER_BUCKET,
+    CONTRACT_OTHER_PROJECT,
+    CONTRACT_PROJECT,
+    fake_gcp_iam,
+)
 
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -83,6 +89,9 @@ COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CO
 GCP_IAM = Profile(scope=CONTRACT_PROJECT, other_scope=CONTRACT_OTHER_PROJECT, role_name="roles/cloudsql.instanceUser",
                   role="roles/cloudsql.instance%55ser", other_role="roles/viewer", arm=False,
                   principal=_google_principal)
+GCP_IAM_BUCKET = Profile(scope=CONTRACT_BUCKET, other_scope=CONTRACT_OTHER_BUCKET,
+                         role_name="roles/storage.objectViewer", role="roles/storage.object%56iewer",
+                         other_role="roles/storage.admin", arm=False, principal=_google_principal)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider
     "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
     "postgres": (_postgres, POSTGRES),
     "gcp-iam": (lambda request, tmp: fake_gcp_iam()[0], GCP_IAM),
+    "gcp-iam-bucket": (lambda request, tmp: fake_gcp_iam(CONTRACT_BUCKET, CONTRACT_OTHER_BUCKET)[0], GCP_IAM_BUCKET),
     "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
@@ -121,7 +131,7 @@ def _plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
         built.close()
 
 
-MARKS = {"postgres": [pytest.mark.postgres], "gcp-iam": [pytest.mark.gcp]}
+MARKS = {"postgres": [pytest.mark.postgres], "gcp-iam": [pytest.mark.gcp], "gcp-iam-bucket": [pytest.mark.gcp]}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, [])) for name in sorted(PROVIDERS)])

@@ -3,7 +3,8 @@ projects, folders and organizations, and IAM v1 `roles.get`, as Google's API ref
 (google/iam/v1/policy.proto, iam_policy.proto; cloud.google.com/iam/docs/policies, /iam/quotas,
 /iam/docs/troubleshooting-withcond):
 
-- Errors are `google.rpc.Status` as JSON: `{"error": {"code", "message", "status"}}`.
+- Errors are `google.rpc.Status` as JSON: `{"error": {"code", "message", "status"}}` (Cloud Storage: its own
+  shape, `{"error": {"code", "message", "errors": [{"reason"}]}}`).
 - Every call needs `Authorization: Bearer <token>` (401 UNAUTHENTICATED); an unknown resource answers 403
   PERMISSION_DENIED, as Google does rather than say whether it exists.
 - `requestedPolicyVersion` must be 0, 1 or 3 (400 INVALID_ARGUMENT). A policy with conditional bindings read as
@@ -17,6 +18,10 @@ projects, folders and organizations, and IAM v1 `roles.get`, as Google's API ref
   unknown role or a malformed member. The documented limits (1,500 principals, 250 groups, 20 bindings of one role
   for one principal) answer 400 FAILED_PRECONDITION. The default update mask (`bindings,etag`) leaves auditConfigs
   alone. Each accepted write gets a new etag; compare-and-set is atomic.
+- Cloud Storage buckets (`projects/_/buckets/<name>`; storage.googleapis.com JSON API `GET`/`PUT
+  /storage/v1/b/<bucket>/iam`, the policy itself as the body, `kind` and `resourceId` in answers): a stale etag is
+  412 Precondition Failed (reason conditionNotMet); conditions need uniform bucket-level access; a read below
+  version 3 of a policy with conditions fails ("the request fails", says the reference) instead of renaming roles.
 
 Each test gets its own world (`new_world()`): a path prefix on one shared server with resources of its own.
 """
@@ -49,6 +54,8 @@ _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DEN
            409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 _POLICY = re.compile(r"^/w(?P<world>\d+)/v3/(?P<resource>(?:projects|folders|organizations)/[^/:]+)"
                      r":(?P<verb>getIamPolicy|setIamPolicy)$")
+_BUCKET = re.compile(r"^/w(?P<world>\d+)/storage/v1/b/(?P<bucket>[^/]+)/iam$")
+BUCKETS = "projects/_/buckets/"
 _ROLE = re.compile(r"^/w(?P<world>\d+)/v1/(?P<role>(?:(?:projects|organizations)/[^/]+/)?roles/[^/]+)$")
 _MEMBER = re.compile(r"^(user|group|serviceAccount|domain|principal|principalSet|deleted:user|deleted:group"
                      r"|deleted:serviceAccount):\S+$|^(allUsers|allAuthenticatedUsers)$")
@@ -68,6 +75,7 @@ class Resource:
     audit_configs: list[dict[str, Any]] = field(default_factory=list)
     etag_number: int = 1
     writes: int = 0
+    uniform: bool = True  # a bucket's uniform bucket-level access, without which it takes no conditions
 
     @property
     def etag(self) -> str:
@@ -177,6 +185,25 @@ class FakeIam(FakeHttpService):
             if found["verb"] == "getIamPolicy":
                 return self._get(resource, body)
             return self._set(world, found["resource"], resource, body)
+        found = _BUCKET.fullmatch(call.path)
+        if found and call.method in ("GET", "PUT"):
+            world = self.worlds.get(int(found["world"]))
+            name = BUCKETS + found["bucket"]
+            resource = world.resources.get(name) if world else None
+            if world is None or resource is None:
+                return google_error(404, "The specified bucket does not exist.", "NOT_FOUND")
+            if call.method == "GET":
+                version = int(call.query.get("optionsRequestedPolicyVersion") or 1)
+                if version < 3 and resource.conditional:
+                    # NB. Storage refuses, where Resource Manager shows `_withcond_` roles.
+                    return google_error(400, "The requested policy version does not support the bucket's IAM "
+                                             "Conditions: request version 3.")
+                return Reply(200, self._render(resource, version, name))
+            try:
+                body = call.json()
+            except ValueError:
+                return google_error(400, "Invalid JSON payload received.")
+            return self._set(world, name, resource, body if isinstance(body, dict) else {})
         found = _ROLE.fullmatch(call.path)
         if found and call.method == "GET":
             world = self.worlds.get(int(found["world"]))
@@ -193,8 +220,10 @@ class FakeIam(FakeHttpService):
             return google_error(400, f"Invalid requested policy version {version}: valid values are 0, 1 and 3.")
         return Reply(200, self._render(resource, version))
 
-    def _render(self, resource: Resource, version: int) -> dict[str, Any]:
+    def _render(self, resource: Resource, version: int, name: str = "") -> dict[str, Any]:
         policy: dict[str, Any] = {"version": 3 if resource.conditional else 1, "etag": resource.etag}
+        if name.startswith(BUCKETS):
+            policy.update(kind="storage#policy", resourceId=name)
         bindings = copy.deepcopy(resource.bindings)
         if resource.conditional and version < 3:
             # NB. What Google answers a version-1 reader: the conditional bindings, conditions hidden, roles renamed.
@@ -214,12 +243,16 @@ class FakeIam(FakeHttpService):
         for meddler in list(world.meddlers):
             if not meddler(name, resource):
                 world.meddlers.remove(meddler)
-        policy = body.get("policy")
+        policy = body if name.startswith(BUCKETS) else body.get("policy")
         if not isinstance(policy, dict):
             return google_error(400, "Request contains an invalid argument: policy is required.")
         etag = policy.get("etag")
         if etag and etag != resource.etag:
             world.refused_writes += 1
+            if name.startswith(BUCKETS):
+                # NB. The Cloud Storage JSON API's own error shape: no canonical status, a reason per error.
+                return Reply(412, {"error": {"code": 412, "message": "Precondition Failed", "errors": [
+                    {"message": "Precondition Failed", "domain": "global", "reason": "conditionNotMet"}]}})
             return google_error(409, "There were concurrent policy changes. Please retry the whole read-modify-write "
                                      f"with exponential backoff. The request's ETag '{etag}' did not match the "
                                      f"current policy's ETag '{resource.etag}'.", "ABORTED")
@@ -230,6 +263,8 @@ class FakeIam(FakeHttpService):
         if not isinstance(bindings, list) or not all(isinstance(b, dict) for b in bindings):
             return google_error(400, "Invalid value at 'policy.bindings'.")
         conditional = any(b.get("condition") for b in bindings)
+        if conditional and not resource.uniform:
+            return google_error(400, "IAM conditions can only be used on buckets with uniform bucket-level access.")
         if version < 3 and conditional:
             return google_error(400, "Conditions are only supported in policy version 3; set policy.version to 3.")
         if version < 3 and etag and resource.conditional:
@@ -251,7 +286,7 @@ class FakeIam(FakeHttpService):
         if "auditConfigs" in mask:
             resource.audit_configs = copy.deepcopy(policy.get("auditConfigs") or [])
         self._commit(resource, copy.deepcopy(bindings))
-        return Reply(200, self._render(resource, 3))
+        return Reply(200, self._render(resource, 3, name))
 
     def _commit(self, resource: Resource, bindings: list[dict[str, Any]]) -> None:
         resource.bindings = bindings
@@ -351,13 +386,17 @@ CONTRACT_PROJECT = "projects/jitgate-payments"
 CONTRACT_OTHER_PROJECT = "projects/jitgate-payments-dr"
 
 
+CONTRACT_BUCKET = "projects/_/buckets/jitgate-payments-exports"
+CONTRACT_OTHER_BUCKET = "projects/_/buckets/jitgate-payments-archive"
+
+
 def fake_gcp_iam(*resources: str, **options: Any) -> tuple[Any, World]:
-    """A GcpIam against a fresh world of the shared fake holding these resources (the contract's two by
+    """A GcpIam against a fresh world of the shared fake holding these resources (the contract's two projects by
     default), reconciling them all."""
     from shared.adapters.gcp.iam import GcpIam
 
     held = resources or (CONTRACT_PROJECT, CONTRACT_OTHER_PROJECT)
     world, base = shared_iam().new_world(*held)
-    provider = GcpIam(lambda: TOKEN, target_scopes=held, resource_manager_url=base, iam_url=base,
+    provider = GcpIam(lambda: TOKEN, target_scopes=held, resource_manager_url=base, iam_url=base, storage_url=base,
                       sleep=options.pop("sleep", lambda s: None), **options)
     return provider, world

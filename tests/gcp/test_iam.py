@@ -362,3 +362,51 @@ def test_a_google_token_is_reused_until_near_its_expiry_and_a_failure_is_transie
     assert token() == "token-2"
     with pytest.raises(TransientError, match="no Google token: RuntimeError: metadata server"):
         GoogleToken(credentials=FakeCredentials(RuntimeError("metadata server")), request=object())()
+
+
+# ---------------------------------------------------------------- Cloud Storage buckets
+
+BUCKET = "projects/_/buckets/jitgate-payments-exports"
+
+
+def test_a_bucket_grant_is_a_conditional_binding_redone_after_a_412() -> None:
+    provider, world = fake_gcp_iam(BUCKET)
+    fake = shared_iam()
+
+    # GIVEN someone else writes the bucket's policy between jitgate's read and its write, once
+    def admin(name: str, resource: Resource) -> bool:
+        ops = {"role": "roles/storage.admin", "members": ["group:ops@example.com"]}
+        fake.commit(resource, [*resource.bindings, ops])
+        return False
+
+    fake.meddle(world, admin)
+    k = key(role="roles/storage.objectViewer", scope=BUCKET)
+    # WHEN jitgate grants THEN Storage refused the stale write (412) and the redone one kept the other binding
+    created = grant(provider, k, NOW + timedelta(hours=1))
+    assert world.refused_writes == 1
+    assert sorted(b["role"] for b in fake.bindings(world, BUCKET)) == ["roles/storage.admin",
+                                                                      "roles/storage.objectViewer"]
+    assert fake.has_access(world, BUCKET, "roles/storage.objectViewer", JANE, NOW + timedelta(minutes=59))
+    # AND it was read as version 3 and written with the Storage JSON API
+    reads = fake.calls_to("GET", r"/storage/v1/b/jitgate-payments-exports/iam$")
+    assert reads and all(c.query == {"optionsRequestedPolicyVersion": "3"} for c in reads)
+    assert fake.calls_to("PUT", r"/storage/v1/b/jitgate-payments-exports/iam$")
+    provider.delete_assignment(BUCKET, created.name)
+    assert [b["role"] for b in fake.bindings(world, BUCKET)] == ["roles/storage.admin"]
+
+
+def test_a_bucket_without_uniform_access_takes_no_condition_and_gets_no_grant() -> None:
+    provider, world = fake_gcp_iam(BUCKET)
+    world.resources[BUCKET].uniform = False
+    with pytest.raises(PermanentError, match="uniform bucket-level access"):
+        grant(provider, key(role="roles/storage.objectViewer", scope=BUCKET), NOW + timedelta(hours=1))
+    assert shared_iam().bindings(world, BUCKET) == []
+
+
+def test_the_fake_bucket_refuses_a_version_1_read_of_conditions() -> None:
+    provider, world = fake_gcp_iam(BUCKET)
+    grant(provider, key(role="roles/storage.objectViewer", scope=BUCKET), NOW + timedelta(hours=1))
+    base = f"{shared_iam().url}/w{next(n for n, w in shared_iam().worlds.items() if w is world)}"
+    answer = httpx.get(f"{base}/storage/v1/b/jitgate-payments-exports/iam", params={"optionsRequestedPolicyVersion": 1},
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 400

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.gcp
 
 PROJECT = "projects/jitgate-payments"
 DATABASE = f"{PROJECT}/instances/payments-pg/databases/payments"
+BUCKET = "projects/_/buckets/jitgate-payments-exports"
 JANE = "user:jane@example.com"
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"
 POLICY = f"""
@@ -54,6 +55,10 @@ rules:
     match: {{providers: [gcp-iam], roles: [roles/editor], scopes: ["{PROJECT}"]}}
     outcome: approval
     approval: {{groups: [google-approvers]}}
+    maxDuration: PT1H
+  - name: exports-read
+    match: {{providers: [gcp-iam], roles: [roles/storage.objectViewer], scopes: ["projects/_/buckets/jitgate-*"]}}
+    outcome: auto
     maxDuration: PT1H
   - name: payments-read
     match: {{providers: [postgres], roles: [payments_read], scopes: ["{DATABASE}"]}}
@@ -102,11 +107,11 @@ def gcp(tmp_path: Path) -> Iterator[Gcp]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     settings = Settings(data_dir=tmp_path / "data", policy_path=policy, workers=0, providers=("gcp-iam",),
-                        gcp_grant_scopes=(PROJECT,))
+                        gcp_grant_scopes=(PROJECT, BUCKET))
     runtime = build_local(settings)
-    world, base = shared_iam().new_world(PROJECT)
+    world, base = shared_iam().new_world(PROJECT, BUCKET)
     runtime.backends.providers = gcp_grant_providers(settings, runtime.backends.providers, token=lambda: TOKEN,
-                                                     resource_manager_url=base, iam_url=base)
+                                                     resource_manager_url=base, iam_url=base, storage_url=base)
     worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
                     settings.max_delivery_count, reconcile_every=3600)
     yield Gcp(runtime, worker, world)
@@ -132,6 +137,15 @@ def test_a_google_role_is_granted_ends_by_itself_and_is_removed_at_expiry(gcp: G
     gcp.until(request_id, "revoked")
     assert gcp.bindings() == []
     assert [e for e in gcp.events(request_id) if e.startswith("grant.")] == ["grant.applied", "grant.revoked"]
+
+
+def test_a_role_on_a_cloud_storage_bucket_goes_through_the_lifecycle(gcp: Gcp) -> None:
+    fake = shared_iam()
+    request_id = gcp.submit({"provider": "gcp-iam", "scope": BUCKET, "role": "roles/storage.objectViewer"}, "PT2S")
+    assert gcp.state(request_id) == "active"
+    assert fake.has_access(gcp.world, BUCKET, "roles/storage.objectViewer", JANE, datetime.now(UTC))
+    gcp.until(request_id, "revoked")
+    assert fake.bindings(gcp.world, BUCKET) == []
 
 
 def test_a_google_principal_outside_the_requester_groups_is_not_granted(gcp: Gcp) -> None:
@@ -311,7 +325,7 @@ def test_bad_google_settings_are_named() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"JITGATE_GCP_GRANT_SCOPES": "projects/Payments", "JITGATE_GCP_GROUPS": "approvers=ops"})
     assert raised.value.problems == [
-        "JITGATE_GCP_GRANT_SCOPES: 'projects/Payments' is not projects/<id>, folders/<number> or "
-        "organizations/<number>",
+        "JITGATE_GCP_GRANT_SCOPES: 'projects/Payments' is not projects/<id>, folders/<number>, "
+        "organizations/<number> or projects/_/buckets/<bucket>",
         "JITGATE_GCP_GROUPS: 'ops' is not a Cloud Identity group name (groups/<id>)",
     ]

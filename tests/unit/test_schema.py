@@ -66,3 +66,23 @@ def test_schema_and_model_refuse_a_principal_and_type_that_disagree(requester, l
     with pytest.raises(InvalidRequest) as raised:
         parse_access_request(json.dumps(message))
     assert [e.loc for e in raised.value.errors] == [loc]
+
+
+@pytest.mark.parametrize(("scope", "valid"), [
+    ("projects/_/buckets/acme-payments-exports", True),
+    ("projects/_/buckets/acme.exports_2026", True),
+    ("projects/_/buckets/Acme-Exports", False),  # bucket names are lower case
+    ("projects/_/buckets/acme/objects/x", False),
+])
+def test_a_cloud_storage_bucket_is_a_gcp_iam_scope(scope, valid):
+    from shared.domain.errors import InvalidRequest
+    from shared.domain.request import parse_access_request
+
+    message = {**VALID, "requester": GOOGLE, "target": {"provider": "gcp-iam", "scope": scope,
+                                                        "role": "roles/storage.objectViewer"}}
+    if valid:
+        assert parse_access_request(json.dumps(message)).target.scope == scope
+    else:
+        with pytest.raises(InvalidRequest) as raised:
+            parse_access_request(json.dumps(message))
+        assert [e.loc for e in raised.value.errors] == ["target.scope"]

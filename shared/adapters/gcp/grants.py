@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .iam import IAM, RESOURCE_MANAGER, GcpIam
+from .iam import IAM, RESOURCE_MANAGER, STORAGE, GcpIam
 from .rest import GoogleToken, TokenProvider
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ def gcp_grant_providers(
     token: TokenProvider | None = None,
     resource_manager_url: str = RESOURCE_MANAGER,
     iam_url: str = IAM,
+    storage_url: str = STORAGE,
 ) -> dict[str, GrantProvider]:
     """`providers` with `gcp-iam` added, and `postgres` wrapped in `CloudSqlGrants`, where the deployment needs
     them; both share one IAM client (Application Default Credentials unless `token` is given)."""
@@ -36,7 +37,7 @@ def gcp_grant_providers(
     if "gcp-iam" not in settings.providers and not cloud_sql:
         return served
     iam = GcpIam(token or GoogleToken(), target_scopes=settings.gcp_grant_scopes,
-                 resource_manager_url=resource_manager_url, iam_url=iam_url)
+                 resource_manager_url=resource_manager_url, iam_url=iam_url, storage_url=storage_url)
     if "gcp-iam" in settings.providers:
         if not settings.gcp_grant_scopes:
             log.warning("JITGATE_GCP_GRANT_SCOPES is empty: reconcile cannot find gcp-iam bindings left behind")

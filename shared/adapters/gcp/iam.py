@@ -1,7 +1,8 @@
 """GrantProvider `gcp-iam`: Google Cloud IAM role bindings that end by themselves.
 
 A grant is a **conditional role binding** in the allow policy of a project, folder or organization (Resource
-Manager v3 `getIamPolicy` / `setIamPolicy`), one binding per grant key, with one member and the condition
+Manager v3 `getIamPolicy` / `setIamPolicy`) or of a Cloud Storage bucket with uniform bucket-level access (the
+JSON API's `GET`/`PUT /storage/v1/b/<bucket>/iam`), one binding per grant key, with one member and the condition
 
     title:       jitgate:<assignment name>          (jitgate's marker and the grant key's deterministic name)
     description: jitgate:<request id> (time-boxed grant; removed automatically at expiry)
@@ -14,9 +15,10 @@ expiry out (never in) and the marker to its request.
 Every change is a read-modify-write of the whole policy: read with `options.requestedPolicyVersion: 3` (a
 policy with conditions read as version 1 hides them), written as version 3 with the etag read, so a write
 based on a stale read is refused (409 ABORTED) instead of dropping someone else's bindings; then read again and
-redone with backoff. Every change is read back. An **unconditional** binding that already gives the member the
-role is access granted outside jitgate: it is reported under the name `unconditional:<role>` (AssignmentExists
-on create, so the hold is preexisting) and never touched. Conditional bindings that are not jitgate's grant the
+redone with backoff (Cloud Storage answers a stale etag with 412 Precondition Failed). Every change is read
+back. An **unconditional** binding that already gives the member the role is access granted outside jitgate: it
+is reported under the name `unconditional:<role>` (AssignmentExists on create, so the hold is preexisting) and
+never touched. Conditional bindings that are not jitgate's grant the
 role only under their own condition, so they are left alone and do not count as the member having the role.
 
 Google's limits on an allow policy (1,500 principals, 250 of them groups, counted per appearance in a binding;
@@ -50,6 +52,7 @@ log = logging.getLogger("jitgate.gcp")
 
 RESOURCE_MANAGER: Final = "https://cloudresourcemanager.googleapis.com"
 IAM: Final = "https://iam.googleapis.com"
+STORAGE: Final = "https://storage.googleapis.com"
 POLICY_VERSION: Final = 3
 GRANT_TITLE: Final = "jitgate:"
 # NB. The IAM half of a Cloud SQL grant (adapters/gcp/cloudsql.py) is held by a `postgres` hold: its bindings
@@ -64,7 +67,9 @@ MAX_PRINCIPALS: Final = 1500
 MAX_GROUPS: Final = 250
 MAX_SAME_ROLE_AND_PRINCIPAL: Final = 20
 
-_SCOPE: Final = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20})$")
+_SCOPE: Final = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20}"
+                           r"|projects/_/buckets/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])$")
+BUCKET_PREFIX: Final = "projects/_/buckets/"
 _ROLE: Final = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
     r"|(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations/[0-9]{1,20})/roles/[A-Za-z0-9_.]{3,64})$"
@@ -104,11 +109,12 @@ def expiry_of(condition: dict[str, Any] | None) -> datetime | None:
 
 
 def checked_scope(scope: str) -> str:
-    """A project, folder or organization as IAM names it (lower-cased: project ids are lower case)."""
+    """A project, folder, organization or bucket as IAM names it (lower-cased: project ids and bucket names are
+    lower case)."""
     candidate = scope.strip().lower()
     if not _SCOPE.fullmatch(candidate):
-        raise PermanentError(f"InvalidScope: {scope!r} is not projects/<id>, folders/<number> or "
-                             "organizations/<number>")
+        raise PermanentError(f"InvalidScope: {scope!r} is not projects/<id>, folders/<number>, organizations/<number> "
+                             "or projects/_/buckets/<bucket>")
     return candidate
 
 
@@ -140,11 +146,13 @@ class GcpIam:
         target_scopes: Sequence[str] = (),
         resource_manager_url: str = RESOURCE_MANAGER,
         iam_url: str = IAM,
+        storage_url: str = STORAGE,
         http: httpx.Client | None = None,
         attempts: int = 10,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._rest = GoogleRest(token_provider, {"crm": resource_manager_url, "iam": iam_url}, http)
+        bases = {"crm": resource_manager_url, "iam": iam_url, "storage": storage_url}
+        self._rest = GoogleRest(token_provider, bases, http)
         self.target_scopes = tuple(checked_scope(s) for s in target_scopes)
         self.attempts = attempts
         self._sleep = sleep
@@ -300,10 +308,19 @@ class GcpIam:
     # ------------------------------------------------------------ the policy
 
     def policy(self, scope: str) -> dict[str, Any]:
-        """The allow policy of a project, folder or organization, as version 3 (conditions visible)."""
+        """The allow policy of a project, folder, organization or bucket, as version 3 (conditions visible)."""
         scope = checked_scope(scope)
-        return self._rest.json("POST", "crm", f"/v3/{scope}:getIamPolicy", f"read the IAM policy of {scope}",
+        what = f"read the IAM policy of {scope}"
+        if scope.startswith(BUCKET_PREFIX):
+            return self._rest.json("GET", "storage", _bucket_path(scope), what,
+                                   params={"optionsRequestedPolicyVersion": str(POLICY_VERSION)})
+        return self._rest.json("POST", "crm", f"/v3/{scope}:getIamPolicy", what,
                                {"options": {"requestedPolicyVersion": POLICY_VERSION}})
+
+    def _write(self, scope: str, policy: dict[str, Any], what: str) -> httpx.Response:
+        if scope.startswith(BUCKET_PREFIX):
+            return self._rest.send("PUT", "storage", _bucket_path(scope), what, policy)
+        return self._rest.send("POST", "crm", f"/v3/{scope}:setIamPolicy", what, {"policy": policy})
 
     def _modify(self, scope: str, change: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
         """Read, change, write under the etag read; on a concurrent change read again and redo, with backoff.
@@ -318,7 +335,7 @@ class GcpIam:
                 # NB. Without an etag IAM would overwrite whatever was written since the read.
                 raise TransientError(f"{what}: the policy was read without an etag; refusing a blind write")
             check_limits(policy, scope)
-            response = self._rest.send("POST", "crm", f"/v3/{scope}:setIamPolicy", what, {"policy": policy})
+            response = self._write(scope, policy, what)
             if response.is_success:
                 return self.policy(scope)
             failure = GoogleFailure.of(response)
@@ -393,6 +410,10 @@ def _binding(role: str, member: str, title: str, description: str, expires_at: d
     until = max(expires_at, expiry_of((existing or {}).get("condition")) or expires_at)
     return {"role": role, "members": [member],
             "condition": {"title": title, "description": description, "expression": expiry_expression(until)}}
+
+
+def _bucket_path(scope: str) -> str:
+    return f"/storage/v1/b/{scope[len(BUCKET_PREFIX):]}/iam"
 
 
 def _principal_type(member: str) -> str:

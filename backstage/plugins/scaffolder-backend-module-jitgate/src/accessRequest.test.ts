@@ -61,7 +61,8 @@ describe('validateAccessRequest', () => {
     ['azure-rbac', '/providers/Microsoft.Management/managementGroups', 'a management group scope is'],
     ['azure-rbac', '/tenants/x', 'scope must be a subscription, resource group, resource or management group path'],
     ['azure-rbac', `${SUB}/resourceGroups/rg-pаyments`, 'scope must be ASCII'],
-    ['gcp-iam', 'projects/Payments', 'scope must be projects/<id>, folders/<number> or organizations/<number>'],
+    ['gcp-iam', 'projects/Payments', 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>'],
+    ['gcp-iam', 'projects/_/buckets/Payments', 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>'],
     ['azure-rbac', '', 'must not be empty'],
   ])('refuses the %s scope %j', (provider, scope, expected) => {
     const role = provider === 'gcp-iam' ? 'roles/viewer' : 'Reader';

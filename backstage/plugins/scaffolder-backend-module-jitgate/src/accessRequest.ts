@@ -83,7 +83,8 @@ const CONTROL = /[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]
 const ASCII = /^[\x00-\x7f]*$/;
 const ARM_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$/;
 const ARM_ROLE_NAME = /^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$/;
-const GCP_SCOPE = /^(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders\/[0-9]{1,20}|organizations\/[0-9]{1,20})$/;
+const GCP_SCOPE =
+  /^(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders\/[0-9]{1,20}|organizations\/[0-9]{1,20}|projects\/_\/buckets\/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])$/;
 // `postgres` targets: a database the way its platform names it (shared/domain/request.py `_database_scope`).
 const DATABASE = '[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}';
 const AZURE_POSTGRES = new RegExp(
@@ -317,7 +318,9 @@ function scopeProblem(provider: Provider, scope: string): string | undefined {
     );
   }
   if (provider === 'gcp-iam') {
-    return GCP_SCOPE.test(scope) ? undefined : 'scope must be projects/<id>, folders/<number> or organizations/<number>';
+    return GCP_SCOPE.test(scope)
+      ? undefined
+      : 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>';
   }
   return armScopeProblem(scope);
 }
