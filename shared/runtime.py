@@ -81,7 +81,7 @@ def build_local(settings: Settings) -> Runtime:
     if "gcp-iam" in settings.providers or "postgres" in providers:
         from .adapters.gcp.grants import gcp_grant_providers
 
-        providers = gcp_grant_providers(settings, providers)
+        providers = gcp_grant_providers(settings, providers, clock=clock)
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.

@@ -12,7 +12,7 @@ from .iam import IAM, RESOURCE_MANAGER, STORAGE, GcpIam
 from .rest import GoogleToken, TokenProvider
 
 if TYPE_CHECKING:
-    from ...ports import GrantProvider
+    from ...ports import Clock, GrantProvider
     from ...settings import Settings
 
 log = logging.getLogger("jitgate.gcp")
@@ -25,6 +25,7 @@ def gcp_grant_providers(
     resource_manager_url: str = RESOURCE_MANAGER,
     iam_url: str = IAM,
     storage_url: str = STORAGE,
+    clock: Clock | None = None,
 ) -> dict[str, GrantProvider]:
     """`providers` with `gcp-iam` added, and `postgres` wrapped in `CloudSqlGrants`, where the deployment needs
     them; both share one IAM client (Application Default Credentials unless `token` is given)."""
@@ -45,5 +46,6 @@ def gcp_grant_providers(
     if cloud_sql and isinstance(database, PostgresGrants):
         from .cloudsql import CloudSqlGrants
 
-        served["postgres"] = CloudSqlGrants(database, iam)
+        both = CloudSqlGrants(database, iam) if clock is None else CloudSqlGrants(database, iam, now=clock.now)
+        served["postgres"] = both
     return served
