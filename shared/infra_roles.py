@@ -19,6 +19,7 @@ from typing import Final
 
 from .adapters.azure.cosmos_data import COSMOS_BUILTIN_ROLES
 from .adapters.azure.roles import AZURE_BUILTIN_ROLES, resolve_builtin_role
+from .adapters.gcp.iam import CLOUD_SQL_ROLES
 from .domain.decision import Outcome
 from .domain.errors import PermanentError, PolicyError
 from .domain.ids import is_guid
@@ -80,6 +81,7 @@ def render(policy: Policy) -> str:
         "condition": grant_condition(role_ids),
         "conditionVersion": "2.0",
         "cosmosData": cosmos_data_roles(policy),
+        "gcp": google_roles(policy),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -114,6 +116,60 @@ def cosmos_data_roles(policy: Policy) -> dict[str, object]:
         "roles": dict(sorted(resolved.items(), key=lambda item: item[0].lower())),
         "roleDefinitionIds": sorted(set(resolved.values())),
     }
+
+
+# Google roles that can change allow policies (or the custom roles jitgate grants): handed out by jitgate they would
+# let the holder escape every rule, as Google's "set limits on granting roles" warns.
+GCP_NEVER_DELEGATED: Final = frozenset({
+    "roles/owner", "roles/resourcemanager.projectIamAdmin", "roles/resourcemanager.folderAdmin",
+    "roles/resourcemanager.folderIamAdmin", "roles/resourcemanager.organizationAdmin", "roles/iam.securityAdmin",
+    "roles/iam.roleAdmin", "roles/iam.organizationRoleAdmin",
+})
+
+
+def google_roles(policy: Policy) -> dict[str, object]:
+    """The IAM roles some non-deny rule lets jitgate grant on Google Cloud (`gcp-iam` roles, and Cloud SQL's sign-in
+    roles where `postgres` grants on a Cloud SQL database), and the IAM condition that limits the grant identity's
+    setIamPolicy to them (`iam.googleapis.com/modifiedGrantsByRole`). PolicyError names a gcp-iam rule that allows any
+    role, and a role that can change allow policies."""
+    roles: set[str] = set()
+    errors: list[str] = []
+    for rule in policy.rules:
+        if rule.outcome is Outcome.DENY:
+            continue
+        if rule.providers is None or "gcp-iam" in rule.providers:
+            for role in rule.roles if rule.roles is not None else (ANY,):
+                if role == ANY:
+                    if rule.providers is not None:
+                        errors.append(f"{_where(policy, rule)} allows any role ('*') for gcp-iam; the grant identity's "
+                                      "condition needs explicit roles: list them in the rule")
+                    continue
+                if not (role.startswith("roles/") or "/roles/" in role):
+                    continue
+                if role in GCP_NEVER_DELEGATED:
+                    errors.append(f"{_where(policy, rule)} allows {role!r}, a role that can change allow policies; "
+                                  "jitgate never grants it")
+                    continue
+                roles.add(role)
+        if (rule.providers is None or "postgres" in rule.providers) and any(
+                scope.lower().startswith("projects/") for scope in rule.scopes):
+            roles.update(CLOUD_SQL_ROLES)
+    if errors:
+        raise PolicyError(errors)
+    listed = sorted(roles)
+    return {
+        "$comment": "IAM roles jitgate may grant on Google Cloud (gcp-iam, and Cloud SQL sign-in); infra/terraform/gcp "
+                    "puts the condition on the grant identity's bindings.",
+        "roles": listed,
+        "condition": google_grant_condition(listed),
+    }
+
+
+def google_grant_condition(roles: Iterable[str]) -> str:
+    """The IAM condition on the grant identity's bindings: a setIamPolicy may add or remove bindings of these roles
+    only (reading a policy changes none, so it stays allowed)."""
+    quoted = ", ".join(f"'{role}'" for role in roles)
+    return f"api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([{quoted}])"
 
 
 def write_allowed_roles(policy: Policy, path: Path = ALLOWED_ROLES_FILE) -> bool:

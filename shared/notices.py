@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from .domain.ids import is_principal_id
 from .ports import Directory, Members, Notice, Notifier, Person
 
 log = logging.getLogger("jitgate.notices")
@@ -74,7 +75,9 @@ class AddressedNotifier:
         chosen: dict[str, Person] = {}
         for members in groups.values():
             for person in members.people:
-                if len(chosen) < self._max and person.principal_id.lower() != requester:
+                # NB. Teams @mentions an Entra object id; a Google principal in a group is counted among the others.
+                if (len(chosen) < self._max and person.principal_id.lower() != requester
+                        and is_principal_id(person.principal_id.lower())):
                     chosen.setdefault(person.principal_id.lower(), person)
         left_out = {group: _left_out(members, chosen, requester) for group, members in groups.items()}
         return list(chosen.values()), {group: n for group, n in left_out.items() if n > 0}

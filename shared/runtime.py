@@ -73,7 +73,7 @@ def build_local(settings: Settings) -> Runtime:
     bus = SqliteBus(data / "bus.db", clock, dict.fromkeys(settings.queues, queue))
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
-    directory = PolicyDirectory(policy)
+    directory = google_directory(settings, PolicyDirectory(policy))
     providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
     envoy = None
     if settings.envoy_services:
@@ -84,6 +84,10 @@ def build_local(settings: Settings) -> Runtime:
                                 summarize=lambda request_id, data: lifecycle.record_usage(request_id, data),
                                 portal_url=settings.portal_url, refresh_every=settings.envoy_refresh)
         providers["envoy"] = EnvoyGrants(data / "envoy.db", on_change=envoy.changed)
+    if "gcp-iam" in settings.providers or "postgres" in providers:
+        from .adapters.gcp.grants import gcp_grant_providers
+
+        providers = gcp_grant_providers(settings, providers, clock=clock)
     backends = Backends(
         stale_after=settings.stale_after,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
@@ -106,7 +110,7 @@ def build_local(settings: Settings) -> Runtime:
         "store": "sqlite",
         "grants": ",".join(providers),
         "notifier": "outbox",
-        "directory": "policy",
+        "directory": "cloud-identity" if settings.gcp_groups else "policy",
     }
     lifecycle = Lifecycle(backends)
     if envoy is not None:
@@ -194,7 +198,8 @@ def build_azure(settings: Settings) -> Runtime:
 def build_gcp(settings: Settings) -> Runtime:
     """Google Cloud: Pub/Sub with Cloud Tasks, the Cosmos DB store through workload identity federation (or
     SQLite under the data dir for development), the policy file's groups as the directory. Nothing connects here.
-    Grant providers: `local` (the simulated plane, for development and tests) and the database providers."""
+    Grant providers: `gcp-iam`, the database providers (Cloud SQL's through both layers) and `local` (the
+    simulated plane, for development and tests)."""
     missing = settings.missing_gcp_settings()
     if missing:
         raise SettingsError([f"JITGATE_MODE=gcp needs these settings, which are missing: {', '.join(missing)}"])
@@ -208,7 +213,7 @@ def build_gcp(settings: Settings) -> Runtime:
     clock = SystemClock()
     data = settings.data_dir
     databases = database_providers(settings)
-    served = ["local", *databases]
+    served = ["local", "gcp-iam", *databases]
     unknown = [name for name in settings.providers if name not in served]
     if unknown:
         raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in gcp mode; known: "
@@ -221,6 +226,9 @@ def build_gcp(settings: Settings) -> Runtime:
         data.mkdir(parents=True, exist_ok=True)
         rbac = LocalRbac(data / "rbac.db")
         providers = {"local": rbac, **providers}
+    from .adapters.gcp.grants import gcp_grant_providers
+
+    providers = gcp_grant_providers(settings, providers, clock=clock)
     if settings.store == "sqlite":
         from .adapters.embedded.store import SqliteStore
 
@@ -241,7 +249,7 @@ def build_gcp(settings: Settings) -> Runtime:
         settings.tasks_emulator_host,
     )
     bus = PubSubBus.connect(settings.gcp_project, clock, scheduler, dict.fromkeys(settings.queues, queue), queue)
-    directory = PolicyDirectory(policy)
+    directory = google_directory(settings, PolicyDirectory(policy))
     if settings.teams_webhook_url:
         notifier: Notifier = TeamsNotifier(lambda: settings.teams_webhook_url)
     else:
@@ -268,9 +276,19 @@ def build_gcp(settings: Settings) -> Runtime:
         "store": settings.store or "cosmos",
         "grants": ",".join(providers),
         "notifier": "teams" if settings.teams_webhook_url else "outbox",
-        "directory": "policy",
+        "directory": "cloud-identity" if settings.gcp_groups else "policy",
     }
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
+
+
+def google_directory(settings: Settings, policy_groups: Directory) -> Directory:
+    """The policy file's groups, and Cloud Identity's for the policy groups `JITGATE_GCP_GROUPS` maps."""
+    if not settings.gcp_groups:
+        return policy_groups
+    from .adapters.gcp.cloudidentity import CLOUD_IDENTITY_SCOPE, CloudIdentityDirectory
+    from .adapters.gcp.rest import GoogleToken
+
+    return CloudIdentityDirectory(GoogleToken((CLOUD_IDENTITY_SCOPE,)), settings.gcp_groups, policy_groups)
 
 
 def database_providers(settings: Settings, credential: TokenCredential | None = None) -> dict[str, GrantProvider]:

@@ -63,6 +63,10 @@ class Settings:
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
     cosmos_accounts: tuple[str, ...] = ()  # the Cosmos DB accounts (ARM ids) `cosmos-data` grants on and reconciles
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
+    # Google Cloud grants (issue #12): where `gcp-iam` grants and reconciles, and the Cloud Identity groups that
+    # stand for policy groups.
+    gcp_grant_scopes: tuple[str, ...] = ()  # projects/<id>, folders/<number>, organizations/<number>
+    gcp_groups: dict[str, str] = field(default_factory=dict)  # policy group name -> groups/<Cloud Identity id>
     # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
     # and the portal (Backstage) base URL each card links the request's page under.
     teams_webhook_name: str = "jitgate"
@@ -139,6 +143,8 @@ class Settings:
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
             cosmos_accounts=read.checked("JITGATE_COSMOS_ACCOUNTS", _cosmos_accounts, ()),
             group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
+            gcp_grant_scopes=read.checked("JITGATE_GCP_GRANT_SCOPES", _gcp_scopes, ()),
+            gcp_groups=read.checked("JITGATE_GCP_GROUPS", _gcp_groups, {}),
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
             envoy_services=read.checked("JITGATE_ENVOY_SERVICES", _envoy_services, {}),
@@ -337,6 +343,24 @@ def _tenant(name: str, text: str) -> str:
     if tenant and not is_guid(tenant):
         raise ValueError(f"{name} must be the Entra tenant id (a GUID), not {text[:40]!r}")
     return tenant
+def _gcp_scopes(name: str, text: str) -> tuple[str, ...]:
+    """Google Cloud resources whose allow policies `gcp-iam` changes, comma-separated."""
+    scopes = _listed(text)
+    bad = [s for s in scopes if not re.fullmatch(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/\d{1,20}"
+                                                 r"|organizations/\d{1,20}|projects/_/buckets/[a-z0-9][a-z0-9._-]+", s)]
+    if bad:
+        raise ValueError(f"{name}: {bad[0]!r} is not projects/<id>, folders/<number>, organizations/<number> or "
+                         "projects/_/buckets/<bucket>")
+    return scopes
+
+
+def _gcp_groups(name: str, text: str) -> dict[str, str]:
+    """`policy group=groups/<Cloud Identity group id>` pairs."""
+    pairs = _pairs(name, text)
+    bad = [v for v in pairs.values() if not re.fullmatch(r"groups/[A-Za-z0-9]+", v)]
+    if bad:
+        raise ValueError(f"{name}: {bad[0]!r} is not a Cloud Identity group name (groups/<id>)")
+    return pairs
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

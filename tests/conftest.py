@@ -1,8 +1,10 @@
-"""Session-wide fixtures: the throwaway PostgreSQL servers the `postgres` tests use (tests/postgres.py)."""
+"""Session-wide fixtures: the throwaway PostgreSQL servers the `postgres` tests use (tests/postgres.py); and in CI
+(`JITGATE_REQUIRE_GCP`) a `gcp` test that skips fails instead, as the `postgres` tests do without PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -33,14 +35,10 @@ def pg_world(pg_servers: dict[str, ThrowawayPostgres]) -> Iterator[PgWorld]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """In CI (or with JITGATE_REQUIRE_GCP) a `gcp` test that would skip fails instead: they need nothing that
-    requirements.txt does not install, so a skip there means something is missing."""
-    import os
-
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    required = os.environ.get("CI") or os.environ.get("JITGATE_REQUIRE_GCP")
-    if required and report.skipped and item.get_closest_marker("gcp") is not None:
+    if report.skipped and os.environ.get("JITGATE_REQUIRE_GCP") and item.get_closest_marker("gcp") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"gcp tests must run in CI, and this one skipped: {report.longrepr}"
+        report.longrepr = f"CI runs every gcp test (JITGATE_REQUIRE_GCP), and this one skipped: {reason}"

@@ -42,6 +42,26 @@ def is_principal_id(value: str) -> bool:
     return principal_id_problem(value) is None
 
 
+# A Google principal as IAM names a member: the prefix spelled as IAM spells it, then an e-mail address.
+GOOGLE_PRINCIPAL_RE = re.compile(r"^(user|group|serviceAccount):([^@\s:/]{1,64}@[^@\s:/]+\.[^@\s:/]+)$")
+GOOGLE_PRINCIPAL_PATTERN = GOOGLE_PRINCIPAL_RE.pattern
+# The request's principal types for Google principals, and the prefix each one's id has.
+GOOGLE_PREFIXES = {"GoogleUser": "user", "GoogleGroup": "group", "GoogleServiceAccount": "serviceAccount"}
+GOOGLE_PRINCIPAL_WORDS = "a Google principal (user:, group: or serviceAccount: and an e-mail address)"
+
+
+def google_principal(value: str) -> str | None:
+    """A Google principal in its one spelling (the e-mail address lower-cased, as Google compares it), or None."""
+    found = GOOGLE_PRINCIPAL_RE.fullmatch(value)
+    return f"{found.group(1)}:{found.group(2).lower()}" if found and len(value) <= 320 else None
+
+
+def principal(value: str) -> str | None:
+    """An Entra object id (lower-cased, not the nil GUID) or a Google principal, in its one spelling; or None."""
+    lowered = value.lower()
+    return lowered if is_principal_id(lowered) else google_principal(value)
+
+
 def synthetic_request_id(raw: bytes) -> RequestId:
     """An id for a message whose own requestId is missing or unusable, stable for the same bytes."""
     import hashlib

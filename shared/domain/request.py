@@ -25,7 +25,18 @@ from pydantic.alias_generators import to_camel
 
 from .durations import format_duration, parse_duration
 from .errors import FieldError, InvalidRequest
-from .ids import GUID_RE, NIL_GUID, RequestId, is_guid, principal_id_problem, synthetic_request_id
+from .ids import (
+    GOOGLE_PREFIXES,
+    GOOGLE_PRINCIPAL_PATTERN,
+    GOOGLE_PRINCIPAL_WORDS,
+    GUID_RE,
+    NIL_GUID,
+    RequestId,
+    google_principal,
+    is_guid,
+    principal_id_problem,
+    synthetic_request_id,
+)
 from .json_body import BodyTooLarge, MalformedBody, parse_json
 
 MAX_BODY_BYTES = 64 * 1024
@@ -56,8 +67,20 @@ class Provider(StrEnum):
 
 
 class PrincipalType(StrEnum):
+    """Entra principals (`User`, `Group`: the principal id is an object id) and Google principals (the id is the
+    IAM member, `user:jane@example.com`, whose prefix names the type). The Google types came within schema
+    version 1 as an addition (docs/architecture.md, "Versioning the request")."""
+
     USER = "User"
     GROUP = "Group"
+    GOOGLE_USER = "GoogleUser"
+    GOOGLE_GROUP = "GoogleGroup"
+    GOOGLE_SERVICE_ACCOUNT = "GoogleServiceAccount"
+
+    @property
+    def google_prefix(self) -> str | None:
+        """The IAM member prefix of a Google principal of this type; None for Entra types."""
+        return GOOGLE_PREFIXES.get(self.value)
 
 
 def _to_duration(value: Any) -> timedelta:
@@ -81,16 +104,19 @@ IsoDuration = Annotated[
     ),
 ]
 
+_GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Guid = Annotated[
     str,
-    Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+    Field(pattern=_GUID_PATTERN),
     BeforeValidator(lambda v: v.lower() if isinstance(v, str) and GUID_RE.fullmatch(v.lower()) else v),
 ]
 
 _ARM_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
 _ARM_ROLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$")
+# NB. A Cloud Storage bucket is named as IAM names it (projects/_/buckets/<name>); bucket names are lower case.
 _GCP_SCOPE = re.compile(
-    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20})$"
+    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders/[0-9]{1,20}|organizations/[0-9]{1,20}"
+    r"|projects/_/buckets/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])$"
 )
 _GCP_ROLE = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
@@ -179,13 +205,28 @@ def _multi_line(value: str) -> str:
     return _check_text(value, allow_newlines=True)
 
 
+_PRINCIPAL_ID_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"pattern": _GUID_PATTERN, "not": {"const": NIL_GUID}}, {"pattern": GOOGLE_PRINCIPAL_PATTERN}],
+    "description": "An Entra object id (GUID), or a Google principal as IAM names it (user:, group: or "
+                   "serviceAccount: and an e-mail address); principalType says which",
+}
+# NB. The schema says what the model checks: a Google principal type needs the id with its prefix, an Entra type
+# (the default) a GUID.
+_PRINCIPAL_AGREEMENT: Any = [
+    {"if": {"properties": {"principalType": {"const": kind}}, "required": ["principalType"]},
+     "then": {"properties": {"principalId": {"pattern": f"^{prefix}:"}}}}
+    for kind, prefix in GOOGLE_PREFIXES.items()
+] + [{"if": {"properties": {"principalType": {"enum": ["User", "Group"]}}},
+      "then": {"properties": {"principalId": {"pattern": _GUID_PATTERN}}}}]
+
+
 class Requester(BaseModel):
-    """Who asks: an Entra principal, with the Backstage identity it came from."""
+    """Who asks: an Entra principal or a Google principal, with the Backstage identity it came from."""
 
-    model_config = _model_config()
+    model_config = _model_config() | ConfigDict(json_schema_extra={"allOf": _PRINCIPAL_AGREEMENT})
 
-    principal_id: Annotated[Guid, Field(json_schema_extra={"not": {"const": NIL_GUID}})]
-    principal_type: PrincipalType = PrincipalType.USER
+    principal_id: Annotated[str, Field(min_length=1, max_length=320, json_schema_extra=_PRINCIPAL_ID_SCHEMA)]
+    principal_type: Annotated[PrincipalType, Field(validate_default=True)] = PrincipalType.USER
     display_name: Annotated[str, Field(min_length=1, max_length=256)]
     email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
     backstage_ref: (
@@ -198,9 +239,26 @@ class Requester(BaseModel):
     @field_validator("principal_id")
     @classmethod
     def _names_someone(cls, value: str) -> str:
-        problem = principal_id_problem(value)
+        if ":" in value:
+            google = google_principal(value)
+            if google is None:
+                raise ValueError(f"must be an Entra object id (a GUID) or {GOOGLE_PRINCIPAL_WORDS}")
+            return google
+        problem = principal_id_problem(value.lower())
         if problem:
             raise ValueError(problem)
+        return value.lower()
+
+    @field_validator("principal_type")
+    @classmethod
+    def _agrees_with_the_id(cls, value: PrincipalType, info: ValidationInfo) -> PrincipalType:
+        principal_id = info.data.get("principal_id")
+        if principal_id is None:
+            return value
+        prefix = principal_id.split(":", 1)[0] if ":" in principal_id else None
+        if value.google_prefix != prefix:
+            wanted = next((kind for kind, p in GOOGLE_PREFIXES.items() if p == prefix), "User or Group")
+            raise ValueError(f"must be {wanted} for the principal id {principal_id!r}")
         return value
 
 
@@ -232,7 +290,8 @@ def validate_scope(provider: Provider, scope: str) -> str:
         return scope
     if provider is Provider.GCP_IAM:
         if not _GCP_SCOPE.fullmatch(scope):
-            raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
+            raise ValueError("scope must be projects/<id>, folders/<number>, organizations/<number> or "
+                             "projects/_/buckets/<bucket>")
         return scope
     return _arm_scope(scope)
 
@@ -398,7 +457,11 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     """A model's validation errors as FieldErrors, in words (no `Value error, ` prefix, no input echoed)."""
     out = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        # NB. pydantic names a defaulted field it validated by its Python name: the message's name is the alias. An
+        # unknown field keeps the name it was sent with.
+        aliased = err["type"] != "extra_forbidden"
+        loc = ".".join(to_camel(p) if aliased and isinstance(p, str) and "_" in p else str(p)
+                       for p in err["loc"]) or "body"
         msg = err["msg"].removeprefix("Value error, ")
         out.append(FieldError(loc, msg))
     return out

@@ -10,8 +10,8 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,11 +29,28 @@ from tests.azure import fake_arm, sql_world
 from tests.azure.fake_arm_cosmos import DATA_CONTRIBUTOR, DATA_READER
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
+from tests.gcp.fake_iam import (
+    CONTRACT_BUCKET,
+    CONTRACT_OTHER_BUCKET,
+    CONTRACT_OTHER_PROJECT,
+    CONTRACT_PROJECT,
+    fake_gcp_iam,
+)
 
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 SCOPE = "/subscriptions/00000000-0000-0000-0000-00000000c0de/resourceGroups/rg-payments-prod"
 REQUEST_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+# NB. Providers that end grants themselves (IAM conditions) need an expiry; the others ignore it.
+EXPIRES = datetime.now(UTC) + timedelta(days=1)
+
+
+def _entra_principal() -> str:
+    return str(uuid.uuid4())
+
+
+def _google_principal() -> str:
+    return f"user:{uuid.uuid4().hex[:12]}@example.com"
 
 
 class SimulatedPlane(GrantProvider, Protocol):
@@ -58,6 +75,7 @@ class Profile:
     role: str = CONTRIBUTOR
     other_role: str = READER
     arm: bool = True
+    principal: Callable[[], str] = field(default=_entra_principal)
 
 
 ARM = Profile()
@@ -70,6 +88,13 @@ COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CO
                       arm=False)
 ENVOY = Profile(scope="payments-api/invoices", other_scope="payments-api/admin", role_name="Read", role="read",
                 other_role="write", arm=False)
+# NB. IAM roles are case-sensitive and grant keys lower-cased: the role with a capital pins its encoding.
+GCP_IAM = Profile(scope=CONTRACT_PROJECT, other_scope=CONTRACT_OTHER_PROJECT, role_name="roles/cloudsql.instanceUser",
+                  role="roles/cloudsql.instance%55ser", other_role="roles/viewer", arm=False,
+                  principal=_google_principal)
+GCP_IAM_BUCKET = Profile(scope=CONTRACT_BUCKET, other_scope=CONTRACT_OTHER_BUCKET,
+                         role_name="roles/storage.objectViewer", role="roles/storage.object%56iewer",
+                         other_role="roles/storage.admin", arm=False, principal=_google_principal)
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,8 @@ PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider
     "azure-rbac": (lambda request, tmp: fake_arm.fake_rbac(tmp), ARM),
     "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
     "postgres": (_postgres, POSTGRES),
+    "gcp-iam": (lambda request, tmp: fake_gcp_iam()[0], GCP_IAM),
+    "gcp-iam-bucket": (lambda request, tmp: fake_gcp_iam(CONTRACT_BUCKET, CONTRACT_OTHER_BUCKET)[0], GCP_IAM_BUCKET),
     "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
     "envoy": (lambda request, tmp: EnvoyGrants(tmp / "envoy.db"), ENVOY),
 }
@@ -108,8 +135,10 @@ def _plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
         built.close()
 
 
-@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
-                        for name in sorted(PROVIDERS)])
+MARKS = {"postgres": [pytest.mark.postgres], "gcp-iam": [pytest.mark.gcp], "gcp-iam-bucket": [pytest.mark.gcp]}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, [])) for name in sorted(PROVIDERS)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
     yield from _plane(request, tmp_path)
 
@@ -137,11 +166,11 @@ def key_in(target: Plane, other_role: bool = False, other_scope: bool = False,
            principal_id: str | None = None) -> GrantKey:
     p = target.profile
     return grant_key(target.provider, p.other_role if other_role else p.role,
-                     p.other_scope if other_scope else p.scope, principal_id)
+                     p.other_scope if other_scope else p.scope, principal_id or p.principal())
 
 
 def create(provider: GrantProvider, key: GrantKey, request_id: str = REQUEST_ID) -> Assignment:
-    return provider.create_assignment(key, key.assignment_name(), marker_for(request_id))
+    return provider.create_assignment(key, key.assignment_name(), marker_for(request_id), expires_at=EXPIRES)
 
 
 # ---------------------------------------------------------------- contract: roles
@@ -245,7 +274,7 @@ def test_the_same_grant_under_another_name_raises_assignment_exists(target: Plan
     first = create(target.provider, key)
 
     with pytest.raises(AssignmentExists) as raised:
-        target.provider.create_assignment(key, str(uuid.uuid4()), marker_for("another-request"))
+        target.provider.create_assignment(key, str(uuid.uuid4()), marker_for("another-request"), expires_at=EXPIRES)
 
     assert raised.value.existing_name == first.name
     assert target.provider.list_marked() == [first]
@@ -257,7 +286,7 @@ def test_the_same_name_for_another_grant_is_refused_for_good(target: Plane) -> N
     other = key_in(target, other_role=True, principal_id=key.principal_id)
 
     with pytest.raises(PermanentError):
-        target.provider.create_assignment(other, key.assignment_name(), marker_for(REQUEST_ID))
+        target.provider.create_assignment(other, key.assignment_name(), marker_for(REQUEST_ID), expires_at=EXPIRES)
 
     assert target.provider.find_assignment(other) is None
 
@@ -338,10 +367,10 @@ def test_an_assignment_is_not_found_at_another_scope(target: Plane) -> None:
 def test_scopes_compare_case_insensitively(target: Plane) -> None:
     provider, scope, role = target.provider, target.profile.scope, target.profile.role
     # GIVEN an assignment created with a mixed-case scope (GrantKey() keeps case, GrantKey.of lowers it)
-    principal = str(uuid.uuid4())
+    principal = target.profile.principal()
     mixed = GrantKey(provider.name, principal, role, scope.title())
     name = GrantKey.of(provider.name, principal, role, scope).assignment_name()
-    provider.create_assignment(mixed, name, marker_for(REQUEST_ID))
+    provider.create_assignment(mixed, name, marker_for(REQUEST_ID), expires_at=EXPIRES)
     # THEN any casing of the scope finds it, and the same grant in other casing is the same grant
     assert provider.get_assignment(scope.upper(), name) is not None
     assert provider.get_assignment(scope.lower(), name) is not None
@@ -349,7 +378,7 @@ def test_scopes_compare_case_insensitively(target: Plane) -> None:
     assert provider.find_assignment(upper) is not None
     with pytest.raises(AssignmentExists):
         provider.create_assignment(GrantKey.of(provider.name, principal, role, scope.upper()),
-                                   str(uuid.uuid4()), marker_for(REQUEST_ID))
+                                   str(uuid.uuid4()), marker_for(REQUEST_ID), expires_at=EXPIRES)
     # WHEN deleted through another casing THEN it is gone
     provider.delete_assignment(scope.upper(), name)
     assert provider.find_assignment(GrantKey.of(provider.name, principal, role, scope)) is None
@@ -366,7 +395,7 @@ def test_assignment_names_must_be_guids(arm_target: Plane) -> None:
 
 def test_an_unknown_role_definition_cannot_be_assigned(target: Plane) -> None:
     role = "00000000-0000-0000-0000-000000000000" if target.profile.arm else "no_such_role"
-    key = grant_key(target.provider, role_id=role, scope=target.profile.scope)
+    key = grant_key(target.provider, role_id=role, scope=target.profile.scope, principal_id=target.profile.principal())
 
     with pytest.raises(PermanentError, match="RoleDefinitionDoesNotExist"):
         create(target.provider, key)

@@ -188,3 +188,18 @@ def test_gcp_mode_keeps_its_state_in_cosmos_through_the_federated_credential(tmp
     missing = Settings.from_env({"JITGATE_MODE": "gcp"}).missing_gcp_settings()
     assert missing == ["JITGATE_GCP_PROJECT", "JITGATE_TASKS_QUEUE", "JITGATE_TASKS_SERVICE_ACCOUNT",
                        "JITGATE_COSMOS_ENDPOINT", "JITGATE_ENTRA_TENANT_ID", "JITGATE_ENTRA_CLIENT_ID"]
+
+
+def test_gcp_mode_grants_google_roles_and_reads_cloud_identity_groups_as_the_terraform_configures_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({
+        "JITGATE_MODE": "gcp", "JITGATE_PROVIDERS": "gcp-iam", "JITGATE_GCP_PROJECT": "p",
+        "JITGATE_GCP_GRANT_SCOPES": "projects/payments-prod", "JITGATE_GCP_GROUPS": "sre-leads=groups/abc123",
+        "JITGATE_TASKS_QUEUE": "projects/p/locations/l/queues/q", "JITGATE_TASKS_SERVICE_ACCOUNT": ACCOUNT,
+        "JITGATE_COSMOS_ENDPOINT": "https://jitgate.documents.azure.com:443/", "JITGATE_ENTRA_TENANT_ID": TENANT,
+        "JITGATE_ENTRA_CLIENT_ID": APP, "JITGATE_DATA_DIR": str(tmp_path),
+    })
+    runtime = build(settings)  # nothing connects
+    assert runtime.backend_names["grants"] == "gcp-iam"
+    assert runtime.backend_names["directory"] == "cloud-identity"

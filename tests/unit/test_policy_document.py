@@ -164,7 +164,8 @@ def test_a_group_with_a_bad_member_is_still_known_to_the_rules_that_name_it() ->
             approval: {{groups: [approvers]}}
             maxDuration: PT1H
         """)
-    assert errors == ["p.yaml:3: member 'not-a-guid' of group 'approvers' is not a principal id (GUID)"]
+    assert errors == ["p.yaml:3: member 'not-a-guid' of group 'approvers' is not a principal id (GUID) nor a Google "
+                      "principal (user:, group: or serviceAccount: and an e-mail address)"]
 
 
 def test_outcome_checks_are_made_whatever_else_is_wrong_with_the_rule() -> None:

@@ -179,12 +179,45 @@ class Server:
         return PROVIDER[self.platform]
 
     def login_for(self, principal_id: str) -> str | None:
-        """The login name that stands for this Entra principal here, if the servers file names one."""
-        return self.logins.get(principal_id.lower())
+        """The login name that stands for this principal here: the one the servers file names for an Entra
+        principal, or on Cloud SQL a Google principal's IAM database user."""
+        named = self.logins.get(principal_id.lower())
+        if named is None and self.platform == "cloud-sql":
+            return cloud_sql_login(principal_id)
+        return named
 
     def principal_for(self, login: str) -> str | None:
-        """The Entra principal a login stands for here, if the servers file says so."""
-        return next((p for p, name in self.logins.items() if name == login), None)
+        """The principal a login stands for here: as the servers file says, or on Cloud SQL the Google principal
+        of an IAM database user."""
+        named = next((p for p, name in self.logins.items() if name == login), None)
+        if named is None and self.platform == "cloud-sql":
+            return cloud_sql_principal(login)
+        return named
+
+
+_SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
+
+
+def cloud_sql_login(principal_id: str) -> str | None:
+    """The Cloud SQL IAM database user of a Google principal: a user's e-mail address, a service account's without
+    `.gserviceaccount.com` (as Cloud SQL names them); None for anything else (groups sign in as their members)."""
+    kind, _, email = principal_id.partition(":")
+    if not email or "@" not in email:
+        return None
+    if kind.lower() == "user":
+        return email.lower()
+    if kind.lower() == "serviceaccount" and email.lower().endswith(_SERVICE_ACCOUNT_DOMAIN):
+        return email.lower()[: -len(_SERVICE_ACCOUNT_DOMAIN)]
+    return None
+
+
+def cloud_sql_principal(login: str) -> str | None:
+    """The Google principal (lower-cased, as grant keys keep it) of a Cloud SQL IAM database user."""
+    if "@" not in login:
+        return None
+    if login.endswith(".iam"):
+        return f"serviceaccount:{login.lower()}{_SERVICE_ACCOUNT_DOMAIN}"
+    return f"user:{login.lower()}"
 
 
 @dataclass(frozen=True)

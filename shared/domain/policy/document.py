@@ -14,7 +14,7 @@ from annotated_types import MinLen
 from pydantic import Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from ..decision import Outcome
-from ..ids import is_guid
+from ..ids import principal
 from . import values as v
 from .rules import Approval, JustificationRule, Rule, TicketRule, Window, hhmm
 from .scopes import scopes_regex
@@ -246,7 +246,7 @@ def _lenient_groups(raw: object) -> dict[str, frozenset[str]]:
     if not isinstance(raw, dict):
         return {}
     return {
-        name: frozenset(m.lower() for m in members if isinstance(m, str) and is_guid(m.lower()))
+        name: frozenset(found for m in members if isinstance(m, str) and (found := principal(m)))
         if isinstance(members, list)
         else frozenset()
         for name, members in raw.items()

@@ -12,7 +12,7 @@ from pydantic import PlainValidator, ValidationInfo, WrapValidator
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from ..durations import format_duration, parse_duration
-from ..ids import is_guid
+from ..ids import GOOGLE_PRINCIPAL_WORDS, principal
 from ..request import MAX_DURATION, Provider
 from .rules import DAYS, role_is_valid
 from .scopes import ANY, scope_pattern_segments
@@ -44,11 +44,12 @@ def is_name(value: object) -> TypeGuard[str]:
 
 
 def member(value: object) -> str:
-    """A principal id (GUID), lower-cased."""
-    guid = text(value).lower()
-    if not is_guid(guid):
-        raise Refusal("member {value!r} of group '{group}' is not a principal id (GUID)")
-    return guid
+    """A principal id: an Entra object id (GUID), lower-cased, or a Google principal (`user:jane@example.com`)."""
+    found = principal(text(value))
+    if found is None:
+        raise Refusal("member {value!r} of group '{group}' is not a principal id (GUID) nor "
+                      + GOOGLE_PRINCIPAL_WORDS)
+    return found
 
 
 def duration(value: object) -> timedelta:

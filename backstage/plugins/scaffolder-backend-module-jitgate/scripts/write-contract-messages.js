@@ -148,6 +148,9 @@ const REFUSED_ASKS = [
   { requester: user('y', { profile: { displayName: 'Y'.repeat(257) } }) },
   // The catalog never yields this one (requesterOf refuses the annotation): the message rules must refuse it too.
   { principalId: '00000000-0000-0000-0000-000000000000' },
+  // A Google principal needs its own principal type (the catalog's requester is a User), and IAM's spelling.
+  { principalId: 'user:jane@example.com' },
+  { principalId: 'domain:example.com' },
 ];
 
 function refused() {

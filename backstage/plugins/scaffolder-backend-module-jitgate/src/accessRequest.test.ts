@@ -61,7 +61,8 @@ describe('validateAccessRequest', () => {
     ['azure-rbac', '/providers/Microsoft.Management/managementGroups', 'a management group scope is'],
     ['azure-rbac', '/tenants/x', 'scope must be a subscription, resource group, resource or management group path'],
     ['azure-rbac', `${SUB}/resourceGroups/rg-pаyments`, 'scope must be ASCII'],
-    ['gcp-iam', 'projects/Payments', 'scope must be projects/<id>, folders/<number> or organizations/<number>'],
+    ['gcp-iam', 'projects/Payments', 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>'],
+    ['gcp-iam', 'projects/_/buckets/Payments', 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>'],
     ['azure-rbac', '', 'must not be empty'],
   ])('refuses the %s scope %j', (provider, scope, expected) => {
     const role = provider === 'gcp-iam' ? 'roles/viewer' : 'Reader';
@@ -185,6 +186,32 @@ describe('validateAccessRequest', () => {
       asked: askedFor(),
     });
     expect(validateAccessRequest(request)).toEqual([{ loc: 'requester.principalId', msg }]);
+  });
+
+  it.each([
+    ['user:Jane@Example.com', 'GoogleUser'],
+    ['group:ops@example.com', 'GoogleGroup'],
+    ['serviceAccount:deploy@payments-prod-42.iam.gserviceaccount.com', 'GoogleServiceAccount'],
+  ] as const)('accepts the Google principal %j as a %s', (principalId, principalType) => {
+    const request = buildAccessRequest({
+      requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+      requester: { ...requesterOf({ entity: userEntity() }), principalId, principalType },
+      asked: askedFor(),
+    });
+    expect(validateAccessRequest(request)).toEqual([]);
+  });
+
+  it.each([
+    ['user:jane@example.com', 'User', 'requester.principalType', "must be GoogleUser for the principal id 'user:jane@example.com'"],
+    ['2c5f39cb-3fb2-42e3-994f-1127d4ddb538', 'GoogleUser', 'requester.principalType', "must be User or Group for the principal id '2c5f39cb-3fb2-42e3-994f-1127d4ddb538'"],
+    ['domain:example.com', 'GoogleUser', 'requester.principalId', 'must be an Entra object id (a GUID) or a Google principal (user:, group: or serviceAccount: and an e-mail address)'],
+  ] as const)('refuses %j as a %s in the words of jitgate\'s model', (principalId, principalType, loc, msg) => {
+    const request = buildAccessRequest({
+      requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+      requester: { ...requesterOf({ entity: userEntity() }), principalId, principalType },
+      asked: askedFor(),
+    });
+    expect(validateAccessRequest(request)).toEqual([{ loc, msg }]);
   });
 
   it('refuses values of the wrong type, as a template may render them', () => {

@@ -13,10 +13,17 @@ import type { FieldError } from './errors';
 export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data', 'envoy'] as const;
 export type Provider = (typeof PROVIDERS)[number];
 
-export const PRINCIPAL_TYPES = ['User', 'Group'] as const;
+export const PRINCIPAL_TYPES = ['User', 'Group', 'GoogleUser', 'GoogleGroup', 'GoogleServiceAccount'] as const;
 export type PrincipalType = (typeof PRINCIPAL_TYPES)[number];
+/** The IAM member prefix a Google principal's id has, per principal type (schema version 1, additive). */
+const GOOGLE_PREFIXES: Readonly<Record<string, string>> = {
+  GoogleUser: 'user',
+  GoogleGroup: 'group',
+  GoogleServiceAccount: 'serviceAccount',
+};
+const GOOGLE_PRINCIPAL = /^(user|group|serviceAccount):([^@\s:/]{1,64}@[^@\s:/]+\.[^@\s:/]+)$/;
 
-/** Who asks: an Entra principal, with the Backstage identity it came from. */
+/** Who asks: an Entra principal or a Google principal, with the Backstage identity it came from. */
 export interface Requester {
   principalId: string;
   principalType: PrincipalType;
@@ -76,7 +83,8 @@ const CONTROL = /[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]
 const ASCII = /^[\x00-\x7f]*$/;
 const ARM_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$/;
 const ARM_ROLE_NAME = /^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$/;
-const GCP_SCOPE = /^(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders\/[0-9]{1,20}|organizations\/[0-9]{1,20})$/;
+const GCP_SCOPE =
+  /^(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders\/[0-9]{1,20}|organizations\/[0-9]{1,20}|projects\/_\/buckets\/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])$/;
 // `postgres` targets: a database the way its platform names it (shared/domain/request.py `_database_scope`).
 const DATABASE = '[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}';
 const AZURE_POSTGRES = new RegExp(
@@ -123,6 +131,25 @@ export function principalIdProblem(value: string): string | undefined {
   if (!isGuid(value)) return 'must be an Entra object id (a GUID)';
   if (value === NIL_GUID) return `must not be the nil GUID ${NIL_GUID}: it names nobody`;
   return undefined;
+}
+
+/** Why a requester's id is neither an Entra object id nor a Google principal (the model's words), or undefined. */
+export function requesterIdProblem(value: string): string | undefined {
+  if (value.includes(':')) {
+    return GOOGLE_PRINCIPAL.test(value) && value.length <= 320
+      ? undefined
+      : 'must be an Entra object id (a GUID) or a Google principal (user:, group: or serviceAccount: and an e-mail address)';
+  }
+  return principalIdProblem(value.toLowerCase());
+}
+
+/** Why a principal type does not fit a (valid) requester id: a Google principal's type follows its prefix. */
+export function principalTypeProblem(id: string, type: string): string | undefined {
+  const prefix = id.includes(':') ? id.slice(0, id.indexOf(':')) : undefined;
+  if (GOOGLE_PREFIXES[type] === prefix) return undefined;
+  const own = Object.keys(GOOGLE_PREFIXES).find(kind => GOOGLE_PREFIXES[kind] === prefix) ?? 'User or Group';
+  const canonical = prefix === undefined ? id.toLowerCase() : `${prefix}:${id.slice(prefix.length + 1).toLowerCase()}`;
+  return `must be ${own} for the principal id '${canonical}'`;
 }
 
 /** `kind:namespace/name`, in the characters the model allows. */
@@ -181,9 +208,14 @@ export function validateAccessRequest(request: AccessRequestV1): FieldError[] {
 
   check(
     'requester.principalId',
-    typeof requester.principalId === 'string' ? principalIdProblem(requester.principalId.toLowerCase()) : 'must be a GUID',
+    typeof requester.principalId === 'string' ? requesterIdProblem(requester.principalId) : 'must be a GUID',
   );
-  check('requester.principalType', oneOfProblem(requester.principalType, PRINCIPAL_TYPES));
+  const validId = typeof requester.principalId === 'string' && requesterIdProblem(requester.principalId) === undefined;
+  check(
+    'requester.principalType',
+    oneOfProblem(requester.principalType, PRINCIPAL_TYPES) ??
+      (validId ? principalTypeProblem(requester.principalId, requester.principalType) : undefined),
+  );
   check('requester.displayName', textProblem(requester.displayName, { min: 1, max: 256, plain: true }));
   if (requester.email !== undefined) {
     check('requester.email', textProblem(requester.email, { max: 254, pattern: EMAIL, shape: 'an e-mail address' }));
@@ -295,7 +327,9 @@ function scopeProblem(provider: Provider, scope: string): string | undefined {
           'the prefix path segments of letters, digits and -._~';
   }
   if (provider === 'gcp-iam') {
-    return GCP_SCOPE.test(scope) ? undefined : 'scope must be projects/<id>, folders/<number> or organizations/<number>';
+    return GCP_SCOPE.test(scope)
+      ? undefined
+      : 'scope must be projects/<id>, folders/<number>, organizations/<number> or projects/_/buckets/<bucket>';
   }
   return armScopeProblem(scope);
 }
