@@ -71,7 +71,11 @@ backend.start();
 
 CONSUMER_TS = """\
 // What a backend's index.ts does with the module, compiled as an app that type-checks its libraries does.
-import jitgate, { createRequestAccessAction, HttpSender, InvalidAccessRequest } from '@jitgate/backstage-plugin-scaffolder-backend-module-jitgate';
+import jitgate, {
+  createRequestAccessAction,
+  HttpSender,
+  InvalidAccessRequest,
+} from '@jitgate/backstage-plugin-scaffolder-backend-module-jitgate';
 
 export const feature = jitgate;
 export const action = createRequestAccessAction({
@@ -87,11 +91,12 @@ def backstage_required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("JITGATE_REQUIRE_BACKSTAGE"))
 
 
-def run(args: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> str:
+def run(args: list[str], cwd: Path, timeout: float) -> str:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, "CI": "true", **(env or {})})
+                          env={**os.environ, "CI": "true"})
     if done.returncode != 0:
-        pytest.fail(f"{' '.join(args)} in {cwd} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        pytest.fail(f"{' '.join(args)} in {cwd} exited {done.returncode}:\n"
+                    f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     return done.stdout
 
 
@@ -352,3 +357,17 @@ def test_the_template_runs_as_a_real_task_and_the_request_reaches_active(backend
     [assignment] = jitgate.assignments_of(request_id)
     assert assignment.principal_id == JANE
 
+
+
+def test_a_task_the_action_refuses_fails_with_the_reason_and_sends_nothing(backend: Backend) -> None:
+    jitgate = backend.jitgate
+    before = jitgate.assignments()
+    status, events = run_task(backend, {
+        "component": "component:default/payments-api", "scope": SCOPE, "role": "Reader", "duration": "PT30M",
+        "justification": "soft\u00adhyphen hides text",
+    })
+    log = "\n".join(str(e.get("body", {}).get("message", "")) for e in events)
+    assert status == "failed"
+    assert "The access request is invalid: justification: must not contain control or bidirectional formatting " \
+           "characters (U+00AD)" in log, log
+    assert jitgate.assignments() == before
