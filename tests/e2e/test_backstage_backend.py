@@ -46,14 +46,20 @@ BACKEND = {
     "@backstage/plugin-catalog-backend-module-scaffolder-entity-model": "0.2.26",
     "@backstage/plugin-scaffolder-backend": "4.3.0",
 }
-PEERS = ("@backstage/backend-plugin-api", "@backstage/catalog-model", "@backstage/errors",
-         "@backstage/plugin-catalog-node", "@backstage/plugin-scaffolder-node")
+PEERS = {
+    "@backstage/backend-plugin-api": "1.12.0",
+    "@backstage/catalog-model": "1.10.3",
+    "@backstage/errors": "1.4.0",
+    "@backstage/plugin-catalog-node": "3.0.0",
+    "@backstage/plugin-scaffolder-node": "1.0.0",
+}
 CONSUMER_TOOLS = {"typescript": "~5.9.3", "@types/node": "^20.11.0", "pg": "^8.11.3"}
 
 # The backend's own identity towards the local jitgate (a Jit.Submitter, as jitgate.http.devPrincipal says).
 SUBMITTER = "5b0c1e2d-7a3f-4c6e-9d10-2f3a4b5c6d7e"
 DEV_SUB = "11111111-1111-4111-8111-111111111111"
-SCOPE = f"/subscriptions/{DEV_SUB}/resourceGroups/rg-backstage-dev"
+SCOPE = f"/subscriptions/{DEV_SUB}/resourceGroups/rg-payments-dev"
+COMPONENT = "component:default/payments-sandbox"
 
 INDEX_JS = """\
 // The smallest backend that runs the request-access template: packages/backend/src/index.ts of a fresh app, pruned.
@@ -123,11 +129,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     run([npm, "run", "build"], MODULE, 300)
     [packed] = json.loads(run([npm, "pack", "--json", "--pack-destination", str(work)], MODULE, 300))
     tarball = work / packed["filename"]
-    peers = json.loads((MODULE / "package.json").read_text())["devDependencies"]
     manifest = {
         "name": "backend", "version": "0.0.0", "private": True,
-        "dependencies": {**BACKEND, **{name: peers[name] for name in PEERS}, **CONSUMER_TOOLS,
-                         PACKAGE: f"file:./{tarball.name}"},
+        "dependencies": {**BACKEND, **PEERS, **CONSUMER_TOOLS, PACKAGE: f"file:./{tarball.name}"},
     }
     (work / "package.json").write_text(json.dumps(manifest, indent=2))
     # NB. --ignore-scripts: nothing here needs a native add-on (the database is PostgreSQL, not SQLite).
@@ -226,18 +230,20 @@ class Backend:
         return token
 
 
+def readme_block(first_line: str) -> str:
+    """The YAML block of backstage/README.md that starts with `first_line`, without its list indent."""
+    readme = (ROOT / "backstage" / "README.md").read_text(encoding="utf-8")
+    for indent, body in re.findall(r"^( *)```ya?ml\n(.*?)^\1```", readme, flags=re.M | re.S):
+        text = re.sub(rf"^{indent}", "", body, flags=re.M)
+        if text.startswith(first_line):
+            return text
+    raise AssertionError(f"backstage/README.md has no YAML block starting with {first_line!r}")
+
+
 def catalog_entities() -> list[dict[str, Any]]:
-    """The requester, as the Microsoft Graph provider would ingest her, and a component offering `local` access."""
-    return [
-        {"apiVersion": "backstage.io/v1alpha1", "kind": "User",
-         "metadata": {"name": "jane", "annotations": {"graph.microsoft.com/user-id": JANE}},
-         "spec": {"profile": {"displayName": "Jane Doe", "email": "jane@example.com"}, "memberOf": []}},
-        {"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
-         "metadata": {"name": "payments-api",
-                      "annotations": {"jitgate.io/provider": "local", "jitgate.io/scopes": SCOPE,
-                                      "jitgate.io/roles": "Reader"}},
-         "spec": {"type": "service", "owner": "user:default/jane", "lifecycle": "experimental"}},
-    ]
+    """The README's local try: the requester, as the Microsoft Graph provider would ingest her, and a component
+    offering `local` access."""
+    return [doc for doc in yaml.safe_load_all(readme_block("# catalog-local.yaml")) if doc]
 
 
 def app_config(port: int, pg: ThrowawayPostgres, jitgate: JitgateServer, catalog: Path, token: str) -> dict[str, Any]:
@@ -268,7 +274,7 @@ def backend(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> I
     data = tmp_path_factory.mktemp("jitgate-for-backstage")
     try:
         with running_server(data) as jitgate:
-            catalog = installed.dir / "catalog-info.yaml"
+            catalog = installed.dir / "catalog-local.yaml"
             catalog.write_text(yaml.safe_dump_all(catalog_entities()))
             (installed.dir / "index.js").write_text(INDEX_JS)
             port, token = free_port(), secrets.token_urlsafe(24)
@@ -298,7 +304,7 @@ def wait_until_ready(backend: Backend, timeout: float = 120) -> None:
     """Until the catalog serves the template and the component (it reads its file locations after start)."""
     deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {backend.service_token}"}
-    wanted = ("template/default/jitgate-request-access", "component/default/payments-api", "user/default/jane")
+    wanted = ("template/default/jitgate-request-access", "component/default/payments-sandbox", "user/default/jane")
     while True:
         if backend.process.poll() is not None:
             pytest.fail(f"the backend exited with {backend.process.returncode}:\n{backend.log_tail()}")
@@ -336,7 +342,7 @@ def run_task(backend: Backend, values: dict[str, Any], timeout: float = 120) -> 
 def test_the_template_runs_as_a_real_task_and_the_request_reaches_active(backend: Backend) -> None:
     jitgate = backend.jitgate
     status, events = run_task(backend, {
-        "component": "component:default/payments-api", "scope": SCOPE, "role": "Reader", "duration": "PT30M",
+        "component": COMPONENT, "scope": SCOPE, "role": "Reader", "duration": "PT30M",
         "justification": "Read the payments settings for INC-4711", "ticket": "INC-4711",
     })
     log = "\n".join(str(e.get("body", {}).get("message", "")) for e in events)
@@ -353,7 +359,7 @@ def test_the_template_runs_as_a_real_task_and_the_request_reaches_active(backend
     assert request["requester"] == {"principalId": JANE, "principalType": "User", "displayName": "Jane Doe",
                                     "email": "jane@example.com", "backstageRef": "user:default/jane"}
     assert request["target"] == {"provider": "local", "scope": SCOPE, "role": "Reader"}
-    assert request["context"]["entityRef"] == "component:default/payments-api"
+    assert request["context"]["entityRef"] == COMPONENT
     [assignment] = jitgate.assignments_of(request_id)
     assert assignment.principal_id == JANE
 
@@ -363,7 +369,7 @@ def test_a_task_the_action_refuses_fails_with_the_reason_and_sends_nothing(backe
     jitgate = backend.jitgate
     before = jitgate.assignments()
     status, events = run_task(backend, {
-        "component": "component:default/payments-api", "scope": SCOPE, "role": "Reader", "duration": "PT30M",
+        "component": COMPONENT, "scope": SCOPE, "role": "Reader", "duration": "PT30M",
         "justification": "soft\u00adhyphen hides text",
     })
     log = "\n".join(str(e.get("body", {}).get("message", "")) for e in events)

@@ -34,8 +34,9 @@ function entitiesIn(where: string, text: string): [string, Entity][] {
 
 const EXAMPLES: [string, Entity][] = [
   ...MARKDOWN.flatMap(path =>
-    [...readFileSync(path, 'utf8').matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)].flatMap(block =>
-      entitiesIn(relative(REPO, path), block[1]!),
+    // Blocks inside a list item are indented: the block's lines lose the fence's indent.
+    [...readFileSync(path, 'utf8').matchAll(/^( *)```ya?ml\n([\s\S]*?)^\1```/gm)].flatMap(([, indent, body]) =>
+      entitiesIn(relative(REPO, path), body!.replace(new RegExp(`^${indent}`, 'gm'), '')),
     ),
   ),
   ...yamlFiles(join(REPO, 'backstage')).flatMap(path => entitiesIn(relative(REPO, path), readFileSync(path, 'utf8'))),
