@@ -125,7 +125,7 @@ export class HttpSender implements AccessRequestSender {
  * What went wrong below HTTP, in words, from the code node's fetch puts in `error.cause` (its own message is only
  * "fetch failed"), and whether trying again may help.
  */
-export function whyFetchFailed(error: unknown, url: URL): { words: string; transient: boolean } {
+function whyFetchFailed(error: unknown, url: URL): { words: string; transient: boolean } {
   const cause = (error as { cause?: unknown })?.cause ?? error;
   const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
   const detail = typeof message === 'string' && message ? message : String(cause);
