@@ -111,7 +111,6 @@ class Installed:
     """A backend directory with the module installed from its packed tarball, beside its peers."""
 
     dir: Path
-    tarball: Path
     packed_files: list[str]
 
 
@@ -139,7 +138,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     # a version not published yet, which npm refuses to leave out; the peers are listed above instead.
     run([npm, "install", "--ignore-scripts", "--no-audit", "--no-fund", "--omit=optional", "--legacy-peer-deps"],
         work, 900)
-    return Installed(work, tarball, [f["path"] for f in packed["files"]])
+    return Installed(work, [f["path"] for f in packed["files"]])
 
 
 # ---------------------------------------------------------------- item 6: installable, as the README says
