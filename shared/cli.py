@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("cases", type=Path, nargs="+")
     pt.set_defaults(run=_policy_test)
 
-    sc = sub.add_parser("schema", help="write or check the committed JSON Schema")
+    sc = sub.add_parser("schema", help="write or check the committed JSON Schema and the Backstage plain-text tables")
     sc.add_argument("action", choices=["write", "check"])
     sc.set_defaults(run=_schema)
 
@@ -541,13 +541,16 @@ def _schema(args: argparse.Namespace) -> int:
     from . import schema
 
     if args.action == "write":
-        print(f"wrote {schema.write()}")
+        for path in schema.write_all():
+            print(f"wrote {path}")
         return 0
-    if schema.is_current():
-        print(f"{schema.SCHEMA_PATH} is current")
-        return 0
-    print(f"{schema.SCHEMA_PATH} is stale: run `jitgate schema write`", file=sys.stderr)
-    return 1
+    stale = schema.stale()
+    for path in schema.ARTIFACTS:
+        if path in stale:
+            print(f"{path} is stale: run `jitgate schema write`", file=sys.stderr)
+        else:
+            print(f"{path} is current")
+    return 1 if stale else 0
 
 
 def _dlq_list(args: argparse.Namespace) -> int:

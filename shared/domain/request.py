@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -38,6 +37,7 @@ from .ids import (
     synthetic_request_id,
 )
 from .json_body import BodyTooLarge, MalformedBody, parse_json
+from .plain_text import text_problem
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_DURATION = timedelta(days=31)  # a hard ceiling; each policy rule sets the real maximum
@@ -181,19 +181,10 @@ def _model_config() -> ConfigDict:
     )
 
 
-# NB. By Unicode category rather than a list: control (Cc), format (Cf: bidi overrides, zero-width
-# joiners, BOM, soft hyphen), line/paragraph separators (Zl, Zp) and unassigned/private code points can
-# forge lines or hide text in Teams cards, logs and terminals.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
-
-
 def _check_text(value: str, allow_newlines: bool) -> str:
-    allowed = "\n\t" if allow_newlines else ""
-    for char in value:
-        if char not in allowed and unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            raise ValueError(f"must not contain control or bidirectional formatting characters (U+{ord(char):04X})")
-    if not value.strip():
-        raise ValueError("must not be blank")
+    problem = text_problem(value, allow_newlines)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

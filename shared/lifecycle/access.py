@@ -46,8 +46,10 @@ class Access:
             self.grants.release_leftovers(request_id)
             return Result(request_id, record.state, f"nothing to grant ({record.state.value})")
         request = request_of(record)
-        provider = self.grants.provider(request.target.provider)
         try:
+            # NB. Inside the try: a provider this deployment does not serve is a permanent failure the requester
+            # hears about, not an exception that dead-letters the grant and leaves the request `approved`.
+            provider = self.grants.provider(request.target.provider)
             key = self.grants.key_for(provider, request)
             hold = self.grants.hold(key, request)
             # NB. Its time ran out while jitgate was down, or reconcile already released it: the role

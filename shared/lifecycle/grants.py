@@ -54,7 +54,10 @@ class Grants:
         try:
             return self.b.providers[name]
         except KeyError:
-            raise PermanentError(f"provider {name!r} is not configured in this deployment") from None
+            served = ", ".join(sorted(self.b.providers)) or "none"
+            raise PermanentError(
+                f"provider '{name}' is not configured in this deployment (it serves: {served})"
+            ) from None
 
     def key_for(self, provider: GrantProvider, request: AccessRequest) -> GrantKey:
         """The grant key of a request: its role resolved by the provider."""

@@ -130,6 +130,26 @@ def test_auto_approved_request_goes_active_and_is_revoked_at_expiry(jitgate_serv
     assert types_of(s.events(rid))[:1] == ["request.received"]
 
 
+def test_a_request_for_a_provider_the_local_jitgate_does_not_serve_fails_visibly(jitgate_server: JitgateServer) -> None:
+    # GIVEN the example policy, which approves Reader in the dev subscription on azure-rbac at once, and a local
+    # jitgate, which serves only the `local` provider
+    s = jitgate_server
+    doc = access_request(dev_rg("rg-unserved-dev"))
+    doc["target"]["provider"] = "azure-rbac"
+    rid = doc["requestId"]
+    submit(s, doc)
+    # THEN the request fails (it is not left `approved`), says why to its requester, and the audit trail has it
+    failed = s.wait_state(rid, "failed")
+    assert "provider 'azure-rbac' is not configured in this deployment (it serves: local)" in failed["failure"]
+    with s.client(JANE) as c:
+        mine = c.get(f"/api/access-requests/{rid}")
+    assert (mine.status_code, mine.json()["state"]) == (200, "failed")
+    [event] = s.events(rid, "grant.failed")
+    assert "azure-rbac" in event["data"]["error"]
+    assert not s.assignments_of(rid)
+    assert "Grant failed" in s.log_tail(400) and rid in s.log_tail(400)
+
+
 def test_two_approvals_over_the_signed_teams_webhook_and_refused_calls(jitgate_server: JitgateServer) -> None:
     s = jitgate_server
     doc = access_request(

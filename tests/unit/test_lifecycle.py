@@ -366,6 +366,23 @@ def test_permanent_provider_fault_fails_visibly(world: World) -> None:
     assert world.store.holds_for_request(rid)[0].status.value == "released"
 
 
+def test_a_request_for_a_provider_this_deployment_does_not_serve_fails_visibly_not_dead_lettered(world: World) -> None:
+    # GIVEN a policy that grants on `local`, in a deployment where no `local` provider is configured
+    del world.backends.providers["local"]
+    # WHEN a request the policy approves at once is submitted
+    rid = world.submit(access_request())
+    for _ in range(world.max_deliveries + 2):
+        world.advance(31)
+    # THEN it fails at once, with the reason on the record, in the audit trail and in the requester's notice
+    record = world.store.get_request(rid)
+    assert record is not None and record.state.value == "failed"
+    assert "provider 'local' is not configured" in (record.failure or "")
+    assert world.event_types(rid).count("grant.failed") == 1
+    [notice] = world.notifier.of_kind("failed")
+    assert (notice.request_id, notice.requester) == (rid, JANE)
+    assert world.bus.dead_letters("access-lifecycle") == []
+
+
 def test_transient_faults_on_the_last_delivery_end_in_failed_not_silence(world: World) -> None:
     world.grants.inject_fault("create", TransientError("503"), times=1000)
     rid = world.submit(access_request())

@@ -3,7 +3,7 @@ import json
 import jsonschema
 import pytest
 
-from shared.schema import SCHEMA_PATH, is_current
+from shared.schema import PLAIN_TEXT_PATH, SCHEMA_PATH, is_current, stale
 
 VALID = {
     "schemaVersion": 1,
@@ -21,6 +21,10 @@ VALID = {
 
 def test_committed_schema_is_generated_from_the_model():
     assert is_current(), "schemas/access-request.v1.schema.json is stale: run `jitgate schema write`"
+
+
+def test_the_backstage_modules_plain_text_tables_are_generated_from_the_model():
+    assert PLAIN_TEXT_PATH not in stale(), f"{PLAIN_TEXT_PATH} is stale: run `jitgate schema write`"
 
 
 def test_schema_accepts_the_architecture_example_and_refuses_unknown_fields():

@@ -3,12 +3,16 @@
  * Writes access request messages produced by the real action code, for the cross-language
  * contract test (tests/contract/test_backstage_messages.py):
  *
- *   node scripts/write-contract-messages.js <out.json> [count]
+ *   node scripts/write-contract-messages.js <out.json> [count] [texts.json]
  *
  * `accepted`: <count> messages that jitgate:access:request sent (to a recording sender) or, on
  * a dry run, output; the Python model and the JSON Schema must accept every one.
  * `refused`: messages the action's rules refuse, with the field errors it reports; the Python
  * model must refuse every one too, on the same fields.
+ *
+ * `texts`, with a texts.json of `[{justification, displayName}]` (tests/contract/test_backstage_text.py): for each,
+ * what the action's dry run answers for a request with that justification, from a user of that display name: the
+ * field errors it refuses it with, or null when it accepts it.
  *
  * It builds the module first, so it never reads a stale dist/.
  */
@@ -175,14 +179,35 @@ function refused() {
   });
 }
 
+async function texts(cases) {
+  const action = createRequestAccessAction({
+    sender: new RecordingSender(),
+    statusUrlOf: id => `https://jitgate.example.com/api/access-requests/${id}`,
+  });
+  const answers = [];
+  for (const { justification, displayName } of cases) {
+    const input = { target: TARGETS[0], duration: 'PT1H', justification };
+    const entity = user('jane', { profile: { displayName } });
+    try {
+      await action.handler(contextFor({ input, entity, isDryRun: true, outputs: {} }));
+      answers.push(null);
+    } catch (error) {
+      if (!Array.isArray(error.fieldErrors)) throw error;
+      answers.push(error.fieldErrors);
+    }
+  }
+  return answers;
+}
+
 async function main() {
-  const [out, countArg = '60'] = process.argv.slice(2);
+  const [out, countArg = '60', textsIn] = process.argv.slice(2);
   const count = Number(countArg);
   if (!out || !Number.isInteger(count) || count < 1) {
-    console.error('usage: node scripts/write-contract-messages.js <out.json> [count]');
+    console.error('usage: node scripts/write-contract-messages.js <out.json> [count] [texts.json]');
     process.exit(2);
   }
   const doc = { accepted: await accepted(count), refused: refused() };
+  if (textsIn) doc.texts = await texts(JSON.parse(fs.readFileSync(textsIn, 'utf8')));
   fs.writeFileSync(out, JSON.stringify(doc, null, 2));
   console.log(`wrote ${doc.accepted.length} accepted and ${doc.refused.length} refused access requests to ${out}`);
 }

@@ -225,7 +225,35 @@ describe('validateAccessRequest', () => {
   it('refuses control and bidirectional characters in the justification, but not new lines', () => {
     expect(problemsOf(askedFor({ justification: 'line one\nline two\tdone' }))).toEqual([]);
     expect(problemsOf(askedFor({ justification: 'approve me\u202e' }))).toEqual([
-      { loc: 'justification', msg: 'must not contain control or bidirectional formatting characters' },
+      { loc: 'justification', msg: 'must not contain control or bidirectional formatting characters (U+202E)' },
+    ]);
+  });
+
+  // What jitgate refused and this action let through before both read shared/domain/plain_text.py's definition.
+  it.each(['00AD', '0085', '2028', '2029', 'FEFF', '2060', '061C', 'E000', '180E'])(
+    'refuses U+%s in the justification and the requester name, as jitgate does',
+    hex => {
+      const char = String.fromCodePoint(parseInt(hex, 16));
+      const msg = `must not contain control or bidirectional formatting characters (U+${hex})`;
+      expect(problemsOf(askedFor({ justification: `soft${char}text` }))).toEqual([{ loc: 'justification', msg }]);
+      const request = buildAccessRequest({
+        requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+        requester: { ...requesterOf({ entity: userEntity() }), displayName: `Jane${char}Doe` },
+        asked: askedFor(),
+      });
+      expect(validateAccessRequest(request)).toEqual([{ loc: 'requester.displayName', msg }]);
+    },
+  );
+
+  it('refuses a justification of only white space, and a tab or new line in the requester name', () => {
+    expect(problemsOf(askedFor({ justification: ' \u3000\n\t' }))).toEqual([{ loc: 'justification', msg: 'must not be blank' }]);
+    const request = buildAccessRequest({
+      requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+      requester: { ...requesterOf({ entity: userEntity() }), displayName: 'Jane\tDoe' },
+      asked: askedFor(),
+    });
+    expect(validateAccessRequest(request)).toEqual([
+      { loc: 'requester.displayName', msg: 'must not contain control or bidirectional formatting characters (U+0009)' },
     ]);
   });
 

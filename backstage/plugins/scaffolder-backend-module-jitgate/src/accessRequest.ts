@@ -9,6 +9,7 @@
  */
 import { durationMicroseconds, MICROSECONDS_PER_DAY } from './durations';
 import type { FieldError } from './errors';
+import { FORBIDDEN_RANGES, MULTI_LINE_ALLOWED, WHITE_SPACE } from './generated/plainText';
 
 export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data', 'envoy'] as const;
 export type Provider = (typeof PROVIDERS)[number];
@@ -79,7 +80,6 @@ const ENTITY_REF = /^[a-z][a-z0-9-]*:[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const TICKET = /^[A-Za-z0-9][A-Za-z0-9_./#-]*$/;
 const TASK_ID = /^[A-Za-z0-9._:-]+$/;
-const CONTROL = /[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/;
 const ASCII = /^[\x00-\x7f]*$/;
 const ARM_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$/;
 const ARM_ROLE_NAME = /^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$/;
@@ -216,7 +216,7 @@ export function validateAccessRequest(request: AccessRequestV1): FieldError[] {
     oneOfProblem(requester.principalType, PRINCIPAL_TYPES) ??
       (validId ? principalTypeProblem(requester.principalId, requester.principalType) : undefined),
   );
-  check('requester.displayName', textProblem(requester.displayName, { min: 1, max: 256, plain: true }));
+  check('requester.displayName', textProblem(requester.displayName, { min: 1, max: 256, plain: 'single-line' }));
   if (requester.email !== undefined) {
     check('requester.email', textProblem(requester.email, { max: 254, pattern: EMAIL, shape: 'an e-mail address' }));
   }
@@ -230,11 +230,7 @@ export function validateAccessRequest(request: AccessRequestV1): FieldError[] {
   check('target.role', textProblem(target.role, { min: 1, max: 256 }) ?? (provider && roleProblem(provider, target.role)));
 
   check('duration', durationProblem(request.duration));
-  check(
-    'justification',
-    textProblem(request.justification, { min: 1, max: 1000, plain: true }) ??
-      (request.justification.trim() === '' ? 'justification must not be blank' : undefined),
-  );
+  check('justification', textProblem(request.justification, { min: 1, max: 1000, plain: 'multi-line' }));
   if (request.ticket !== undefined) {
     check('ticket', textProblem(request.ticket, { min: 1, max: 64, pattern: TICKET, shape: 'a ticket id such as INC-4711' }));
   }
@@ -270,15 +266,44 @@ function codePoints(value: string): number {
 
 function textProblem(
   value: unknown,
-  rule: { min?: number; max: number; pattern?: RegExp; shape?: string; plain?: boolean },
+  rule: { min?: number; max: number; pattern?: RegExp; shape?: string; plain?: 'single-line' | 'multi-line' },
 ): string | undefined {
   if (typeof value !== 'string') return 'must be a string';
   const length = codePoints(value);
   if (rule.min !== undefined && length < rule.min) return 'must not be empty';
   if (length > rule.max) return `must be at most ${rule.max} characters (it is ${length})`;
   if (rule.pattern && !rule.pattern.test(value)) return `must be ${rule.shape ?? `like ${rule.pattern}`}`;
-  if (rule.plain && CONTROL.test(value)) return 'must not contain control or bidirectional formatting characters';
+  if (rule.plain) return plainTextProblem(value, rule.plain === 'multi-line');
   return undefined;
+}
+
+/**
+ * `text_problem` of shared/domain/plain_text.py, on the tables generated from it: the first code point of a
+ * refused category (control, format, separators, private use, surrogates, unassigned), or a text of only white space.
+ */
+export function plainTextProblem(value: string, allowNewlines: boolean): string | undefined {
+  let blank = true;
+  for (const char of value) {
+    const cp = char.codePointAt(0)!;
+    if (isForbidden(cp) && !(allowNewlines && MULTI_LINE_ALLOWED.includes(cp))) {
+      return `must not contain control or bidirectional formatting characters (U+${cp.toString(16).toUpperCase().padStart(4, '0')})`;
+    }
+    if (!WHITE_SPACE.includes(cp)) blank = false;
+  }
+  return blank ? 'must not be blank' : undefined;
+}
+
+function isForbidden(cp: number): boolean {
+  let low = 0;
+  let high = FORBIDDEN_RANGES.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const [first, last] = FORBIDDEN_RANGES[middle]!;
+    if (cp < first) high = middle - 1;
+    else if (cp > last) low = middle + 1;
+    else return true;
+  }
+  return false;
 }
 
 function guidProblem(value: unknown): string | undefined {

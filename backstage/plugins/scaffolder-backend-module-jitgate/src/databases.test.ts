@@ -1,42 +1,13 @@
-import {
-  DefaultNamespaceEntityPolicy,
-  EntityPolicies,
-  FieldFormatEntityPolicy,
-  NoForeignRootFieldsEntityPolicy,
-  SchemaValidEntityPolicy,
-  componentEntityV1alpha1Validator,
-  resourceEntityV1alpha1Validator,
-  stringifyEntityRef,
-  type Entity,
-} from '@backstage/catalog-model';
+import { stringifyEntityRef, type Entity } from '@backstage/catalog-model';
 import { createMockActionContext } from '@backstage/plugin-scaffolder-node-test-utils';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { parse } from 'yaml';
 import { buildAccessRequest, validateAccessRequest } from './accessRequest';
 import { InvalidAccessRequest } from './errors';
 import { createRequestAccessAction } from './requestAccessAction';
 import { requesterOf } from './requester';
 import { accessTargetsOf, PROVIDER_ANNOTATION, ROLES_ANNOTATION, SCOPES_ANNOTATION } from './targets';
-import { exampleDatabases, RecordingCatalog } from './testing/catalog';
+import { acceptedByTheCatalog, exampleDatabases, RecordingCatalog } from './testing/catalog';
 import { askedFor, PAYMENTS_RG, UNUSED_WORKSPACE, userEntity } from './testing/fixtures';
 import { RecordingSender } from './testing/recordingSender';
-
-// What the catalog backend enforces on every entity it ingests (its default policies), then the kind's own rules.
-const catalogPolicies = EntityPolicies.allOf([
-  new DefaultNamespaceEntityPolicy(),
-  new NoForeignRootFieldsEntityPolicy(),
-  new FieldFormatEntityPolicy(),
-  new SchemaValidEntityPolicy(),
-]);
-
-async function acceptedByTheCatalog(entity: Entity): Promise<void> {
-  const enforced = await catalogPolicies.enforce(entity);
-  if (!enforced) throw new Error('the catalog policies dropped the entity');
-  const validators = { Resource: resourceEntityV1alpha1Validator, Component: componentEntityV1alpha1Validator };
-  const validator = validators[enforced.kind as keyof typeof validators];
-  if (!validator || !(await validator.check(enforced))) throw new Error(`no ${enforced.kind} validator accepts it`);
-}
 
 const PG_DATABASE = 'resource:default/payments-db';
 
@@ -103,13 +74,6 @@ describe('example database entities (examples/databases.yaml)', () => {
     const [entity] = databases;
     const relative = { ...entity!, metadata: { ...entity!.metadata, links: [{ url: '/create/templates/default/x' }] } };
     await expect(acceptedByTheCatalog(relative)).rejects.toThrow(/links/);
-  });
-
-  it("come with the README's example entities, which the catalog accepts too", async () => {
-    const readme = readFileSync(join(__dirname, '..', '..', '..', 'README.md'), 'utf8');
-    const blocks = [...readme.matchAll(/```yaml\n# catalog-info\.yaml\n([\s\S]*?)```/g)].map(m => parse(m[1]!) as Entity);
-    expect(blocks.length).toBeGreaterThanOrEqual(1);
-    for (const entity of blocks) await expect(acceptedByTheCatalog(entity)).resolves.toBeUndefined();
   });
 });
 

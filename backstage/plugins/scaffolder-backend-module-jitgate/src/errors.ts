@@ -44,9 +44,20 @@ export class RequestIdConflict extends ConflictError {
  */
 export class DeliveryFailed extends CustomErrorBase {
   readonly transient: boolean;
+  // The message as given: CustomErrorBase appends the cause to `message`.
+  readonly #given: string;
 
   constructor(message: string, options: { transient: boolean; cause?: unknown }) {
     super(message, options.cause);
     this.transient = options.transient;
+    this.#given = message;
+  }
+
+  /** The same failure, saying that it was the last of `attempts`. */
+  afterAttempts(attempts: number): DeliveryFailed {
+    return new DeliveryFailed(`${this.#given} (gave up after ${attempts} attempts)`, {
+      transient: this.transient,
+      cause: this.cause,
+    });
   }
 }

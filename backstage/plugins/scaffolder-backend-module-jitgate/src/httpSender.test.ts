@@ -15,10 +15,19 @@ interface Received {
   body: string;
 }
 
+interface Answer {
+  status: number;
+  body?: unknown;
+  delayMs?: number;
+  location?: string;
+}
+
 /** A stand-in for jitgate's intake on 127.0.0.1 that answers what each test tells it to. */
 class FakeIntake {
   readonly received: Received[] = [];
-  answer: { status: number; body?: unknown; delayMs?: number; location?: string } = { status: 202 };
+  answer: Answer = { status: 202 };
+  /** When set, decides each answer in turn (overrides `answer`); status 0 drops the connection unanswered. */
+  onRequest?: () => Answer;
   #server?: Server;
 
   async start(): Promise<string> {
@@ -28,7 +37,11 @@ class FakeIntake {
       req.on('data', chunk => (body += chunk));
       req.on('end', () => {
         this.received.push({ method: req.method, url: req.url, headers: req.headers, body });
-        const { status, body: answer, delayMs, location } = this.answer;
+        const { status, body: answer, delayMs, location } = this.onRequest?.() ?? this.answer;
+        if (status === 0) {
+          req.socket.destroy();
+          return;
+        }
         setTimeout(() => {
           res.writeHead(status, { 'content-type': 'application/json', ...(location && { location }) });
           res.end(answer === undefined ? '' : typeof answer === 'string' ? answer : JSON.stringify(answer));
@@ -150,7 +163,7 @@ describe('HttpSender', () => {
     [302, false, 'jitgate redirected the call'],
   ])('treats HTTP %i as not delivered (transient: %s)', async (status, transient, words) => {
     intake.answer = { status, body: { error: 'unavailable', detail: 'the bus is throttling' }, location: '/.auth/login/aad' };
-    const error = await new HttpSender({ baseUrl }).send(aRequest()).catch(e => e);
+    const error = await new HttpSender({ baseUrl, retryDelaysMs: [] }).send(aRequest()).catch(e => e);
     expect(error).toBeInstanceOf(DeliveryFailed);
     expect(error.transient).toBe(transient);
     expect(error.message).toContain(words);
@@ -160,19 +173,68 @@ describe('HttpSender', () => {
 
   it('gives up after its timeout', async () => {
     intake.answer = { status: 202, delayMs: 500 };
-    const error = await new HttpSender({ baseUrl, timeoutMs: 50 }).send(aRequest()).catch(e => e);
+    const error = await new HttpSender({ baseUrl, timeoutMs: 50, retryDelaysMs: [] }).send(aRequest()).catch(e => e);
     expect(error).toBeInstanceOf(DeliveryFailed);
     expect(error.message).toContain('no answer within 50 ms');
   });
 
-  it('reports an unreachable intake as not delivered', async () => {
+  it('names a refused connection, after trying three times', async () => {
     const closed = new FakeIntake();
     const closedUrl = await closed.start();
     await closed.stop();
-    const error = await new HttpSender({ baseUrl: closedUrl }).send(aRequest()).catch(e => e);
+    const started = Date.now();
+    const error = await new HttpSender({ baseUrl: closedUrl, retryDelaysMs: [20, 40] }).send(aRequest()).catch(e => e);
     expect(error).toBeInstanceOf(DeliveryFailed);
     expect(error.transient).toBe(true);
-    expect(error.message).toContain(`${closedUrl}/api/access-requests: the request failed`);
+    expect(error.message).toBe(
+      `Could not deliver access request 1b4e28ba-2fa1-41d2-883f-0016d3cca427 to ${closedUrl}/api/access-requests: ` +
+        `connection refused by ${new URL(closedUrl).host} (ECONNREFUSED): is jitgate running and listening there? ` +
+        `(gave up after 3 attempts); caused by Error: connect ECONNREFUSED ${new URL(closedUrl).host}`,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(60);
+  });
+
+  it('names a host name that does not resolve, and does not try again', async () => {
+    const error = await new HttpSender({ baseUrl: 'http://jitgate.invalid', retryDelaysMs: [20, 40] }).send(aRequest()).catch(e => e);
+    expect(error).toBeInstanceOf(DeliveryFailed);
+    expect(error.message).toMatch(/jitgate\.invalid\/api\/access-requests: DNS: .*jitgate\.invalid.*\((ENOTFOUND|EAI_AGAIN)\)/);
+    expect(error.transient).toBe(/EAI_AGAIN/.test(error.message));
+  });
+
+  it('names a TLS failure (https to a server that speaks plain HTTP), and does not try again', async () => {
+    const error = await new HttpSender({ baseUrl: baseUrl.replace('http:', 'https:'), retryDelaysMs: [20] }).send(aRequest()).catch(e => e);
+    expect(error).toBeInstanceOf(DeliveryFailed);
+    expect(error.transient).toBe(false);
+    expect(error.message).toMatch(/: TLS with 127\.0\.0\.1:\d+ failed \(ERR_SSL_[A-Z_]+\)/);
+    expect(error.message).not.toContain('gave up after');
+    expect(intake.received).toHaveLength(0);
+  });
+
+  it('delivers on a later attempt after the connection was dropped or jitgate was busy, under the same requestId', async () => {
+    // GIVEN an intake that drops the first connection and answers 503 to the second
+    const flaky = new FakeIntake();
+    const flakyUrl = await flaky.start();
+    const answers = [{ status: 0 }, { status: 503 }, { status: 202 }];
+    const sender = new HttpSender({ baseUrl: flakyUrl, retryDelaysMs: [10, 20, 40] });
+    flaky.onRequest = () => answers.shift()!;
+
+    // WHEN the request is sent, THEN the third attempt delivers it, each with the same body
+    try {
+      await sender.send(aRequest());
+      expect(flaky.received.map(r => JSON.parse(r.body).requestId)).toEqual(Array(3).fill(aRequest().requestId));
+    } finally {
+      await flaky.stop();
+    }
+  });
+
+  it('stops trying again once the task is cancelled', async () => {
+    intake.answer = { status: 503 };
+    const cancel = new AbortController();
+    const sending = new HttpSender({ baseUrl, retryDelaysMs: [5_000, 5_000] }).send(aRequest(), { signal: cancel.signal });
+    setTimeout(() => cancel.abort(), 50);
+    const error = await sending.catch(e => e);
+    expect(error).toBeInstanceOf(DeliveryFailed);
+    expect(intake.received.length).toBeLessThanOrEqual(2);
   });
 
   it("fails the action's step with jitgate's own reasons on a 422", async () => {

@@ -18,8 +18,17 @@ export interface HttpSenderOptions {
   token?: { credential: TokenCredential; scope: string };
   /** Local jitgate only: the Entra object id to call as, sent as the development identity. */
   devPrincipal?: string;
+  /** How long one attempt may take. */
   timeoutMs?: number;
+  /**
+   * How long to wait before each further attempt after a transient failure (connection refused or reset, a
+   * timeout, HTTP 429 or 5xx): one retry per entry. Safe because `requestId` is jitgate's idempotency key.
+   */
+  retryDelaysMs?: readonly number[];
 }
+
+/** Three attempts: again after half a second, then after two more seconds. */
+export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [500, 2_000];
 
 /**
  * Sends an access request to jitgate's HTTP intake: `POST /api/access-requests`, which answers
@@ -30,15 +39,30 @@ export class HttpSender implements AccessRequestSender {
   readonly #token: HttpSenderOptions['token'];
   readonly #devPrincipal: string | undefined;
   readonly #timeoutMs: number;
+  readonly #retryDelaysMs: readonly number[];
 
   constructor(options: HttpSenderOptions) {
     this.destination = `${options.baseUrl}${INTAKE_PATH}`;
     this.#token = options.token;
     this.#devPrincipal = options.devPrincipal;
     this.#timeoutMs = options.timeoutMs ?? 15_000;
+    this.#retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   }
 
   async send(request: AccessRequestV1, options: { signal?: AbortSignal } = {}): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.#attempt(request, options);
+      } catch (error) {
+        const delay = this.#retryDelaysMs[attempt - 1];
+        const again = error instanceof DeliveryFailed && error.transient && delay !== undefined && !options.signal?.aborted;
+        if (!again) throw attempt > 1 && error instanceof DeliveryFailed ? error.afterAttempts(attempt) : error;
+        await sleep(delay, options.signal);
+      }
+    }
+  }
+
+  async #attempt(request: AccessRequestV1, options: { signal?: AbortSignal }): Promise<void> {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
@@ -63,10 +87,13 @@ export class HttpSender implements AccessRequestSender {
       });
       body = await response.text();
     } catch (error) {
-      const why = timeout.aborted ? `no answer within ${this.#timeoutMs} ms` : 'the request failed';
-      throw new DeliveryFailed(`Could not deliver access request ${request.requestId} to ${this.destination}: ${why}`, {
-        transient: true,
-        cause: error,
+      const why = timeout.aborted
+        ? { words: `no answer within ${this.#timeoutMs} ms`, transient: true }
+        : whyFetchFailed(error, new URL(this.destination));
+      // NB. The cause is what fetch's own error wraps: "fetch failed" says nothing, its cause names the socket error.
+      throw new DeliveryFailed(`Could not deliver access request ${request.requestId} to ${this.destination}: ${why.words}`, {
+        transient: why.transient,
+        cause: (error as { cause?: unknown })?.cause ?? error,
       });
     }
     if (response.status === 202) return;
@@ -92,6 +119,49 @@ export class HttpSender implements AccessRequestSender {
     }
     throw new DeliveryFailed(`Could not get a token for ${token.scope} to call jitgate`, { transient: false });
   }
+}
+
+/**
+ * What went wrong below HTTP, in words, from the code node's fetch puts in `error.cause` (its own message is only
+ * "fetch failed"), and whether trying again may help.
+ */
+function whyFetchFailed(error: unknown, url: URL): { words: string; transient: boolean } {
+  const cause = (error as { cause?: unknown })?.cause ?? error;
+  const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
+  const detail = typeof message === 'string' && message ? message : String(cause);
+  const where = `${url.hostname}:${url.port || (url.protocol === 'https:' ? 443 : 80)}`;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return { words: `connection refused by ${where} (ECONNREFUSED): is jitgate running and listening there?`, transient: true };
+    case 'ENOTFOUND':
+      return { words: `DNS: the host name ${url.hostname} does not resolve (ENOTFOUND); check jitgate.http.baseUrl`, transient: false };
+    case 'EAI_AGAIN':
+      return { words: `DNS: looking up ${url.hostname} failed for now (EAI_AGAIN)`, transient: true };
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_SOCKET':
+      return { words: `the connection to ${where} was closed before jitgate answered (${code})`, transient: true };
+    case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return { words: `connecting to ${where} timed out (${code})`, transient: true };
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return { words: `no route to ${where} (${code})`, transient: true };
+  }
+  if (typeof code === 'string' && /SSL|TLS|CERT|EPROTO/.test(code)) {
+    return { words: `TLS with ${where} failed (${code}): ${detail}`, transient: false };
+  }
+  return { words: `the request failed: ${detail}${typeof code === 'string' ? ` (${code})` : ''}`, transient: true };
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise(resolve => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
 }
 
 function hintFor(status: number): string {

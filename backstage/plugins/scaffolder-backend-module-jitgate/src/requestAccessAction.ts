@@ -114,7 +114,9 @@ export function createRequestAccessAction({ sender, statusUrlOf, catalog }: Requ
       output: {
         requestId: z => z.string().describe('The id jitgate knows the request by'),
         statusUrl: z => z.string().describe("Link to the request's state: GET /api/access-requests/{id}"),
-        message: z => z.record(z.unknown()).optional().describe('Dry run only: the message that would have been sent'),
+        // NB. `any`, not `unknown`: an output must be a JsonObject, and the published .d.ts spells this type out, where
+        // Record<string, unknown> breaks that constraint for an app that type-checks its libraries (skipLibCheck: false).
+        message: z => z.record(z.any()).optional().describe('Dry run only: the message that would have been sent'),
       },
     },
     async handler(ctx) {
