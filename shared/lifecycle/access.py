@@ -5,15 +5,17 @@ touches the provider goes through `Grants`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..crashpoints import crashpoint
 from ..domain.audit import SYSTEM, Actor, EventType, format_instant
-from ..domain.errors import AuthError, PermanentError, TransientError
+from ..domain.decision import Outcome
+from ..domain.durations import format_duration
+from ..domain.errors import AuthError, FieldError, IllegalTransition, InvalidRequest, PermanentError, TransientError
 from ..domain.ledger import GrantKey, Hold, HoldStatus
 from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
-from ..text import clause, instant_in_words, when_in_words
+from ..text import clause, clauses, counted, instant_in_words, roughly, state_in_words, when_in_words
 from .backends import Backends, Result
 from .grants import Grants
 from .notices import Notices
@@ -114,7 +116,8 @@ class Access:
     def _ensure_revoke_scheduled(self, record: RequestRecord) -> None:
         if record.expires_at is None:
             return
-        cmd = LifecycleCommand(command="revoke", request_id=record.request_id, n=1, reason="expired")
+        n = max(record.revoke_n, 1)
+        cmd = LifecycleCommand(command="revoke", request_id=record.request_id, n=n, reason="expired")
         self.b.schedule_command(cmd, record.expires_at)
 
     def _fail(self, request_id: str, error: str) -> Result:
@@ -134,6 +137,69 @@ class Access:
         if saved.state is RequestState.FAILED:
             self.notices.notify(saved, "failed", "Grant failed")
         return Result(request_id, saved.state, error)
+
+    # ------------------------------------------------------------ extend
+
+    def extend(self, request_id: str, caller_id: str, more: timedelta, reason: str = "") -> Result:
+        """More time for an active grant, asked by its requester. The policy decides again, for the whole time
+        from the grant to the new end: a rule that lets it through without approval extends it now (the hold,
+        the provider's own expiry and the scheduled revoke follow); one that wants approval or denies it refuses
+        (InvalidRequest, with the policy's reasons)."""
+        record = self.records.load(request_id)
+        request = request_of(record)
+        caller_id = caller_id.lower()
+        if caller_id != request.requester.principal_id:
+            raise AuthError("only the requester may extend this request")
+        if record.state is not RequestState.ACTIVE or record.expires_at is None or record.granted_at is None:
+            raise IllegalTransition(f"only an active grant can be extended; this request is {state_in_words(record)}")
+        if more <= timedelta(0):
+            raise InvalidRequest([FieldError("body.duration", "must be a positive duration such as PT1H")])
+        end = record.expires_at
+        until = end + more
+        now = self.b.clock.now()
+        total = until - record.granted_at
+        groups = self.b.directory.groups_of(request.requester.principal_id)
+        decision = self.b.policy.evaluate(request.model_copy(update={"duration": total}), groups, now)
+        if decision.outcome is not Outcome.AUTO:
+            wants = (f"rule {decision.rule!r} wants {counted(decision.required_approvals, 'approval')} for that"
+                     if decision.outcome is Outcome.APPROVAL else clauses(decision.reasons) or "the policy denies it")
+            raise InvalidRequest([FieldError(
+                "body.duration", f"{roughly(total)} in all (until {instant_in_words(until)}) is not allowed without "
+                f"approval: {wants}; ask for a new request instead")], request_id)
+        assert record.grant_key is not None
+        if self.grants.extend(self.grants.provider(request.target.provider), record.grant_key, request, until) is None:
+            raise IllegalTransition("the grant ended while it was being extended")
+        n = max(record.revoke_n + 1, 3)  # NB. revoke:<id>:1 is the first end, :2 an early revoke's retry
+        revoke = LifecycleCommand(command="revoke", request_id=request_id, n=n, reason="expired")
+        seq = self.b.schedule_command(revoke, until)
+        actor = Actor(principal_id=caller_id, kind="user")
+        previous: list[tuple[int | None, str | None]] = []
+
+        def mutate(current: RequestRecord) -> bool:
+            previous.clear()
+            if current.state is not RequestState.ACTIVE or current.expires_at != end:
+                return False
+            previous.append((current.revoke_sequence, current.revoke_queue))
+            current.expires_at = until
+            current.revoke_sequence, current.revoke_queue, current.revoke_n = seq, self.b.queue_of(revoke), n
+            current.emit(EventType.GRANT_EXTENDED, now, {
+                "from": format_instant(end), "to": format_instant(until), "by": caller_id,
+                "reason": reason, "rule": decision.rule, "total": format_duration(total)}, actor)
+            current.emit(EventType.REVOKE_SCHEDULED, now, {"at": format_instant(until), "sequenceNumber": seq})
+            return True
+
+        saved = self.records.update(request_id, mutate)
+        assert saved is not None
+        if not previous:
+            self.b.bus.cancel_scheduled(self.b.queue_of(revoke), seq)
+            raise IllegalTransition(f"the request changed while it was being extended; it is {state_in_words(saved)}")
+        old_sequence, old_queue = previous[0]
+        if old_sequence is not None:
+            # NB. A revoke at the old end that could not be cancelled (already delivered) finds the record's revoke
+            # number moved on and its end in the future, and does nothing (`revoke_command`).
+            self.b.bus.cancel_scheduled(old_queue or self.b.lifecycle_queue, old_sequence)
+        self.notices.notify(saved, "extended", f"Access extended until {instant_in_words(until)}")
+        return Result(request_id, saved.state, f"extended: active until {when_in_words(until, now)}")
 
     # ------------------------------------------------------------ revoke
 
@@ -173,13 +239,18 @@ class Access:
             return self._too_late(self.records.load(request_id), actor)
         return result
 
-    def revoke_command(self, request_id: str, reason: str) -> Result:
+    def revoke_command(self, request_id: str, reason: str, n: int = 1) -> Result:
         """A revoke from the bus: at expiry in jitgate's name, or an early revoke that `request_revoke` could
-        not finish at once, in the name of who asked for it."""
-        actor = SYSTEM
-        if reason != "expired":
-            actor = self.records.load(request_id).revoke_requested_by or SYSTEM
-        return self.revoke(request_id, reason, actor)
+        not finish at once, in the name of who asked for it. A revoke at an end that an extension moved (its
+        number is not the record's, and the record's end is still ahead) does nothing."""
+        record = self.records.load(request_id)
+        if reason == "expired":
+            end = record.expires_at
+            moved = n != max(record.revoke_n, 1) and record.state is RequestState.ACTIVE
+            if moved and end is not None and end > self.b.clock.now():
+                return Result(request_id, record.state, f"not due: extended until {instant_in_words(end)}")
+            return self.revoke(request_id, reason, SYSTEM)
+        return self.revoke(request_id, reason, record.revoke_requested_by or SYSTEM)
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then

@@ -152,16 +152,21 @@ class Approvals:
         return True
 
     def _approver_refusal(self, record: RequestRecord, approver_id: str) -> str:
-        """Why this person may not decide on this request now ('' when they may)."""
-        if record.state is not RequestState.PENDING_APPROVAL:
-            return f"the request is {state_in_words(record)}: only a request waiting for approvals can be decided"
-        request = request_of(record)
-        if approver_id == request.requester.principal_id:
-            return "you cannot approve or deny your own request"
-        decision = record.decision
-        allowed = set(decision.approver_groups if decision else [])
-        if not allowed & self.b.directory.groups_of(approver_id):
-            if len(allowed) == 1:
-                return f"you are not in {listed(allowed)}, the approver group of this request"
-            return f"you are in none of this request's approver groups: {listed(sorted(allowed))}"
-        return ""
+        return approver_refusal(record, approver_id, self.b.directory.groups_of(approver_id))
+
+
+def approver_refusal(record: RequestRecord, approver_id: str, approver_groups: frozenset[str]) -> str:
+    """Why this person (in `approver_groups`) may not decide on this request now ('' when they may). The one
+    rule, for Teams, the API and the pages' "waiting for me"."""
+    if record.state is not RequestState.PENDING_APPROVAL:
+        return f"the request is {state_in_words(record)}: only a request waiting for approvals can be decided"
+    request = request_of(record)
+    if approver_id == request.requester.principal_id:
+        return "you cannot approve or deny your own request"
+    decision = record.decision
+    allowed = set(decision.approver_groups if decision else [])
+    if not allowed & approver_groups:
+        if len(allowed) == 1:
+            return f"you are not in {listed(allowed)}, the approver group of this request"
+        return f"you are in none of this request's approver groups: {listed(sorted(allowed))}"
+    return ""
