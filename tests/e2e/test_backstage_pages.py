@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from shared.notices import request_page
 from tests.e2e.conftest import ALICE, AUDITOR, HOST, JANE, PROD_SUB, JitgateServer, free_port, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -37,6 +37,7 @@ AXE = PLUGIN / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 PROD_RG = f"/subscriptions/{PROD_SUB}/resourceGroups/rg-payments-prod"
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
 
 def browser_required() -> bool:
@@ -92,7 +93,7 @@ class _AppServer(BaseHTTPRequestHandler):
         if not path or not file.is_file() or self.static not in file.parents:
             file = self.static / "index.html"  # the app routes every other path itself
         body = file.read_bytes()
-        kind = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}.get(file.suffix, "application/octet-stream")
+        kind = TYPES.get(file.suffix, "application/octet-stream")
         self.send_response(200)
         self.send_header("Content-Type", f"{kind}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -167,11 +168,11 @@ def sign_in_as(page: Any, principal: str, roles: str = "") -> None:
     tabs, enter = page.get_by_role("tablist", name="Access"), page.get_by_role("button", name="Enter")
     tabs.or_(enter).first.wait_for()
     if enter.is_visible():
-        page.once("dialog", lambda dialog: dialog.accept() if "legacy guest token" in dialog.message else dialog.dismiss())
+        page.once("dialog", lambda d: d.accept() if "legacy guest token" in d.message else d.dismiss())
         enter.click()
         tabs.wait_for()
-    page.evaluate("([p, r]) => { localStorage.setItem('jitgate.devPrincipal', p); localStorage.setItem('jitgate.devRoles', r); }",
-                  [principal, roles])
+    page.evaluate("([p, r]) => { localStorage.setItem('jitgate.devPrincipal', p);"
+                  " localStorage.setItem('jitgate.devRoles', r); }", [principal, roles])
 
 
 def accessible(page: Any, what: str) -> None:
@@ -242,8 +243,8 @@ def test_request_approve_active_and_done_in_the_browser(page: Any, server: Jitga
     assert ended["revokeReason"] == "done"
     assert server.assignments_of(request_id) == []
 
-    # AND the request's own page (where Teams cards link) tells the whole story
-    page.goto(f"/jitgate/requests/{request_id}")
+    # AND the request's own page, at the link Teams cards carry, tells the whole story
+    page.goto(request_page(app_url, request_id))
     timeline = page.get_by_role("list", name="Timeline")
     timeline.get_by_text("Access ended").wait_for()
     for step in ("Request received", "Approver answered", "Approved", "Access granted", "End scheduled"):
