@@ -101,6 +101,8 @@ class Lists:
     def list_requests(self, wanted: RequestFilter, viewer: Viewer, limit: int, continuation: str | None) -> Listing:
         """Raises ValueError for a continuation the store did not give."""
         states, requester = wanted.narrowed(viewer)
+        if states is not None and not states:
+            return Listing([], None)  # e.g. waiting for me and active: nothing can be both
         found: list[RequestRecord] = []
         scanned = 0
         while True:

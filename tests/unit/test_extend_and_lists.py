@@ -140,6 +140,7 @@ def test_waiting_for_me_is_what_an_approval_would_accept(world: World) -> None:
     assert ids(JANE, RequestFilter(mine=True)) == [dev, prod]
     assert ids(CAROL, RequestFilter()) == [prod]
     assert ids(CAROL, RequestFilter(), reads_all=True) == [dev, prod]
+    assert ids(ALICE, RequestFilter(waiting_for_me=True, states=frozenset({RequestState.ACTIVE}))) == []
 
 
 def test_filters_by_state_and_target_and_pages_without_gaps(world: World) -> None:
