@@ -13,6 +13,6 @@ module.exports = {
   // NB. Everything, node_modules too: Backstage's packages and some of theirs (@azure/identity's browser build) are
   // ES modules only. swc makes that a few seconds, once; jest caches it.
   transformIgnorePatterns: [],
-  moduleNameMapper: { '\\.(css|svg|png|jpg)$': '<rootDir>/src/testing/styleStub.js' },
+  moduleNameMapper: { '\\.(css|svg|png|jpg)$': '<rootDir>/src/testing/assetStub.js' },
   testTimeout: 30000,
 };

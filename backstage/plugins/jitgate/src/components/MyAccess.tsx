@@ -33,7 +33,11 @@ export function MyAccess() {
     setMore(previous => [...previous, ...page.requests]);
     setAfter(page.continuation);
   };
-  const mine = [...(requests.value?.requests ?? []), ...more];
+  // NB. The first page is read again at every poll; older pages stay as loaded. A request that moved between them
+  // (a newer one pushed it down) is shown once.
+  const firstPage = requests.value?.requests ?? [];
+  const seen = new Set(firstPage.map(view => view.requestId));
+  const mine = [...firstPage, ...more.filter(view => !seen.has(view.requestId))];
   return (
     <section aria-labelledby="jitgate-active">
       <h2 id="jitgate-active">Active access</h2>
