@@ -147,8 +147,10 @@ def page(app_url: str) -> Iterator[Any]:
     except ImportError:
         unavailable("Playwright for Python is not installed (pip install -r requirements-dev.txt)")
     with sync_playwright() as playwright:
-        # NB. --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        # NB. --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start; --disable-dev-shm-usage: a
+        # container's small /dev/shm crashes its renderer.
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
         context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=app_url)
         tab = context.new_page()
         errors: list[str] = []
