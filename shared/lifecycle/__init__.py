@@ -68,7 +68,11 @@ class Lifecycle:
         return self.intake.evaluate(raw)
 
     def approve(self, request_id: str, approver_id: str, comment: str = "") -> Result:
-        return self.approvals.approve(request_id, approver_id, comment)
+        result = self.approvals.approve(request_id, approver_id, comment)
+        record = self.records.load(result.request_id)
+        if record.extension is not None and record.extension.approved:
+            return self.access.apply_extension(result.request_id)  # more time, now approved
+        return result
 
     def deny(self, request_id: str, approver_id: str, reason: str) -> Result:
         return self.approvals.deny(request_id, approver_id, reason)

@@ -42,7 +42,9 @@ class Viewer:
     def may_decide(self, record: RequestRecord) -> str:
         """Why this viewer may not approve or deny the request now ('' when they may, and have not yet)."""
         refusal = approver_refusal(record, self.principal_id, self.groups)
-        if not refusal and self.principal_id in record.approver_ids():
+        extension = record.extension if record.state is RequestState.ACTIVE else None
+        counted = {a.approver_id for a in extension.approvals} if extension else record.approver_ids()
+        if not refusal and self.principal_id in counted:
             return "your approval is already counted"
         return refusal
 
@@ -78,8 +80,9 @@ class RequestFilter:
     def narrowed(self, viewer: Viewer) -> tuple[frozenset[RequestState] | None, str | None]:
         """The states and requester the store can narrow to."""
         states = self.states
-        if self.waiting_for_me:
-            states = frozenset({RequestState.PENDING_APPROVAL}) & (states or frozenset(RequestState))
+        if self.waiting_for_me:  # requests waiting for approvals, and active grants whose more time does
+            decidable = frozenset({RequestState.PENDING_APPROVAL, RequestState.ACTIVE})
+            states = decidable & (states or frozenset(RequestState))
         return states, viewer.principal_id if self.mine else None
 
 
@@ -117,14 +120,18 @@ class Lists:
                 return Listing(found, continuation)
 
     def who_may_approve(self, record: RequestRecord) -> list[Person]:
-        """The first people of the request's approver groups who may still approve it: not its requester, not
-        who already did. Empty once it is no longer waiting for approvals."""
-        if record.state is not RequestState.PENDING_APPROVAL or record.decision is None:
+        """The first people of the request's approver groups (or of its more time's) who may still approve it: not
+        its requester, not who already did. Empty when nothing waits for approval."""
+        extension = record.extension if record.state is RequestState.ACTIVE else None
+        if extension is not None:
+            groups, counted = extension.approver_groups, {a.approver_id for a in extension.approvals}
+        elif record.state is RequestState.PENDING_APPROVAL and record.decision is not None:
+            groups, counted = record.decision.approver_groups, record.approver_ids()
+        else:
             return []
         requester = request_of(record).requester.principal_id
-        counted = record.approver_ids()
         people: dict[str, Person] = {}
-        for group in record.decision.approver_groups:
+        for group in groups:
             for person in self.b.directory.members_of(group, PEOPLE_SHOWN).people:
                 if person.principal_id not in counted and person.principal_id != requester:
                     people.setdefault(person.principal_id, person)

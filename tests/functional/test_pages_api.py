@@ -25,6 +25,7 @@ from tests.functional.test_api import (
     refusals,
     state,
     submit,
+    teams,
     who,
 )
 
@@ -167,3 +168,26 @@ def test_the_openapi_document_describes_the_pages_endpoints(client: TestClient):
         schema = post["requestBody"]["content"]["application/json"]["schema"]
         assert schema["required"] == required and schema["additionalProperties"] is False
         assert {"413", "415"} <= set(post["responses"])
+
+
+def test_more_time_the_rule_wants_approved_is_approved_on_the_page_and_in_teams(client: TestClient, runtime: Runtime):
+    # GIVEN Jane's active production grant (two approvals)
+    rid = submit(client, runtime, access_request(role="Contributor", scope=PROD))
+    for approver in (ALICE, BOB):
+        assert client.post(f"/api/access-requests/{rid}/approve", headers=who(approver)).status_code == 200
+    drain(runtime)
+    before = client.get(f"/api/access-requests/{rid}", headers=who(JANE)).json()
+    assert before["state"] == "active"
+    # WHEN she asks for more time, THEN it waits for the approvers, and shows on their "waiting for me"
+    asked = client.post(f"/api/access-requests/{rid}/extend", json={"duration": "PT1H", "reason": "long job"},
+                        headers=who(JANE))
+    assert asked.status_code == 200 and "waits for 2 approvals" in asked.json()["message"]
+    waiting = listed(client, who(ALICE), waitingForMe="true")
+    assert ids(waiting) == [rid] and waiting["requests"][0]["extension"]["reason"] == "long job"
+    # WHEN Alice approves on the page and Bob in Teams, THEN the grant ends an hour later
+    first = client.post(f"/api/access-requests/{rid}/approve", json={"comment": "fine"}, headers=who(ALICE))
+    assert first.json()["message"] == "approval 1 of 2 for more time recorded"
+    code, answer = teams(client, BOB, f"approve {rid}")
+    assert code == 200 and "extended: active until" in answer["text"]
+    after = client.get(f"/api/access-requests/{rid}", headers=who(JANE)).json()
+    assert after["extension"] is None and after["expiresAt"] > before["expiresAt"]

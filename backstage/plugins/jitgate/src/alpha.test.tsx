@@ -131,3 +131,21 @@ test('a request has its own page at /jitgate/requests/<id>, where Teams cards li
   expect(within(screen.getByRole('list', { name: 'Timeline' })).getByText(/Request received/)).toBeInTheDocument();
   expect(screen.queryByRole('button', { name: 'Approve' })).toBeNull();
 });
+
+test('more time a rule wants approved waits for me like a request', async () => {
+  const fake = new FakeJitgate();
+  fake.requests = [view('r-more', 'active', {
+    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    approval: { required: 2, approverGroups: ['platform-approvers'], given: [], youMay: true, whyNot: '' },
+    extension: { until: '2026-12-06T12:00:00Z', askedAt: '2026-12-06T09:00:00Z', reason: 'the migration runs long',
+                 rule: 'prod-contributor', requiredApprovals: 2, approverGroups: ['platform-approvers'],
+                 approvals: [{ approverId: ALICE, at: '2026-12-06T09:01:00Z', comment: '' }] },
+  })];
+  renderPage(fake, '/jitgate?tab=waiting');
+  const card = await screen.findByRole('article', { name: /Reader on/ });
+  expect(within(card).getByTestId('more-time')).toHaveTextContent(
+    /More time asked: until 2026-12-06 12:00 UTC .*“the migration runs long”.*approvals 1 of 2 from platform-approvers, by/);
+  fireEvent.click(within(card).getByRole('button', { name: 'Approve' }));
+  await screen.findByText('Approve: approved; granting now');
+  expect(fake.calls).toContainEqual(['approve', 'r-more', '']);
+});

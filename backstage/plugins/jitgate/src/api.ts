@@ -66,6 +66,16 @@ export interface AccessRequestView {
     whyNot: string;
     stillMay?: Person[];
   };
+  /** More time the requester asked for, waiting for approval (the policy wants it approved). */
+  extension?: {
+    until: string;
+    askedAt: string;
+    reason: string;
+    rule: string | null;
+    requiredApprovals: number;
+    approverGroups: string[];
+    approvals: Approval[];
+  } | null;
   timeline?: AuditEvent[];
 }
 

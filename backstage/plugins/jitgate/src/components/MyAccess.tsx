@@ -3,7 +3,7 @@ import { Link } from 'react-router-dom';
 import { useApi } from '@backstage/frontend-plugin-api';
 import { jitgateApiRef, type AccessRequestView } from '../api';
 import { stateLabel, timeLeft, when } from '../words';
-import { Approvals, Problem, Target, Timeline, styles, useOutcome, usePagesSettings } from './parts';
+import { Approvals, MoreTimeAsked, Problem, Target, Timeline, styles, useOutcome, usePagesSettings } from './parts';
 import { useNow, usePolled } from './hooks';
 
 export const EXTENSIONS: Array<[string, string]> = [
@@ -71,6 +71,7 @@ function ActiveGrant({ view, now, busy, act }: {
       <h3 id={headingId} style={{ margin: '0 0 4px' }}><Target view={view} /></h3>
       <p style={{ margin: '4px 0', fontSize: '1.2em' }} data-testid="time-left">{timeLeft(view.expiresAt, now)}</p>
       <p style={{ margin: '4px 0' }}>Until {when(view.expiresAt, now)}</p>
+      <MoreTimeAsked view={view} now={now} />
       <div style={styles.row}>
         <button type="button" disabled={busy} onClick={() => act("I'm done", () => api.revoke(id, 'done'))}>
           I'm done

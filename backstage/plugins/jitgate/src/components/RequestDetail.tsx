@@ -3,7 +3,7 @@ import { Link, useParams } from 'react-router-dom';
 import { useApi } from '@backstage/frontend-plugin-api';
 import { jitgateApiRef } from '../api';
 import { timeLeft, when } from '../words';
-import { Approvals, Facts, Problem, Target, Timeline, styles, useOutcome, usePagesSettings } from './parts';
+import { Approvals, Facts, MoreTimeAsked, Problem, Target, Timeline, styles, useOutcome, usePagesSettings } from './parts';
 import { useNow, usePolled } from './hooks';
 import { EXTENSIONS } from './MyAccess';
 
@@ -34,6 +34,7 @@ export function RequestDetail() {
             </p>
           )}
           <Facts view={view} now={now} />
+          <MoreTimeAsked view={view} now={now} />
           <Approvals view={view} now={now} />
           {view.approval.youMay && (
             <div style={styles.row}>

@@ -2,7 +2,7 @@ import React, { useState } from 'react';
 import { Link } from 'react-router-dom';
 import { useApi } from '@backstage/frontend-plugin-api';
 import { jitgateApiRef, type AccessRequestView } from '../api';
-import { Approvals, Facts, Problem, Target, styles, useOutcome, usePagesSettings } from './parts';
+import { Approvals, Facts, MoreTimeAsked, Problem, Target, styles, useOutcome, usePagesSettings } from './parts';
 import { useNow, usePolled } from './hooks';
 
 /** Waiting for me: the requests I may approve or deny now, by the same rules as in Teams. */
@@ -39,6 +39,7 @@ export function Decision({ view, now, busy, act }: {
     <article style={styles.card} aria-labelledby={headingId}>
       <h3 id={headingId} style={{ margin: '0 0 4px' }}><Target view={view} /></h3>
       <Facts view={view} now={now} />
+      <MoreTimeAsked view={view} now={now} />
       <Approvals view={view} now={now} />
       <div style={styles.row}>
         <label htmlFor={`comment-${id}`}>Comment (required to deny)</label>

@@ -97,6 +97,21 @@ export function Facts({ view, now }: { view: AccessRequestView; now: number }) {
   );
 }
 
+/** More time the requester asked for, while it waits for approval: until when, why, and who approved it so far. */
+export function MoreTimeAsked({ view, now }: { view: AccessRequestView; now: number }) {
+  const extension = view.extension;
+  if (!extension) return null;
+  const given = extension.approvals.length;
+  return (
+    <p style={{ margin: '4px 0' }} data-testid="more-time">
+      More time asked: until {when(extension.until, now)}{extension.reason ? ` (“${extension.reason}”)` : ''};
+      approvals {given} of {extension.requiredApprovals}
+      {extension.approverGroups.length > 0 ? ` from ${extension.approverGroups.join(', ')}` : ''}
+      {given > 0 ? `, by ${extension.approvals.map(a => a.approverId).join(', ')}` : ''}
+    </p>
+  );
+}
+
 /** Who approved, how many more are needed, and who still may. */
 export function Approvals({ view, now }: { view: AccessRequestView; now: number }) {
   const { approval } = view;
