@@ -22,7 +22,7 @@ from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, make_event
 from shared.domain.decision import Decision, Outcome
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import RELEASED_KEPT, Deletion, Grant, GrantKey, Hold, HoldStatus
-from shared.domain.lifecycle import Approval, RequestRecord, RequestState
+from shared.domain.lifecycle import Approval, Extension, RequestRecord, RequestState
 from shared.domain.request import parse_access_request
 from shared.ports import AuditQuery, AuditStore, LedgerStore, RequestQuery, RequestStore
 from tests.azure.contract_adapters import cosmos_store
@@ -114,6 +114,10 @@ def full_record(request_id: str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427") -> Req
         revoke_sequence=42,
         revoke_n=2,
         failure="a transient hiccup",
+        extension=Extension(until=T0 + timedelta(hours=3, minutes=6), asked_at=T0 + timedelta(minutes=30),
+                            reason="the migration runs long", rule="prod-contributor", required_approvals=2,
+                            approver_groups=["payments-leads"],
+                            approvals=[Approval(approver_id=APPROVER, at=T0 + timedelta(minutes=31))]),
     )
     record.emit(EventType.REQUEST_RECEIVED, T0, {"ticket": "INC-4711"}, Actor(principal_id=JANE, kind="user"))
     record.emit(EventType.POLICY_EVALUATED, T0 + timedelta(seconds=1), {"outcome": "approval", "score": 0.25})
