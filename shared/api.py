@@ -320,18 +320,14 @@ class _Api:
         if caller.kind != "user":
             self._refuse(record.request_id, caller.actor(), verb,
                          f"a service cannot {verb}: approvals are a person's, made with their own sign-in")
+        decide = self.lifecycle.approve if verb == "approve" else self.lifecycle.deny
         try:
             text = _body_text(raw, "comment" if verb == "approve" else "reason", required=verb == "deny")
         except InvalidRequest:
             if self._viewer(caller).may_decide(record):
-                # NB. A refusal is audited whatever the body holds: the lifecycle records and raises it.
-                decide = self.lifecycle.approve if verb == "approve" else self.lifecycle.deny
-                decide(record.request_id, caller.principal_id, "")
+                decide(record.request_id, caller.principal_id, "")  # NB. audits the refusal, whatever the body holds
             raise
-        if verb == "approve":
-            result = self.lifecycle.approve(record.request_id, caller.principal_id, text)
-        else:
-            result = self.lifecycle.deny(record.request_id, caller.principal_id, text)
+        result = decide(record.request_id, caller.principal_id, text)
         return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
 
     async def extend(self, request_id: str, request: Request,
