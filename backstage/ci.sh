@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs and tests the Backstage scaffolder module (jitgate:access:request).
+# Installs and tests the Backstage scaffolder module (jitgate:access:request) and the pages plugin
+# (@jitgate/backstage-plugin-jitgate), and builds the pages' dev app that the browser test serves.
 # Needs only node >= 20 and npm; exits non-zero when the install, the type check or a test fails.
 set -euo pipefail
 
@@ -23,3 +24,13 @@ echo "== npm test"
 npm test
 echo "== npm run build"
 npm run build
+
+pages="$here/plugins/jitgate"
+cd "$pages"
+echo "== npm ci ($pages)"
+npm ci --no-audit --no-fund
+echo "== npm test (pages)"
+npm test
+echo "== npm run build, and the dev app for the browser test (pages)"
+npm run build
+npm run dev-app

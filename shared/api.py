@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, NoReturn
 
@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .domain.audit import Actor, ChainReport, EventType, settled, verification, verify_chain
+from .domain.durations import parse_duration
 from .domain.errors import (
     AlreadyExists,
     AuthError,
@@ -43,10 +44,10 @@ from .domain.errors import (
 )
 from .domain.ids import is_guid, is_principal_id, principal_id_problem
 from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
-from .domain.lifecycle import RequestRecord
-from .domain.request import MAX_BODY_BYTES, AccessRequest, parse_access_request
+from .domain.lifecycle import RequestRecord, RequestState
+from .domain.request import MAX_BODY_BYTES, AccessRequest, note_problem, parse_access_request
 from .identity import SUBMITTER, Caller, caller_from
-from .lifecycle import Result
+from .lifecycle import RequestFilter, Result, Viewer
 from .ports import AuditQuery
 from .runtime import Runtime
 from .teams import (
@@ -64,11 +65,14 @@ from .teams import (
     status_reply,
     verify_signature,
 )
+from .text import state_in_words
 
 log = logging.getLogger("jitgate.api")
 
-API_VERSION = "1.0"
-MAX_REVOKE_BODY = 4 * 1024
+API_VERSION = "1.1"
+MAX_REVOKE_BODY = 4 * 1024  # every small body: revoke, approve, deny, extend
+MAX_TEXT = 500  # a reason or an approver's comment
+MAX_LIST_PAGE = 100
 TEAMS_DEADLINE = 4.5  # seconds; Teams gives up on an outgoing webhook after 5
 ANONYMOUS = Actor(principal_id="anonymous", kind="user")
 
@@ -128,9 +132,17 @@ def create_app(runtime: Runtime) -> FastAPI:
         "type": "object", "description": "a Teams outgoing-webhook message activity"}}}}}
     app.add_api_route("/api/access-requests", api.submit, methods=["POST"], status_code=202,
                       openapi_extra=request_body, responses=_BODY_ERRORS, tags=["requests"])
+    app.add_api_route("/api/access-requests", api.list_requests, methods=["GET"], tags=["requests"])
     app.add_api_route("/api/access-requests/{request_id}", api.get_request, methods=["GET"], tags=["requests"])
     app.add_api_route("/api/access-requests/{request_id}/revoke", api.revoke, methods=["POST"],
                       openapi_extra=revoke_body, responses=_BODY_ERRORS, tags=["requests"])
+    extend_body = _object_body({"duration": {"type": "string", "format": "duration",
+                                             "description": "ISO 8601, added to the grant's end"},
+                                "reason": {"type": "string", "maxLength": MAX_TEXT}}, ["duration"])
+    for verb, handler, body in (("approve", api.approve, _note_body("comment", False)),
+                                ("deny", api.deny, _note_body("reason", True)), ("extend", api.extend, extend_body)):
+        app.add_api_route(f"/api/access-requests/{{request_id}}/{verb}", handler, methods=["POST"],
+                          openapi_extra=body, responses=_BODY_ERRORS, tags=["requests"])
     app.add_api_route("/api/teams/webhook", api.teams_webhook, methods=["POST"], openapi_extra=activity_body,
                       responses=_BODY_ERRORS, tags=["teams"])
     app.add_api_route("/api/audit/events", api.audit_events, methods=["GET"], tags=["audit"])
@@ -251,10 +263,93 @@ class _Api:
         """State, decision, approvals, holds and the audit timeline of one request. For the requester,
         its approvers, auditors and admins."""
         record = self._record(request_id)
-        if not self._may_read(caller, record):
+        viewer = self._viewer(caller)
+        if not viewer.may_read(record):
             self._refuse(record.request_id, caller.actor(), "read",
                          "only the requester, its approvers, auditors and admins may read this request")
-        return self._view(record)
+        view = self._view(record, viewer, full=True)
+        view["approval"]["stillMay"] = [{"principalId": p.principal_id, "displayName": p.display_name}
+                                        for p in self.lifecycle.lists.who_may_approve(record)]
+        return view
+
+    def list_requests(
+        self,
+        caller: Annotated[Caller, Depends(_authenticated("list"))],
+        mine: Annotated[bool, Query(description="only requests the caller made")] = False,
+        waiting_for_me: Annotated[bool, Query(alias="waitingForMe", description=(
+            "only requests the caller may approve or deny now (and has not approved yet)"))] = False,
+        state: Annotated[str | None, Query(max_length=256, description=(
+            "request states, comma-separated (active: the grants in force)"))] = None,
+        provider: Annotated[str | None, Query(max_length=64)] = None,
+        scope: Annotated[str | None, Query(max_length=1024, description="the target's scope, any case")] = None,
+        role: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_PAGE)] = 25,
+        continuation: Annotated[str | None, Query(max_length=1024)] = None,
+    ) -> dict[str, Any]:
+        """Requests the caller may read (their own, those of their approver groups; every request for auditors
+        and admins), newest first, matching every given filter. A page may be shorter than `limit` and still
+        have a `continuation`: pass it back for the next; none means the end."""
+        states: frozenset[RequestState] | None = None
+        if state is not None:
+            names = [name.strip() for name in state.split(",") if name.strip()]
+            unknown = [name for name in names if name not in {s.value for s in RequestState}]
+            if unknown or not names:
+                raise InvalidRequest([FieldError("query.state", f"unknown state {(unknown or [''])[0][:64]!r}; "
+                                                 "one or more of: " + ", ".join(s.value for s in RequestState))])
+            states = frozenset(RequestState(name) for name in names)
+        wanted = RequestFilter(mine=mine, waiting_for_me=waiting_for_me, states=states, provider=provider,
+                               scope=scope, role=role)
+        viewer = self._viewer(caller)
+        try:
+            page = self.lifecycle.lists.list_requests(wanted, viewer, limit, continuation)
+        except ValueError as exc:
+            raise InvalidRequest([FieldError("query.continuation", str(exc))]) from None
+        return {"requests": [self._view(record, viewer) for record in page.records],
+                "continuation": page.continuation}
+
+    async def approve(self, request_id: str, request: Request,
+                      caller: Annotated[Caller, Depends(_authenticated("approve"))]) -> dict[str, Any]:
+        """An approver's yes, with an optional `{"comment": ...}`: the rules of the Teams command (in an approver
+        group, never the requester, one person counts once). Refusals are audited."""
+        raw = await _json_body(request, MAX_REVOKE_BODY)
+        return await run_in_threadpool(self._decide, caller, request_id, raw, "approve")
+
+    async def deny(self, request_id: str, request: Request,
+                   caller: Annotated[Caller, Depends(_authenticated("deny"))]) -> dict[str, Any]:
+        """An approver's no, with its `{"reason": ...}` (required): terminal for the request."""
+        raw = await _json_body(request, MAX_REVOKE_BODY)
+        return await run_in_threadpool(self._decide, caller, request_id, raw, "deny")
+
+    def _decide(self, caller: Caller, request_id: str, raw: bytes, verb: str) -> dict[str, Any]:
+        record = self._record(request_id)
+        if caller.kind != "user":
+            self._refuse(record.request_id, caller.actor(), verb,
+                         f"a service cannot {verb}: approvals are a person's, made with their own sign-in")
+        decide = self.lifecycle.approve if verb == "approve" else self.lifecycle.deny
+        try:
+            text = _body_text(raw, "comment" if verb == "approve" else "reason", required=verb == "deny")
+        except InvalidRequest:
+            if self._viewer(caller).may_decide(record):
+                decide(record.request_id, caller.principal_id, "")  # NB. audits the refusal, whatever the body holds
+            raise
+        result = decide(record.request_id, caller.principal_id, text)
+        return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
+
+    async def extend(self, request_id: str, request: Request,
+                     caller: Annotated[Caller, Depends(_authenticated("extend"))]) -> dict[str, Any]:
+        """More time for an active grant, by its requester: `{"duration": "PT1H", "reason": ...}` is added to its
+        end. The policy decides again for the whole time; what needs approval is refused with its reasons."""
+        raw = await _json_body(request, MAX_REVOKE_BODY)
+        return await run_in_threadpool(self._extend, caller, request_id, raw)
+
+    def _extend(self, caller: Caller, request_id: str, raw: bytes) -> dict[str, Any]:
+        record = self._record(request_id)
+        requester = record.request.requester.principal_id if record.request is not None else None
+        if caller.principal_id != requester:
+            self._refuse(record.request_id, caller.actor(), "extend", "only the requester may extend this request")
+        more, reason = _extension(raw)
+        result = self.lifecycle.extend(record.request_id, caller.principal_id, more, reason)
+        return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
 
     async def revoke(self, request_id: str, request: Request,
                      caller: Annotated[Caller, Depends(_authenticated("revoke"))]) -> dict[str, Any]:
@@ -282,29 +377,31 @@ class _Api:
             raise NotFound(f"no request {request_id[:64]}")
         return record
 
-    def _may_read(self, caller: Caller, record: RequestRecord) -> bool:
-        if caller.is_auditor:
-            return True
-        if record.request is not None and caller.principal_id == record.request.requester.principal_id:
-            return True
-        return self._is_approver(caller.principal_id, record)
+    def _viewer(self, caller: Caller) -> Viewer:
+        return Viewer(caller.principal_id, self.runtime.backends.directory.groups_of(caller.principal_id),
+                      caller.is_auditor)
 
-    def _is_approver(self, principal_id: str, record: RequestRecord) -> bool:
-        if record.decision is None or not record.decision.approver_groups:
-            return False
-        groups = self.runtime.backends.directory.groups_of(principal_id)
-        return bool(groups & set(record.decision.approver_groups))
-
-    def _view(self, record: RequestRecord) -> dict[str, Any]:
+    def _view(self, record: RequestRecord, viewer: Viewer, full: bool = False) -> dict[str, Any]:
+        """A request as the pages show it; `full` adds its holds and its audit timeline."""
         doc = record.document()
         for key in _INTERNAL_FIELDS:
             doc.pop(key, None)
         doc["request"] = record.request.to_json_dict() if record.request is not None else None
         doc["decision"] = _camel(record.decision.model_dump(mode="json")) if record.decision else None
         doc["grantKey"] = record.grant_key.as_dict() if record.grant_key is not None else None
-        doc["holds"] = [_camel(h.model_dump(mode="json"))
-                        for h in self.runtime.backends.ledger.holds_for_request(record.request_id)]
-        doc["timeline"] = [e.document() for e in self.runtime.audit.chain(record.request_id)]
+        doc["stateInWords"] = state_in_words(record)
+        why_not = viewer.may_decide(record)
+        doc["approval"] = {
+            "required": record.decision.required_approvals if record.decision else 0,
+            "approverGroups": list(record.decision.approver_groups) if record.decision else [],
+            "given": [_camel(a.model_dump(mode="json")) for a in record.approvals],
+            "youMay": not why_not,
+            "whyNot": why_not,
+        }
+        if full:
+            doc["holds"] = [_camel(h.model_dump(mode="json"))
+                            for h in self.runtime.backends.ledger.holds_for_request(record.request_id)]
+            doc["timeline"] = [e.document() for e in self.runtime.audit.chain(record.request_id)]
         return doc
 
     # ------------------------------------------------------------ Teams
@@ -366,7 +463,8 @@ class _Api:
             return f"Request {result.request_id}: {result.message} ({command.text})."
         record = self._record(command.request_id)
         requester = record.request.requester.principal_id if record.request is not None else None
-        if sender != requester and not self._is_approver(sender, record):
+        viewer = Viewer(sender, self.runtime.backends.directory.groups_of(sender))
+        if sender != requester and not viewer.may_read(record):
             self._refuse(record.request_id, Actor(principal_id=sender, kind="user"), "teams.status",
                          "only the requester and its approvers may see this request's status")
         return status_reply(record)
@@ -511,19 +609,73 @@ def _require_json(request: Request) -> None:
             raise UnsupportedMediaType(f"JSON is read as UTF-8 only (charset=utf-8 or none), not {charset[:32]!r}")
 
 
-def _revoke_reason(raw: bytes) -> str:
+async def _json_body(request: Request, limit: int) -> bytes:
+    """A small JSON body: 415 unless sent as application/json, 413 over `limit` bytes."""
+    _require_json(request)
+    return await _read_body(request, limit)
+
+
+def _body_object(raw: bytes, fields: dict[str, bool]) -> dict[str, Any]:
+    """The body's object (an empty body is `{}`), read by the guarded parser, with only the `fields` given (name →
+    required); 422 for anything else."""
+    expected = ", ".join(f'"{name}"' + ("" if required else " (optional)") for name, required in fields.items())
     if not raw.strip():
-        return ""
+        doc: Any = {}
+    else:
+        try:
+            doc = parse_json(raw, MAX_REVOKE_BODY)
+        except MalformedBody as exc:
+            raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
+    if not isinstance(doc, dict) or set(doc) - set(fields):
+        raise InvalidRequest([FieldError("body", f"expected an object with only {expected}")])
+    missing = [name for name, required in fields.items() if required and not doc.get(name)]
+    if missing:
+        raise InvalidRequest([FieldError(f"body.{name}", "is required") for name in missing])
+    return doc
+
+
+def _text_of(doc: dict[str, Any], field: str) -> str:
+    value = doc.get(field, "")
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise InvalidRequest([FieldError(f"body.{field}", f"must be a string of at most {MAX_TEXT} characters")])
+    problem = note_problem(value)
+    if problem:
+        raise InvalidRequest([FieldError(f"body.{field}", problem)])
+    return value.strip()
+
+
+def _body_text(raw: bytes, field: str, required: bool = False) -> str:
+    """The one text field of a body such as `{"reason": ...}`."""
+    text = _text_of(_body_object(raw, {field: required}), field)
+    if required and not text:
+        raise InvalidRequest([FieldError(f"body.{field}", "is required")])
+    return text
+
+
+def _revoke_reason(raw: bytes) -> str:
+    return _body_text(raw, "reason")
+
+
+def _extension(raw: bytes) -> tuple[timedelta, str]:
+    doc = _body_object(raw, {"duration": True, "reason": False})
+    duration = doc["duration"]
     try:
-        doc = parse_json(raw, MAX_REVOKE_BODY)
-    except MalformedBody as exc:
-        raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
-    if not isinstance(doc, dict) or set(doc) - {"reason"}:
-        raise InvalidRequest([FieldError("body", 'expected an object with only an optional "reason"')])
-    reason = doc.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        raise InvalidRequest([FieldError("body.reason", "must be a string of at most 500 characters")])
-    return reason.strip()
+        if not isinstance(duration, str):
+            raise ValueError("must be an ISO 8601 duration such as PT1H")
+        more = parse_duration(duration)
+    except ValueError as exc:
+        raise InvalidRequest([FieldError("body.duration", str(exc))]) from None
+    return more, _text_of(doc, "reason")
+
+
+def _note_body(field: str, required: bool) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that takes `{field: text}`."""
+    return _object_body({field: {"type": "string", "maxLength": MAX_TEXT}}, [field] if required else [])
+
+
+def _object_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"requestBody": {"required": bool(required), "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "properties": properties, "required": required}}}}}
 
 
 def _instant(name: str, text: str | None, errors: list[FieldError]) -> datetime | None:

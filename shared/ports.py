@@ -123,10 +123,31 @@ class RequestStore(Protocol):
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
         """Records in any of the states (for reconcile), oldest update first."""
 
+    def list_requests(self, query: RequestQuery) -> RequestPage:
+        """Records in the query's states and of its requester, newest first (by creation); pass `continuation`
+        back for the next page. ValueError for a continuation this store did not give."""
+
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         """Records whose audit outbox is not empty (written by an earlier jitgate that appended events after
         the record, or too large to batch), oldest update first. Cheap when there are none: reconcile asks on
         every tick."""
+
+
+@dataclass(frozen=True)
+class RequestQuery:
+    """A page of request records, newest first. The store narrows by state and requester (both optional); finer
+    filters (approver groups, targets) are its caller's (`shared/lifecycle/listing.py`)."""
+
+    states: frozenset[RequestState] | None = None
+    requester_id: str | None = None
+    limit: int = 100
+    continuation: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestPage:
+    records: list[RequestRecord]
+    continuation: str | None = None  # None: there is nothing after this page
 
 
 class LedgerStore(Protocol):

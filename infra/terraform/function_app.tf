@@ -42,6 +42,13 @@ resource "azurerm_function_app_flex_consumption" "this" {
     minimum_tls_version                    = "1.2"
     http2_enabled                          = true
     application_insights_connection_string = local.app_settings.APPLICATIONINSIGHTS_CONNECTION_STRING
+
+    # The Backstage pages call the API from the browser with the person's own token (docs/architecture.md
+    # section 7.1): only the portal's origin may, and without cookies.
+    cors {
+      allowed_origins     = var.portal_url == "" ? [] : [var.portal_url]
+      support_credentials = false
+    }
   }
 
   # App Service authentication: Entra tokens for the app registration; its app roles (Jit.Auditor,

@@ -71,7 +71,7 @@ variable "teams_webhook_name" {
 }
 
 variable "portal_url" {
-  description = "Base URL of the portal (Backstage) where each request has a page at /jitgate/requests/<id>; empty: cards carry no link."
+  description = "Base URL of the portal (Backstage) where each request has a page at /jitgate/requests/<id>, and the one origin CORS allows (no path, no trailing slash); empty: cards carry no link."
   type        = string
   default     = ""
 }

@@ -47,3 +47,22 @@ def decode_continuation(token: str) -> tuple[str, str]:
             "malformed continuation token: pass back the continuation of the previous page unchanged"
         ) from None
     return at, event_id
+
+
+def encode_position(position: str) -> str:
+    """An opaque token for a position in a store's own order (request listings)."""
+    return base64.urlsafe_b64encode(json.dumps(["p", position]).encode()).decode().rstrip("=")
+
+
+def decode_position(token: str) -> str:
+    """The position of a token from `encode_position`; ValueError if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        tag, position = json.loads(raw)
+        if tag != "p" or not isinstance(position, str):
+            raise TypeError
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        raise ValueError(
+            "malformed continuation token: pass back the continuation of the previous page unchanged"
+        ) from None
+    return position

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     GRANT_APPLIED = "grant.applied"
     GRANT_FAILED = "grant.failed"
     REVOKE_SCHEDULED = "revoke.scheduled"
+    GRANT_EXTENDED = "grant.extended"
     GRANT_REVOKED = "grant.revoked"
     GRANT_REVOKE_FAILED = "grant.revoke_failed"
     RECONCILE_ORPHAN_REMOVED = "reconcile.orphan_removed"

@@ -72,6 +72,25 @@ class Approval(BaseModel):
     comment: str = ""
 
 
+class Extension(BaseModel):
+    """More time asked for an active grant that the policy wants approved (issue #14): the new end, why, the rule
+    that decided and who may approve; `approvals` as they come. Approved, it is applied and cleared; denied, cleared."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    until: datetime
+    asked_at: datetime
+    reason: str = ""
+    rule: str | None = None
+    required_approvals: int = 1
+    approver_groups: list[str] = []
+    approvals: list[Approval] = []
+
+    @property
+    def approved(self) -> bool:
+        return len(self.approvals) >= self.required_approvals
+
+
 class LifecycleCommand(BaseModel):
     """A message on the lifecycle queue (`grant`, `expire-request`) or on the revocations queue (`revoke`)."""
 
@@ -136,6 +155,7 @@ class RequestRecord(BaseModel):
     revoke_queue: str | None = None
     revoke_n: int = 0
     failure: str | None = None
+    extension: Extension | None = None  # more time waiting for approval (an active grant only)
     refusals: dict[str, datetime] = {}  # "what|verified caller" -> when it last provoked an event (see `provoked`)
     audit_seq: int = 0
     audit_head: str = ""

@@ -485,3 +485,9 @@ def request_json_schema() -> dict[str, Any]:
     """The committed schemas/access-request.v1.schema.json is exactly this."""
     schema = AccessRequest.model_json_schema(by_alias=True, mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def note_problem(value: str) -> str:
+    """What makes a person's note (an approver's comment, a reason) unfit to keep and show, by the rule the
+    justification follows; '' when nothing does. Blank is fine: notes are optional."""
+    return (text_problem(value, allow_newlines=True) or "") if value.strip() else ""

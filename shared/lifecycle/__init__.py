@@ -12,6 +12,7 @@ The pieces, each an object with its own dependencies, used in one direction only
       ├─► Reconcile  (reconcile.py)   the safety net: drives Intake, Approvals, Access and Grants
       ├─► Intake     (intake.py)      submit, evaluate, the policy decision
       ├─► Approvals  (approvals.py)   approve, deny, expire
+      ├─► Lists      (listing.py)     the pages' lists, who may read and who may still approve ─► Approvals' rule
       ├─► Access     (access.py)      grant, revoke, early revoke ─► Grants, Refusals
       │     └─► Grants (grants.py)    holds and assignments on the providers, with retries
       └─► Refusals   (refusals.py)    refused callers, audited without letting anyone flood a chain
@@ -21,6 +22,7 @@ The pieces, each an object with its own dependencies, used in one direction only
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from ..domain.audit import Actor
@@ -30,13 +32,15 @@ from .approvals import Approvals
 from .backends import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE, Backends, Result
 from .grants import Grants
 from .intake import Intake
+from .listing import Listing, Lists, RequestFilter, Viewer
 from .notices import Notices
 from .reconcile import Reconcile, ReconcileReport
 from .records import Records
 from .refusals import Refusals
 
 __all__ = [
-    "LIFECYCLE_QUEUE", "REQUESTS_QUEUE", "REVOCATIONS_QUEUE", "Backends", "Lifecycle", "ReconcileReport", "Result",
+    "LIFECYCLE_QUEUE", "REQUESTS_QUEUE", "REVOCATIONS_QUEUE", "Backends", "Lifecycle", "Listing", "ReconcileReport",
+    "RequestFilter", "Result", "Viewer",
 ]
 
 
@@ -52,6 +56,7 @@ class Lifecycle:
         self.intake = Intake(backends, records, notices)
         self.approvals = Approvals(backends, records, notices)
         self.refusals = Refusals(backends, records)
+        self.lists = Lists(backends)
         self.access = Access(backends, records, grants, notices, self.refusals)
         self._reconcile = Reconcile(backends, records, grants, self.intake, self.approvals, self.access)
 
@@ -64,7 +69,11 @@ class Lifecycle:
         return self.intake.evaluate(raw)
 
     def approve(self, request_id: str, approver_id: str, comment: str = "") -> Result:
-        return self.approvals.approve(request_id, approver_id, comment)
+        result = self.approvals.approve(request_id, approver_id, comment)
+        record = self.records.load(result.request_id)
+        if record.extension is not None and record.extension.approved:
+            return self.access.apply_extension(result.request_id)  # more time, now approved
+        return result
 
     def deny(self, request_id: str, approver_id: str, reason: str) -> Result:
         return self.approvals.deny(request_id, approver_id, reason)
@@ -77,6 +86,9 @@ class Lifecycle:
 
     def revoke(self, request_id: str, reason: str = "expired") -> Result:
         return self.access.revoke(request_id, reason)
+
+    def extend(self, request_id: str, caller_id: str, more: timedelta, reason: str = "") -> Result:
+        return self.access.extend(request_id, caller_id, more, reason)
 
     def request_revoke(self, request_id: str, caller_id: str, is_admin: bool, reason: str = "") -> Result:
         return self.access.request_revoke(request_id, caller_id, is_admin, reason)
@@ -95,7 +107,7 @@ class Lifecycle:
         if cmd.command == "grant":
             return self.access.grant(cmd.request_id, final_attempt)
         if cmd.command == "revoke":
-            return self.access.revoke_command(cmd.request_id, cmd.reason or "expired")
+            return self.access.revoke_command(cmd.request_id, cmd.reason or "expired", cmd.n)
         return self.approvals.expire_request(cmd.request_id)
 
     def reconcile(self) -> ReconcileReport:

@@ -5,15 +5,17 @@ touches the provider goes through `Grants`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..crashpoints import crashpoint
 from ..domain.audit import SYSTEM, Actor, EventType, format_instant
-from ..domain.errors import AuthError, PermanentError, TransientError
+from ..domain.decision import Decision, Outcome
+from ..domain.durations import format_duration
+from ..domain.errors import AuthError, FieldError, IllegalTransition, InvalidRequest, PermanentError, TransientError
 from ..domain.ledger import GrantKey, Hold, HoldStatus
-from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
-from ..text import clause, instant_in_words, when_in_words
+from ..domain.lifecycle import Extension, LifecycleCommand, RequestRecord, RequestState
+from ..text import clause, clauses, counted, instant_in_words, roughly, state_in_words, when_in_words
 from .backends import Backends, Result
 from .grants import Grants, StillPresent
 from .notices import Notices
@@ -102,11 +104,7 @@ class Access:
                     "expiresAt": format_instant(hold.expires_at),
                 },
             )
-            scheduled: dict[str, object] = {"at": format_instant(hold.expires_at), "sequenceNumber": seq}
-            if seq is None:
-                # NB. Beyond what the bus can schedule (Cloud Tasks: 30 days): reconcile revokes it when due.
-                scheduled["by"] = "reconcile"
-            record.emit(EventType.REVOKE_SCHEDULED, now, scheduled)
+            record.emit(EventType.REVOKE_SCHEDULED, now, _scheduled(hold.expires_at, seq))
             return True
 
         saved = self.records.update(request_id, mutate)
@@ -120,7 +118,8 @@ class Access:
     def _ensure_revoke_scheduled(self, record: RequestRecord) -> None:
         if record.expires_at is None:
             return
-        cmd = LifecycleCommand(command="revoke", request_id=record.request_id, n=1, reason="expired")
+        n = max(record.revoke_n, 1)
+        cmd = LifecycleCommand(command="revoke", request_id=record.request_id, n=n, reason="expired")
         self.b.schedule_command(cmd, record.expires_at)
 
     def _fail(self, request_id: str, error: str) -> Result:
@@ -140,6 +139,128 @@ class Access:
         if saved.state is RequestState.FAILED:
             self.notices.notify(saved, "failed", "Grant failed")
         return Result(request_id, saved.state, error)
+
+    # ------------------------------------------------------------ extend
+
+    def extend(self, request_id: str, caller_id: str, more: timedelta, reason: str = "") -> Result:
+        """More time for an active grant, asked by its requester. The policy decides again, for the whole time
+        from the grant to the new end: a rule that lets it through without approval extends it now (the hold,
+        the provider's own expiry and the scheduled revoke follow); one that wants approval asks its approvers
+        (`record.extension`, decided like a request, applied by `apply_extension`); one that denies it refuses
+        (InvalidRequest, with the policy's reasons)."""
+        record = self.records.load(request_id)
+        request = request_of(record)
+        caller_id = caller_id.lower()
+        if caller_id != request.requester.principal_id:
+            raise AuthError("only the requester may extend this request")
+        if record.state is not RequestState.ACTIVE or record.expires_at is None or record.granted_at is None:
+            raise IllegalTransition(f"only an active grant can be extended; this request is {state_in_words(record)}")
+        if record.extension is not None:
+            raise IllegalTransition(f"more time, until {instant_in_words(record.extension.until)}, already waits for "
+                                    "approval")
+        if more <= timedelta(0):
+            raise InvalidRequest([FieldError("body.duration", "must be a positive duration such as PT1H")])
+        end = record.expires_at
+        until = end + more
+        now = self.b.clock.now()
+        total = until - record.granted_at
+        groups = self.b.directory.groups_of(request.requester.principal_id)
+        decision = self.b.policy.evaluate(request.model_copy(update={"duration": total}), groups, now)
+        if decision.outcome is Outcome.DENY:
+            raise InvalidRequest([FieldError(
+                "body.duration", f"{roughly(total)} in all (until {instant_in_words(until)}) is not allowed: "
+                f"{clauses(decision.reasons) or 'the policy denies it'}")], request_id)
+        actor = Actor(principal_id=caller_id, kind="user")
+        if decision.outcome is Outcome.AUTO:
+            return self._lengthen(request_id, end, until, actor, reason, decision.rule)
+        return self._ask_approvers(request_id, end, until, actor, reason, decision)
+
+    def apply_extension(self, request_id: str) -> Result:
+        """More time its approvers approved: extend the grant now (the lifecycle calls this after the approval
+        that completed it, reconcile after a crash in between). Nothing to do when it is no longer approved."""
+        record = self.records.load(request_id)
+        extension = record.extension
+        if record.state is not RequestState.ACTIVE or extension is None or not extension.approved:
+            return Result(request_id, record.state, "no approved extension to apply")
+        assert record.expires_at is not None
+        approvers = sorted(a.approver_id for a in extension.approvals)
+        actor = Actor(principal_id=request_of(record).requester.principal_id, kind="user")
+        return self._lengthen(request_id, record.expires_at, extension.until, actor, extension.reason, extension.rule,
+                              approvers)
+
+    def _ask_approvers(self, request_id: str, end: datetime, until: datetime, actor: Actor, reason: str,
+                       decision: Decision) -> Result:
+        now = self.b.clock.now()
+        extension = Extension(until=until, asked_at=now, reason=reason, rule=decision.rule,
+                              required_approvals=max(decision.required_approvals, 1),
+                              approver_groups=list(decision.approver_groups))
+
+        def mutate(current: RequestRecord) -> bool:
+            if current.state is not RequestState.ACTIVE or current.expires_at != end or current.extension is not None:
+                return False
+            current.extension = extension
+            current.emit(EventType.APPROVAL_REQUESTED, now, {
+                "extension": {"from": format_instant(end), "to": format_instant(until), "reason": reason},
+                "rule": decision.rule, "approverGroups": extension.approver_groups,
+                "required": extension.required_approvals}, actor)
+            return True
+
+        saved = self.records.update(request_id, mutate)
+        assert saved is not None
+        if saved.extension != extension:
+            raise IllegalTransition(f"the request changed while more time was asked; it is {state_in_words(saved)}")
+        self.notices.notify(saved, "approval_requested", f"More time asked: until {instant_in_words(until)}",
+                            audience=extension.approver_groups,
+                            hints=[f"approve {request_id} [comment]", f"deny {request_id} <reason>"])
+        required = counted(extension.required_approvals, "approval")
+        return Result(request_id, saved.state, f"more time until {instant_in_words(until)} waits for {required} "
+                      f"(rule {decision.rule})")
+
+    def _lengthen(self, request_id: str, end: datetime, until: datetime, actor: Actor, reason: str,
+                  rule: str | None, approvers: list[str] | None = None) -> Result:
+        """Move an active grant's end from `end` to `until`: the hold (and the provider's own expiry) first, then a
+        revoke scheduled at the new end, the record, and the old revoke cancelled last. NB. A crash in between
+        leaves the old revoke in force: access ends at the old end, never later than recorded."""
+        record = self.records.load(request_id)
+        request = request_of(record)
+        assert record.grant_key is not None and record.granted_at is not None
+        if self.grants.extend(self.grants.provider(request.target.provider), record.grant_key, request, until) is None:
+            raise IllegalTransition("the grant ended while it was being extended")
+        now = self.b.clock.now()
+        n = max(record.revoke_n + 1, 3)  # NB. revoke:<id>:1 is the first end, :2 an early revoke's retry
+        revoke = LifecycleCommand(command="revoke", request_id=request_id, n=n, reason="expired")
+        seq = self.b.schedule_command(revoke, until)
+        previous: list[tuple[int | None, str | None]] = []
+        data: dict[str, Any] = {"from": format_instant(end), "to": format_instant(until), "by": actor.principal_id,
+                                "reason": reason, "rule": rule, "total": format_duration(until - record.granted_at)}
+        if approvers is not None:
+            data["approvers"] = approvers
+
+        def mutate(current: RequestRecord) -> bool:
+            previous.clear()
+            if current.state is not RequestState.ACTIVE or current.expires_at != end:
+                return False
+            previous.append((current.revoke_sequence, current.revoke_queue))
+            current.expires_at = until
+            current.extension = None
+            current.revoke_sequence, current.revoke_queue, current.revoke_n = seq, self.b.queue_of(revoke), n
+            current.emit(EventType.GRANT_EXTENDED, now, data, actor)
+            current.emit(EventType.REVOKE_SCHEDULED, now, _scheduled(until, seq))
+            return True
+
+        saved = self.records.update(request_id, mutate)
+        assert saved is not None
+        if not previous:
+            if seq is not None:
+                self.b.bus.cancel_scheduled(self.b.queue_of(revoke), seq)
+            raise IllegalTransition(f"the request changed while it was being extended; it is {state_in_words(saved)}")
+        old_sequence, old_queue = previous[0]
+        if old_sequence is not None:
+            # NB. A revoke at the old end that could not be cancelled (already delivered) finds the record's revoke
+            # number moved on and its end in the future, and does nothing (`revoke_command`).
+            self.b.bus.cancel_scheduled(old_queue or self.b.lifecycle_queue, old_sequence)
+        self.notices.notify(saved, "extended", f"Access extended until {instant_in_words(until)}")
+        return Result(request_id, saved.state, f"extended: active until {when_in_words(until, now)}")
 
     # ------------------------------------------------------------ revoke
 
@@ -179,13 +300,18 @@ class Access:
             return self._too_late(self.records.load(request_id), actor)
         return result
 
-    def revoke_command(self, request_id: str, reason: str) -> Result:
+    def revoke_command(self, request_id: str, reason: str, n: int = 1) -> Result:
         """A revoke from the bus: at expiry in jitgate's name, or an early revoke that `request_revoke` could
-        not finish at once, in the name of who asked for it."""
-        actor = SYSTEM
-        if reason != "expired":
-            actor = self.records.load(request_id).revoke_requested_by or SYSTEM
-        return self.revoke(request_id, reason, actor)
+        not finish at once, in the name of who asked for it. A revoke at an end that an extension moved (its
+        number is not the record's, and the record's end is still ahead) does nothing."""
+        record = self.records.load(request_id)
+        if reason == "expired":
+            end = record.expires_at
+            moved = n != max(record.revoke_n, 1) and record.state is RequestState.ACTIVE
+            if moved and end is not None and end > self.b.clock.now():
+                return Result(request_id, record.state, f"not due: extended until {instant_in_words(end)}")
+            return self.revoke(request_id, reason, SYSTEM)
+        return self.revoke(request_id, reason, record.revoke_requested_by or SYSTEM)
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then
@@ -229,6 +355,7 @@ class Access:
             current.move_to(RequestState.REVOKED, now)
             current.revoked_at = now
             current.revoke_reason = reason
+            current.extension = None  # more time still waiting for approval goes with the grant
             current.emit(EventType.GRANT_REVOKED, now, outcome, actor)
             ended.append(True)
             return True
@@ -323,3 +450,12 @@ def _how_it_ended(record: RequestRecord, written: Callable[[datetime], str]) -> 
         return f"already ended at expiry: revoked at {when}"
     ended = "withdrawn" if record.granted_at is None else "revoked"
     return f"already {ended} at {when}" + (f" ({reason})" if reason else "")
+
+
+def _scheduled(at: datetime, seq: int | None) -> dict[str, object]:
+    """The `revoke.scheduled` event's data. NB. A revoke beyond what the bus can schedule (Cloud Tasks: 30 days) has no
+    sequence number: reconcile revokes it when due."""
+    scheduled: dict[str, object] = {"at": format_instant(at), "sequenceNumber": seq}
+    if seq is None:
+        scheduled["by"] = "reconcile"
+    return scheduled

@@ -35,6 +35,8 @@ class Approvals:
             refused.clear()
             if self._refuse(record, approver_id, now, "approve", refused):
                 return True
+            if record.extension is not None:
+                return self._approve_extension(record, approver_id, comment, now, result)
             if approver_id in record.approver_ids():
                 result.append(Result(record.request_id, record.state, "your approval is already counted"))
                 return False
@@ -85,9 +87,20 @@ class Approvals:
         now = self.b.clock.now()
         refused: list[str] = []
 
+        extension: list[bool] = []
+
         def mutate(record: RequestRecord) -> bool:
             refused.clear()
+            extension.clear()
             if self._refuse(record, approver_id, now, "deny", refused):
+                return True
+            if record.extension is not None:
+                # NB. A no to more time leaves the grant as it was, ending at its end.
+                extension.append(True)
+                record.emit(EventType.APPROVAL_RECORDED, now, {
+                    "approver": approver_id, "verdict": "deny", "counted": True, "reason": reason,
+                    "extension": format_instant(record.extension.until)}, Actor(principal_id=approver_id, kind="user"))
+                record.extension = None
                 return True
             record.move_to(RequestState.DENIED, now)
             record.denial = {"by": approver_id, "reason": reason, "at": format_instant(now)}
@@ -100,8 +113,31 @@ class Approvals:
             return True
 
         saved = self._decided(request_id, mutate, refused)
+        if extension:
+            self.notices.notify(saved, "denied", "More time denied by an approver")
+            return Result(request_id, saved.state, "more time denied; the grant ends as before")
         self.notices.notify(saved, "denied", "Request denied by an approver")
         return Result(request_id, saved.state, "denied")
+
+    def _approve_extension(
+        self, record: RequestRecord, approver_id: str, comment: str, now: datetime, result: list[Result]
+    ) -> bool:
+        """An approver's yes to more time; the lifecycle applies it once it has enough (`Lifecycle.approve`)."""
+        extension = record.extension
+        assert extension is not None
+        if approver_id in {a.approver_id for a in extension.approvals}:
+            result.append(Result(record.request_id, record.state, "your approval is already counted"))
+            return False
+        approvals = [*extension.approvals, Approval(approver_id=approver_id, at=now, comment=comment)]
+        record.extension = extension.model_copy(update={"approvals": approvals})
+        record.emit(EventType.APPROVAL_RECORDED, now, {
+            "approver": approver_id, "verdict": "approve", "counted": True, "comment": comment,
+            "approvals": len(approvals), "required": extension.required_approvals,
+            "extension": format_instant(extension.until)}, Actor(principal_id=approver_id, kind="user"))
+        message = ("more time approved; extending now" if record.extension.approved
+                   else f"approval {len(approvals)} of {extension.required_approvals} for more time recorded")
+        result.append(Result(record.request_id, record.state, message))
+        return True
 
     def expire_request(self, request_id: str) -> Result:
         """No decision before the approval deadline: the request expires."""
@@ -152,16 +188,23 @@ class Approvals:
         return True
 
     def _approver_refusal(self, record: RequestRecord, approver_id: str) -> str:
-        """Why this person may not decide on this request now ('' when they may)."""
-        if record.state is not RequestState.PENDING_APPROVAL:
-            return f"the request is {state_in_words(record)}: only a request waiting for approvals can be decided"
-        request = request_of(record)
-        if approver_id == request.requester.principal_id:
-            return "you cannot approve or deny your own request"
-        decision = record.decision
-        allowed = set(decision.approver_groups if decision else [])
-        if not allowed & self.b.directory.groups_of(approver_id):
-            if len(allowed) == 1:
-                return f"you are not in {listed(allowed)}, the approver group of this request"
-            return f"you are in none of this request's approver groups: {listed(sorted(allowed))}"
-        return ""
+        return approver_refusal(record, approver_id, self.b.directory.groups_of(approver_id))
+
+
+def approver_refusal(record: RequestRecord, approver_id: str, approver_groups: frozenset[str]) -> str:
+    """Why this person (in `approver_groups`) may not decide on this request now ('' when they may): a request
+    waiting for approvals, or an active grant's more time. The one rule, for Teams, the API and the pages'
+    "waiting for me"."""
+    extension = record.extension if record.state is RequestState.ACTIVE else None
+    if record.state is not RequestState.PENDING_APPROVAL and extension is None:
+        return f"the request is {state_in_words(record)}: only a request waiting for approvals can be decided"
+    request = request_of(record)
+    if approver_id == request.requester.principal_id:
+        return "you cannot approve or deny your own request"
+    decision = record.decision
+    allowed = set(extension.approver_groups if extension else decision.approver_groups if decision else [])
+    if not allowed & approver_groups:
+        if len(allowed) == 1:
+            return f"you are not in {listed(allowed)}, the approver group of this request"
+        return f"you are in none of this request's approver groups: {listed(sorted(allowed))}"
+    return ""

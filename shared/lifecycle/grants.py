@@ -132,6 +132,28 @@ class Grants:
             return stored or hold.model_copy(update={"status": HoldStatus.RELEASED})
         return stored
 
+    def extend(self, provider: GrantProvider, key: GrantKey, request: AccessRequest, until: datetime) -> Hold | None:
+        """Move this request's active hold's end to `until`, and tell a provider that ends grants itself (PIM,
+        an IAM condition) the new end, by creating the same assignment again. None when the hold is no longer
+        active (a revoke came first): nothing was changed."""
+        request_id = request.request_id
+
+        def later(grant: Grant, now: datetime) -> Grant | None:
+            hold = grant.hold_of(request_id)
+            if hold is None or hold.status is not HoldStatus.ACTIVE or hold.expires_at <= now:
+                return None
+            asked = max(grant.provider_expires_at or until, until)
+            return grant.with_hold(hold.model_copy(update={"expires_at": until})).model_copy(
+                update={"provider_expires_at": asked})
+
+        hold = self._change(key, later).hold_of(request_id)
+        if hold is None or hold.status is not HoldStatus.ACTIVE or hold.expires_at != until:
+            return None
+        if not hold.preexisting:
+            self._call(lambda: provider.create_assignment(
+                key, key.assignment_name(), marker_for(request_id), request.requester.principal_type.value, until))
+        return hold
+
     def make_due(self, key: GrantKey, request_id: str) -> None:
         """End this hold's time now (an early revoke), so that reconcile finishes it if the revoke dies."""
 

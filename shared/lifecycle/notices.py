@@ -7,7 +7,7 @@ import logging
 from ..domain.errors import TransientError
 from ..domain.lifecycle import RequestRecord
 from ..ports import Notice
-from ..text import duration_in_words, reason_in_words, state_in_words
+from ..text import duration_in_words, instant_in_words, reason_in_words, state_in_words
 from .backends import Backends
 
 log = logging.getLogger("jitgate.lifecycle")
@@ -65,6 +65,10 @@ def _facts(record: RequestRecord) -> dict[str, str]:
         facts["Rule"] = record.decision.rule
     if record.decision is not None and record.decision.required_approvals:
         facts["Approvals"] = f"{len(record.approvals)} of {record.decision.required_approvals}"
+    if record.extension is not None:
+        more = record.extension
+        facts["More time"] = (f"until {instant_in_words(more.until)}, {len(more.approvals)} of "
+                              f"{more.required_approvals} approvals" + (f": {more.reason}" if more.reason else ""))
     reason = reason_in_words(record)
     if reason:
         facts["Reason"] = reason

@@ -83,6 +83,8 @@ class Reconcile:
         for record in self.b.requests.requests_in({RequestState.ACTIVE}):
             if self._revoke_interrupted(record):
                 self._guard(report, record.request_id, partial(self._finish_revoke, record, report))
+            elif record.extension is not None and record.extension.approved:  # approved, then a crash
+                self._guard(report, record.request_id, partial(self.access.apply_extension, record.request_id))
         for provider in self.b.providers.values():
             self._guard(report, provider.name, partial(self._remove_orphans, provider, report))
         return report

@@ -102,11 +102,13 @@ CLAUSES: dict[str, Predicate] = {
     "c.at >= @since": _compare("at", ">=", "@since"),
     "c.at < @until": _compare("at", "<", "@until"),
     "c.atOrder > @after": _compare("atOrder", ">", "@after"),
+    "c.request.requester.principalId = @requesterId": _compare("request.requester.principalId", "=", "@requesterId"),
+    "c.createdOrder < @before": _compare("createdOrder", "<", "@before"),
 }
 
 _STATEMENT = re.compile(
     r"^SELECT (?:(?P<distinct>DISTINCT VALUE c\.(?P<value>\w+))|(?:TOP (?P<top>@\w+) )?\*) FROM c"
-    r"(?: WHERE (?P<where>.+?))?(?: ORDER BY c\.(?P<order>\w+))?$"
+    r"(?: WHERE (?P<where>.+?))?(?: ORDER BY c\.(?P<order>\w+)(?P<desc> DESC)?)?$"
 )
 
 
@@ -311,7 +313,7 @@ class FakeContainer:
         docs = [doc for doc in docs if all(CLAUSES[clause](doc, params) for clause in clauses)]
         if match["order"]:
             order = match["order"]
-            docs = sorted((d for d in docs if order in d), key=lambda d: d[order])
+            docs = sorted((d for d in docs if order in d), key=lambda d: d[order], reverse=bool(match["desc"]))
         if match["top"]:
             docs = docs[: params[match["top"]]]
         if match["distinct"]:

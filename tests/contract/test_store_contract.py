@@ -22,9 +22,9 @@ from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, make_event
 from shared.domain.decision import Decision, Outcome
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import RELEASED_KEPT, Deletion, Grant, GrantKey, Hold, HoldStatus
-from shared.domain.lifecycle import Approval, RequestRecord, RequestState
+from shared.domain.lifecycle import Approval, Extension, RequestRecord, RequestState
 from shared.domain.request import parse_access_request
-from shared.ports import AuditQuery, AuditStore, LedgerStore, RequestStore
+from shared.ports import AuditQuery, AuditStore, LedgerStore, RequestQuery, RequestStore
 from tests.azure.contract_adapters import cosmos_store
 from tests.fakes.store import FakeStore
 
@@ -114,6 +114,10 @@ def full_record(request_id: str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427") -> Req
         revoke_sequence=42,
         revoke_n=2,
         failure="a transient hiccup",
+        extension=Extension(until=T0 + timedelta(hours=3, minutes=6), asked_at=T0 + timedelta(minutes=30),
+                            reason="the migration runs long", rule="prod-contributor", required_approvals=2,
+                            approver_groups=["payments-leads"],
+                            approvals=[Approval(approver_id=APPROVER, at=T0 + timedelta(minutes=31))]),
     )
     record.emit(EventType.REQUEST_RECEIVED, T0, {"ticket": "INC-4711"}, Actor(principal_id=JANE, kind="user"))
     record.emit(EventType.POLICY_EVALUATED, T0 + timedelta(seconds=1), {"outcome": "approval", "score": 0.25})
@@ -297,6 +301,50 @@ def test_requests_in_returns_the_chosen_states_oldest_update_first(store: Store)
     assert [r.request_id for r in store.requests_in({RequestState.REVOKED})] == ["revoked"]
     assert store.requests_in({RequestState.FAILED}) == []
     assert store.requests_in(set()) == []
+
+
+def test_list_requests_newest_first_by_state_and_requester_in_pages(store: Store) -> None:
+    # GIVEN records made a minute apart, Jane's and Bob's, in several states; one written again later
+    def make(n: int, state: RequestState, requester: str | None) -> str:
+        request_id = f"{n:08d}-0000-4000-8000-000000000000"
+        at = T0 + timedelta(minutes=n)
+        record = full_record(request_id) if requester else None
+        if record is not None:
+            assert record.request is not None
+            record = record.model_copy(update={
+                "state": state, "created_at": at, "updated_at": at, "pending_events": [],
+                "request": record.request.model_copy(update={"requester": record.request.requester.model_copy(
+                    update={"principal_id": requester})})})
+        store.create_request(record or RequestRecord(request_id=request_id, state=state, created_at=at, updated_at=at))
+        return request_id
+
+    jane = [make(n, RequestState.ACTIVE if n % 2 else RequestState.REVOKED, JANE) for n in range(1, 6)]
+    bob = make(6, RequestState.ACTIVE, BOB)
+    invalid = make(7, RequestState.REJECTED, None)
+    touched = store.get_request(jane[0])
+    assert touched is not None
+    touched.updated_at = T0 + timedelta(hours=1)
+    store.save_request(touched)
+
+    def listed(**filters: Any) -> list[str]:
+        found: list[str] = []
+        continuation = None
+        while True:
+            page = store.list_requests(RequestQuery(limit=2, continuation=continuation, **filters))
+            assert len(page.records) <= 2
+            found += [r.request_id for r in page.records]
+            continuation = page.continuation
+            if continuation is None:
+                return found
+
+    # THEN pages of two add up to every record, newest created first (a later write does not move it)
+    assert listed() == [invalid, bob, *reversed(jane)]
+    assert listed(states=frozenset({RequestState.ACTIVE})) == [bob, jane[4], jane[2], jane[0]]
+    assert listed(requester_id=JANE, states=frozenset({RequestState.REVOKED})) == [jane[3], jane[1]]
+    assert listed(requester_id=BOB) == [bob]
+    assert store.list_requests(RequestQuery(states=frozenset({RequestState.FAILED}))).records == []
+    with pytest.raises(ValueError):
+        store.list_requests(RequestQuery(continuation="bm90IGEgdG9rZW4"))
 
 
 def test_requests_in_follows_state_changes(store: Store) -> None:

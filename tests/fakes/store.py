@@ -7,12 +7,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from shared.adapters.store_format import decode_continuation, encode_continuation
+from shared.adapters.store_format import decode_continuation, decode_position, encode_continuation, encode_position
 from shared.domain.audit import AuditEvent, format_instant
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.ports import AuditPage, AuditQuery
+from shared.ports import AuditPage, AuditQuery, RequestPage, RequestQuery
 
 MAX_PAGE = 1000
 
@@ -76,6 +76,27 @@ class FakeStore:
         records = [RequestRecord.model_validate_json(text) for text in self._requests.values()]
         chosen = sorted((r for r in records if r.state in states), key=lambda r: (r.updated_at, r.request_id))
         return chosen[: max(limit, 0)]
+
+    def list_requests(self, query: RequestQuery) -> RequestPage:
+        with self._lock:
+            texts = list(enumerate(self._requests.values()))  # NB. dicts keep insertion (creation) order
+        start = len(texts) if query.continuation is None else int(decode_position(query.continuation))
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        chosen: list[tuple[int, RequestRecord]] = []
+        for index, text in reversed(texts[:start]):
+            record = RequestRecord.model_validate_json(text)
+            if query.states is not None and record.state not in query.states:
+                continue
+            if query.requester_id is not None and (
+                record.request is None or record.request.requester.principal_id != query.requester_id
+            ):
+                continue
+            chosen.append((index, record))
+            if len(chosen) > limit:
+                break
+        more = len(chosen) > limit
+        chosen = chosen[:limit]
+        return RequestPage([r for _, r in chosen], encode_position(str(chosen[-1][0])) if more else None)
 
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         records = [RequestRecord.model_validate_json(text) for text in self._requests.values()]

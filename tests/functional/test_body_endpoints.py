@@ -1,8 +1,8 @@
 """Every endpoint that reads a body, against the hostile corpus and the hostile bodies, in process (issue #9).
 
-Intake, revoke and the Teams webhook (unsigned and correctly signed) must answer every one with a 4xx and a
-reason, never 5xx, and keep serving; refusals stay audited where a request id is known. Each reads only UTF-8
-`application/json` (415 otherwise), and a stalled body is answered 408 within the read bound.
+Intake, revoke, approve, deny, extend and the Teams webhook (unsigned and correctly signed) must answer every one
+with a 4xx and a reason, never 5xx, and keep serving; refusals stay audited where a request id is known. Each reads
+only UTF-8 `application/json` (415 otherwise), and a stalled body is answered 408 within the read bound.
 """
 
 from __future__ import annotations
@@ -165,6 +165,51 @@ def test_a_revoke_reason_with_a_lone_surrogate_is_422_not_500(client: TestClient
     assert state(runtime, active) == "active"
 
 
+@pytest.fixture(scope="module")
+def pending(client: TestClient, runtime: Runtime) -> str:
+    body = access_request(role="Contributor", scope=PROD)
+    assert client.post("/api/access-requests", json=body, headers=who(JANE)).status_code == 202
+    drain(runtime)
+    assert state(runtime, body["requestId"]) == "pending_approval"
+    return str(body["requestId"])
+
+
+@pytest.mark.parametrize(("verb", "spared"), [("approve", REVOKE_WITHOUT_REASON), ("deny", frozenset()),
+                                              ("extend", frozenset())])
+def test_approve_deny_and_extend_refuse_every_hostile_body_with_a_reason(
+        client: TestClient, runtime: Runtime, pending: str, active: str, verb: str, spared: frozenset[str]) -> None:
+    # NB. Each verb is sent by the one person it would accept from: an approver of the pending request, its
+    # requester for an extension. Bodies that are a valid approval (none, {}) are spared for approve.
+    target, caller = (active, JANE) if verb == "extend" else (pending, ALICE)
+    problems = []
+    for name, raw in BODIES.items():
+        if name in spared:
+            continue
+        response = client.post(f"/api/access-requests/{target}/{verb}", content=raw, headers={**who(caller), **JSON})
+        problems += refused_with_a_reason(response, name)
+        if response.status_code not in (413, 422):
+            problems.append(f"{name}: {response.status_code}, not 413 or 422")
+    assert not problems, "\n".join(problems)
+    assert state(runtime, pending) == "pending_approval" and state(runtime, active) == "active"
+    assert not runtime.requests.get_request(pending).approvals  # type: ignore[union-attr]
+    assert serving(client)
+
+
+@pytest.mark.parametrize("verb", ["approve", "deny"])
+def test_a_stranger_deciding_with_a_hostile_body_is_refused_and_audited(client: TestClient, runtime: Runtime,
+                                                                        verb: str) -> None:
+    body = access_request(role="Contributor", scope=PROD)
+    assert client.post("/api/access-requests", json=body, headers=who(JANE)).status_code == 202
+    drain(runtime)
+    for raw in HOSTILE_BODIES.values():
+        response = client.post(f"/api/access-requests/{body['requestId']}/{verb}", content=raw,
+                               headers={**who(MALLORY), **JSON})
+        assert response.status_code in (403, 413), response.text
+    refused = [e for e in runtime.audit.chain(body["requestId"]) if e.type == "approval.recorded"]
+    assert refused and all(e.data["counted"] is False and e.actor.principal_id == MALLORY for e in refused)
+    assert state(runtime, body["requestId"]) == "pending_approval"
+
+
 # ---------------------------------------------------------------- Content-Type
 
 
@@ -176,14 +221,14 @@ def post(client: TestClient, endpoint: str, request_id: str, content_type: str |
     if endpoint == "intake":
         raw = json.dumps(access_request()).encode()
         return client.post("/api/access-requests", content=raw, headers={**who(JANE), **headers})
-    if endpoint == "revoke":
-        return client.post(f"/api/access-requests/{request_id}/revoke", content=b"",
+    if endpoint in ("revoke", "approve", "deny", "extend"):
+        return client.post(f"/api/access-requests/{request_id}/{endpoint}", content=b"",
                            headers={**who(JANE), **headers})
     raw = outgoing_payload("help", ALICE, "Alice")
     return client.post("/api/teams/webhook", content=raw, headers={"Authorization": sign(SECRET, raw), **headers})
 
 
-@pytest.mark.parametrize("endpoint", POSTS)
+@pytest.mark.parametrize("endpoint", [*POSTS, "approve", "deny", "extend"])
 @pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain; charset=utf-8", "application/xml",
                                           "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                                           "application/json; charset=iso-8859-1", "application/json; charset=utf-16",

@@ -392,6 +392,9 @@ def bicep_inventory() -> Inventory:
         "deployment storage auth": site["functionAppConfig"]["deployment"]["storage"]["authentication"]["type"],
         "https only": site["httpsOnly"],
         "minimum tls": site["siteConfig"]["minTlsVersion"],
+        "cors origins": computed(
+            re.findall(r"\$\{param:(\w+)\}", text(app.canon(site["siteConfig"]["cors"]["allowedOrigins"])))),
+        "cors credentials": site["siteConfig"]["cors"]["supportCredentials"],
         "ftps": site["siteConfig"]["ftpsState"],
         "basic publishing credentials": props("publishingCredentials")["allow"],
     }
@@ -634,6 +637,9 @@ def terraform_inventory() -> Inventory:
         "deployment storage auth": app["storage_authentication_type"],
         "https only": app["https_only"],
         "minimum tls": site_config["minimum_tls_version"],
+        "cors origins": computed(
+            plain(v) for v in re.findall(r"var\.(\w+)", text(block(site_config, "cors")["allowed_origins"]))),
+        "cors credentials": block(site_config, "cors")["support_credentials"],
         "ftps": web["body"]["properties"]["ftpsState"],
         "basic publishing credentials": app["webdeploy_publish_basic_authentication_enabled"],
     }

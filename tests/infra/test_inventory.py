@@ -363,6 +363,9 @@ def test_identity_based_access_and_the_same_service_settings(bicep: Inventory, t
     assert settings["runtime"] == "python 3.11"
     assert settings["deployment storage auth"] == "UserAssignedIdentity"
     assert settings["basic publishing credentials"] is False
+    # The pages call from the browser (architecture §7.1): the portal's origin only, without cookies.
+    assert settings["cors origins"] == "computed from portalurl"
+    assert settings["cors credentials"] is False
 
 
 def test_app_service_authentication_is_the_same(bicep: Inventory, terraform: Inventory) -> None:

@@ -34,7 +34,7 @@ param teamsSecret string
 @description('Name of the Teams outgoing webhook approvers @mention to answer.')
 param teamsWebhookName string
 
-@description('Base URL of the portal (Backstage) that has a page per request; empty: no link.')
+@description('Base URL of the portal (Backstage) that has a page per request, and the one origin CORS allows (no path, no trailing slash); empty: no link.')
 param portalUrl string
 
 @description('Days an archived audit blob stays immutable.')
@@ -594,6 +594,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // NB. The Backstage pages call the API from the browser with the person's own token (docs/architecture.md
+      // §7.1): only the portal's origin may, and without cookies.
+      cors: {
+        allowedOrigins: empty(portalUrl) ? [] : [portalUrl]
+        supportCredentials: false
+      }
       // Every setting the app reads (local.settings.example.json lists them; tests/infra checks both templates).
       appSettings: [
         {

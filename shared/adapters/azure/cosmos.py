@@ -58,9 +58,9 @@ from ...domain.errors import (
 )
 from ...domain.ledger import Deletion, Grant, GrantKey, Hold, HoldStatus
 from ...domain.lifecycle import RequestRecord, RequestState
-from ...ports import AuditPage, AuditQuery
+from ...ports import AuditPage, AuditQuery, RequestPage, RequestQuery
 from ..sdk_errors import translated
-from ..store_format import decode_continuation, encode_continuation
+from ..store_format import decode_continuation, decode_position, encode_continuation, encode_position
 from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 
@@ -104,6 +104,12 @@ LEGACY_HOLDS_OF_REQUEST = "SELECT * FROM c WHERE c.requestId = @requestId"
 PARTITION = "SELECT * FROM c"
 CHAIN = f"SELECT * FROM c WHERE {EVENTS} ORDER BY c.seq"
 REQUEST_IDS = f"SELECT DISTINCT VALUE c.requestId FROM c WHERE {EVENTS}"
+# Request listing filter -> (its clause, its parameter); newest first by `createdOrder` (set on every write).
+LIST_FILTERS = {
+    "states": ("ARRAY_CONTAINS(@states, c.state)", "@states"),
+    "requester_id": ("c.request.requester.principalId = @requesterId", "@requesterId"),
+    "before": ("c.createdOrder < @before", "@before"),
+}
 # Auditor filter -> (its clause, its parameter); a query ANDs the clauses of the filters it has.
 AUDIT_FILTERS = {
     "request_id": ("c.requestId = @requestId", "@requestId"),
@@ -184,6 +190,29 @@ class CosmosStore:
             return []
         parameters = {"@limit": limit, "@states": sorted(state.value for state in states)}
         return self._records(REQUESTS_IN, LEGACY_REQUESTS_IN, parameters, limit)
+
+    def list_requests(self, query: RequestQuery) -> RequestPage:
+        """Records in `audit`, newest first. NB. A record is ordered by `createdOrder`, which every write since
+        this listing existed sets: records last written before (and those still in the earlier layout's
+        `requests` container) are listed once they are written again."""
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        values: dict[str, Any] = {
+            "states": None if query.states is None else sorted(state.value for state in query.states),
+            "requester_id": query.requester_id,
+            "before": None if query.continuation is None else decode_position(query.continuation),
+        }
+        clauses = ["c.docType = @record"]
+        parameters: dict[str, Any] = {"@record": RECORD, "@top": limit + 1}
+        for name, (clause, parameter) in LIST_FILTERS.items():
+            if values[name] is not None:
+                clauses.append(clause)
+                parameters[parameter] = values[name]
+        text = f"SELECT TOP @top * FROM c WHERE {' AND '.join(clauses)} ORDER BY c.createdOrder DESC"
+        docs = list(islice(self._query(AUDIT, text, parameters, page_size=limit + 1), limit + 1))
+        more = len(docs) > limit
+        docs = docs[:limit]
+        return RequestPage([self._record(doc, AUDIT) for doc in docs],
+                           encode_position(docs[-1]["createdOrder"]) if more else None)
 
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         if limit < 1:
@@ -474,6 +503,7 @@ def _request_document(record: RequestRecord, version: int) -> dict[str, Any]:
     doc["docType"] = RECORD
     doc["pendingEvents"] = []  # committed in the same batch (`_write_alone` keeps them when it cannot be)
     doc["updatedOrder"] = f"{_instant(record.updated_at)} {record.request_id}"
+    doc["createdOrder"] = f"{_instant(record.created_at)} {record.request_id}"
     return doc
 
 

@@ -30,9 +30,9 @@ from shared.domain.audit import (
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import Deletion, Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.ports import AuditPage, AuditQuery
+from shared.ports import AuditPage, AuditQuery, RequestPage, RequestQuery
 
-from ..store_format import decode_continuation, encode_continuation
+from ..store_format import decode_continuation, decode_position, encode_continuation, encode_position
 from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS requests (
     doc        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
+CREATE INDEX IF NOT EXISTS requests_by_requester ON requests (json_extract(doc, '$.request.requester.principalId'));
 CREATE INDEX IF NOT EXISTS requests_with_outbox ON requests (updated_at)
     WHERE json_array_length(doc, '$.pendingEvents') > 0;
 
@@ -213,6 +214,30 @@ class SqliteStore:
             .fetchall()
         )
         return [_record(doc) for (doc,) in rows]
+
+    def list_requests(self, query: RequestQuery) -> RequestPage:
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        where: list[str] = []
+        params: list[Any] = []
+        if query.states is not None:
+            where.append(f"state IN ({', '.join('?' * len(query.states))})")
+            params.extend(sorted(s.value for s in query.states))
+        if query.requester_id is not None:
+            where.append("json_extract(doc, '$.request.requester.principalId') = ?")
+            params.append(query.requester_id)
+        if query.continuation is not None:
+            position = decode_position(query.continuation)
+            if not position.isdigit():
+                raise ValueError("malformed continuation token: pass back the previous page's continuation unchanged")
+            where.append("rowid < ?")
+            params.append(int(position))
+        # NB. rowid is the order of creation: a record's place in the list never moves when it is written again.
+        rows = self._db.connection().execute(
+            "SELECT rowid, doc FROM requests" + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY rowid DESC LIMIT ?", (*params, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return RequestPage([_record(doc) for _, doc in rows], encode_position(str(rows[-1][0])) if more else None)
 
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         # NB. The WHERE clause repeats the partial index's, so the planner reads only the index.
