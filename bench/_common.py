@@ -49,10 +49,10 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = (len(ordered) - 1) * p / 100
     low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    if math.isinf(ordered[high]) and (rank > low or math.isinf(ordered[low])):
-        return math.inf
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    if rank == low:
+        return ordered[low]
+    high = ordered[low + 1]
+    return math.inf if math.isinf(high) else ordered[low] + (high - ordered[low]) * (rank - low)
 
 
 def median(values: Sequence[float]) -> float:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finished", default="100,100000", help="comma-separated numbers of finished requests")
     parser.add_argument("--due", type=int, default=100, help="requests due for revoke in each timed pass")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per size (the median counts)")
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds the due grants last (longer than "
+    parser.add_argument("--duration", type=float, default=2.5, help="seconds the due grants last (longer than "
                         "granting all of them takes)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--json", default=None, help="append the figures as one JSON line to this file")
