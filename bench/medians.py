@@ -1,6 +1,7 @@
 """Medians of several runs: reads the JSON lines the benchmarks append (`--json FILE`, or `make bench`'s
 $BENCH_JSON) and prints, per benchmark and figure, the median of every numeric figure with its lowest and
-highest value and the load averages the runs started and ended at.
+highest value and the load averages the runs started and ended at. Runs are grouped by file and benchmark:
+keep one file per configuration (sizes, options).
 
     for i in 1 2 3; do .venv/bin/python bench/cpu.py --json /tmp/cpu.jsonl; done
     .venv/bin/python bench/medians.py /tmp/cpu.jsonl
@@ -42,17 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("files", nargs="+", help="JSON-lines files written by the benchmarks")
     args = parser.parse_args(argv)
-    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in args.files:
         with open(path) as lines:
             for line in lines:
                 if line.strip():
                     run = json.loads(line)
-                    runs[run["bench"]].append(run)
-    for bench, found in runs.items():
+                    runs[(path, run["bench"])].append(run)
+    for (path, bench), found in runs.items():
         loads = ", ".join(f"{r['figures'].get('load at start', '?')} -> {r['figures'].get('load at end', '?')}"
                           for r in found)
-        print(f"# {bench}: {len(found)} run(s); load (1/5/15 min) at start -> end: {loads}")
+        print(f"# {bench} ({path}): {len(found)} run(s); load (1/5/15 min) at start -> end: {loads}")
         values: dict[str, list[float]] = defaultdict(list)
         for run in found:
             for key, value in flatten(run["figures"]).items():
