@@ -14,7 +14,19 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(PY) -m shared.cli demo
 
-test: $(STAMP)
+# The cross-language contract test (tests/contract/test_backstage_messages.py) runs the Backstage module's own
+# code, so `make test` installs the module's packages when npm is there (as CI does). npm ci writes
+# node_modules/.package-lock.json, so this runs again only when package-lock.json changes: not after
+# backstage/ci.sh (which .ci/run calls first) has just installed them.
+BACKSTAGE_MODULE ?= backstage/plugins/scaffolder-backend-module-jitgate
+NPM := $(shell command -v npm 2>/dev/null)
+NODE_DEPS := $(if $(NPM),$(BACKSTAGE_MODULE)/node_modules/.package-lock.json)
+
+$(BACKSTAGE_MODULE)/node_modules/.package-lock.json: $(BACKSTAGE_MODULE)/package-lock.json
+	cd $(BACKSTAGE_MODULE) && CI=true npm ci --no-audit --no-fund
+	touch $@
+
+test: $(STAMP) $(NODE_DEPS)
 	$(PY) -m pytest
 
 lint: $(STAMP)

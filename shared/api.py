@@ -3,27 +3,31 @@
 handler and shapes the answer; domain errors become HTTP statuses in one place (`_error_response`).
 
 Endpoints that read a body are `async` so that they can stop reading at the size limit; everything
-that touches a backend runs in a worker thread, never on the event loop.
+that touches a backend runs in a worker thread, never on the event loop. Every body is JSON: it is read only
+when sent as `application/json` (415 otherwise), within a time bound (408), and parsed by the one guarded
+parser (`domain.json_body`), so no body can make an endpoint answer 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .domain.audit import Actor, EventType, format_instant, verify_chain
+from .domain.audit import Actor, ChainReport, EventType, settled, verification, verify_chain
 from .domain.errors import (
     AlreadyExists,
     AuthError,
@@ -37,23 +41,26 @@ from .domain.errors import (
     PermanentError,
     TransientError,
 )
-from .domain.ids import is_guid
-from .domain.lifecycle import RequestRecord, RequestState
+from .domain.ids import is_guid, is_principal_id, principal_id_problem
+from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
+from .domain.lifecycle import RequestRecord
 from .domain.request import MAX_BODY_BYTES, AccessRequest, parse_access_request
 from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import Result
 from .ports import AuditQuery
 from .runtime import Runtime
 from .teams import (
-    USAGE,
+    MAX_ACTIVITY_BYTES,
     InvalidActivity,
     InvalidCommand,
     ReplayGuard,
     TeamsCommand,
+    help_text,
     parse_activity,
     parse_command,
     reply,
     request_id_named_in,
+    status_reply,
     verify_signature,
 )
 
@@ -64,12 +71,24 @@ MAX_REVOKE_BODY = 4 * 1024
 TEAMS_DEADLINE = 4.5  # seconds; Teams gives up on an outgoing webhook after 5
 ANONYMOUS = Actor(principal_id="anonymous", kind="user")
 
+_ERROR_BODY = {"application/json": {"schema": {"type": "object", "required": ["error", "detail"], "properties": {
+    "error": {"type": "string"}, "detail": {"type": "string"}}}}}
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    408: {"description": "the body was not received within the read bound", "content": _ERROR_BODY},
+    413: {"description": "the body is over the endpoint's size limit", "content": _ERROR_BODY},
+    415: {"description": "the body is not sent as application/json (UTF-8)", "content": _ERROR_BODY},
+}
+
 _INTERNAL_FIELDS = ("version", "fingerprint", "auditSeq", "auditHead", "pendingEvents", "revokeSequence",
                     "revokeN")
 
 
-class BodyTooLarge(JitgateError):
-    """A request body over the endpoint's limit, refused before it is read to the end."""
+class UnsupportedMediaType(JitgateError):
+    """A body sent as anything but UTF-8 `application/json`."""
+
+
+class RequestTimedOut(JitgateError):
+    """A request body not received within the read bound; the connection is closed after the answer."""
 
 
 class NotConfigured(JitgateError):
@@ -89,8 +108,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.api = api
     app.state.teams_deadline = TEAMS_DEADLINE
+    app.add_middleware(ReadDeadline, seconds=runtime.settings.request_read_timeout.total_seconds())
     app.add_exception_handler(JitgateError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _internal_error_response)
 
     request_body = {"requestBody": {"required": True, "content": {
@@ -98,12 +119,15 @@ def create_app(runtime: Runtime) -> FastAPI:
     revoke_body = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False,
         "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}}
+    activity_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "description": "a Teams outgoing-webhook message activity"}}}}}
     app.add_api_route("/api/access-requests", api.submit, methods=["POST"], status_code=202,
-                      openapi_extra=request_body, tags=["requests"])
+                      openapi_extra=request_body, responses=_BODY_ERRORS, tags=["requests"])
     app.add_api_route("/api/access-requests/{request_id}", api.get_request, methods=["GET"], tags=["requests"])
     app.add_api_route("/api/access-requests/{request_id}/revoke", api.revoke, methods=["POST"],
-                      openapi_extra=revoke_body, tags=["requests"])
-    app.add_api_route("/api/teams/webhook", api.teams_webhook, methods=["POST"], tags=["teams"])
+                      openapi_extra=revoke_body, responses=_BODY_ERRORS, tags=["requests"])
+    app.add_api_route("/api/teams/webhook", api.teams_webhook, methods=["POST"], openapi_extra=activity_body,
+                      responses=_BODY_ERRORS, tags=["teams"])
     app.add_api_route("/api/audit/events", api.audit_events, methods=["GET"], tags=["audit"])
     app.add_api_route("/api/audit/verify", api.audit_verify, methods=["GET"], tags=["audit"])
     app.add_api_route("/api/health", api.health, methods=["GET"], tags=["health"])
@@ -158,12 +182,13 @@ class _Api:
         self.runtime = runtime
         self.settings = runtime.settings
         self.lifecycle = runtime.lifecycle
-        self.teams_secret: bytes | None
-        try:
+        # NB. A secret that is set but unreadable raises SettingsError here: the app refuses to start rather
+        # than answer every Teams call "not configured".
+        self.teams_secret: bytes | None = None
+        if runtime.settings.has_teams_secret:
             self.teams_secret = runtime.settings.resolved_teams_secret()
-        except ValueError as exc:
-            log.warning("the Teams webhook is disabled: %s", exc)
-            self.teams_secret = None
+        else:
+            log.warning("the Teams webhook is disabled: JITGATE_TEAMS_SECRET is not set")
         self.replay_guard = ReplayGuard(runtime.backends.clock)
 
     # ------------------------------------------------------------ identity and refusals
@@ -196,6 +221,7 @@ class _Api:
                      caller: Annotated[Caller, Depends(_authenticated("submit"))]) -> JSONResponse:
         """Validate an access request (schema v1) and queue it for evaluation: 202 with its status,
         422 with every field error, 409 when the requestId was used for another body."""
+        _require_json(request)
         # NB. An oversize body is an invalid message like any other (ARCHITECTURE §2): its first bytes
         # are enough for submit to reject and audit it, so the rest is never read.
         raw = await _read_at_most(request, MAX_BODY_BYTES + 1)
@@ -209,11 +235,11 @@ class _Api:
         try:
             request = parse_access_request(raw)
         except InvalidRequest:
-            return self.lifecycle.submit(raw)  # records, audits and raises the rejection
+            return self.lifecycle.submit(raw, caller.actor())  # records, audits and raises the rejection
         if not caller.may_submit_for(request.requester.principal_id):
             self._refuse(request.request_id, caller.actor(), "submit",
                          f"you may only request access for yourself (the {SUBMITTER} role submits for others)")
-        return self.lifecycle.submit(raw)
+        return self.lifecycle.submit(raw, caller.actor())
 
     def get_request(self, request_id: str,
                     caller: Annotated[Caller, Depends(_authenticated("read"))]) -> dict[str, Any]:
@@ -227,17 +253,21 @@ class _Api:
 
     async def revoke(self, request_id: str, request: Request,
                      caller: Annotated[Caller, Depends(_authenticated("revoke"))]) -> dict[str, Any]:
-        """Early revoke ("I'm done") by the requester, or by an admin. Optional body `{"reason": ...}`."""
+        """Early revoke ("I'm done") by the requester, or by an admin. Optional body `{"reason": ...}`, sent
+        as application/json even when empty."""
+        _require_json(request)
         raw = await _read_body(request, MAX_REVOKE_BODY)
         return await run_in_threadpool(self._revoke, caller, request_id, raw)
 
     def _revoke(self, caller: Caller, request_id: str, raw: bytes) -> dict[str, Any]:
-        reason = _revoke_reason(raw)
+        # NB. Who may revoke is settled before the body is looked at, so that a refusal is audited whatever
+        # the body holds.
         record = self._record(request_id)
         requester = record.request.requester.principal_id if record.request is not None else None
         if not caller.is_admin and caller.principal_id != requester:
             self._refuse(record.request_id, caller.actor(), "revoke",
                          "only the requester or an admin may revoke this request")
+        reason = _revoke_reason(raw)
         result = self.lifecycle.request_revoke(record.request_id, caller.principal_id, caller.is_admin, reason)
         return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
 
@@ -277,7 +307,8 @@ class _Api:
     async def teams_webhook(self, request: Request) -> JSONResponse:
         """The Teams outgoing webhook: HMAC-verified, replay-guarded; `approve <id> [comment]`,
         `deny <id> <reason>`, `status <id>`, `help`. Answers within Teams' 5 seconds."""
-        body = await _read_body(request, MAX_BODY_BYTES)
+        _require_json(request)
+        body = await _read_body(request, MAX_ACTIVITY_BYTES)
         authorization = request.headers.get("authorization")
         work = asyncio.get_running_loop().run_in_executor(None, self._teams, body, authorization)
         try:
@@ -299,7 +330,7 @@ class _Api:
         try:
             self.replay_guard.check(activity.id, activity.timestamp)
         except AuthError as exc:
-            sender = activity.aad_object_id if is_guid(activity.aad_object_id) else "unknown"
+            sender = activity.aad_object_id if is_principal_id(activity.aad_object_id) else "unknown"
             self._refuse(request_id_named_in(body), Actor(principal_id=sender, kind="user"), "teams.webhook",
                          str(exc), exc.status)
         try:
@@ -307,9 +338,11 @@ class _Api:
         except InvalidCommand as exc:
             return reply(str(exc))
         if command.verb == "help":
-            return reply(USAGE)
-        if not is_guid(activity.aad_object_id):
-            return reply("Your Teams message carries no Entra object id, so jitgate cannot tell who you are.")
+            return reply(help_text(self.settings.teams_webhook_name))
+        problem = principal_id_problem(activity.aad_object_id)
+        if problem:
+            return reply("jitgate cannot tell who you are: your Teams message carries no Entra object id "
+                         f"(from.aadObjectId {problem}).")
         try:
             return reply(self._command(command, activity.aad_object_id))
         except NotFound:
@@ -329,7 +362,7 @@ class _Api:
         if sender != requester and not self._is_approver(sender, record):
             self._refuse(record.request_id, Actor(principal_id=sender, kind="user"), "teams.status",
                          "only the requester and its approvers may see this request's status")
-        return _status_text(record)
+        return status_reply(record)
 
     # ------------------------------------------------------------ audit
 
@@ -368,22 +401,64 @@ class _Api:
         caller: Annotated[Caller, Depends(_auditor("audit.verify"))],
         request_id: Annotated[str | None, Query(alias="requestId", max_length=128)] = None,
     ) -> dict[str, Any]:
-        """Recompute the hash chain of one request, or of every request, and name each first broken link.
-        Auditors and admins only."""
-        audit = self.runtime.audit
+        """Recompute the hash chain of one request, or of every request, compare each chain's end with its
+        request record, and name each first broken link. Auditors and admins only."""
+        audit, requests = self.runtime.audit, self.runtime.requests
+
+        def verified(rid: str) -> ChainReport:
+            record = requests.get_request(rid)  # NB. before the chain: see `settled`
+            return verify_chain(rid, audit.chain(rid), None if record is None else record.anchor())
+
         ids: Iterable[str] = [request_id.lower()] if request_id else audit.request_ids()
-        reports = []
-        for rid in ids:
-            events = audit.chain(rid)
-            if request_id and not events:
-                raise NotFound(f"no audit events for request {request_id[:64]}")
-            reports.append(verify_chain(rid, events))
-        return {"ok": all(r.ok for r in reports), "chains": len(reports), "events": sum(r.events for r in reports),
-                "broken": [r.as_dict() for r in reports if not r.ok]}
+        reports = [settled(partial(verified, rid)) for rid in ids]
+        if request_id and reports[0].events == 0 and not reports[0].anchored:
+            raise NotFound(f"no audit events for request {request_id[:64]}")
+        return verification(reports)
 
     def health(self) -> dict[str, Any]:
         """Liveness, the mode and which backend serves each port. Anyone may ask."""
         return {"status": "ok", "mode": self.settings.mode, "backends": self.runtime.backend_names}
+
+
+# ---------------------------------------------------------------- reading bodies
+
+
+class ReadDeadline:
+    """ASGI middleware: a request body must arrive within `seconds` of the request head, or the request is
+    answered 408 and its connection closed. uvicorn waits for a stalled body forever; `jitgate serve` bounds
+    the head itself (shared/server.py)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        body_done = False
+
+        async def bounded() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                log.info("%s %s from %s: the body did not arrive within %g s; answered 408 and closed",
+                         scope["method"], scope["path"], _client_of(scope), self.seconds)
+                raise RequestTimedOut(f"the body did not arrive within {self.seconds:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def _client_of(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "an unknown client"
 
 
 # ---------------------------------------------------------------- helpers
@@ -410,13 +485,32 @@ async def _read_at_most(request: Request, size: int) -> bytes:
     return bytes(body[:size])
 
 
+def _require_json(request: Request) -> None:
+    """Refuse (415) a body not declared as UTF-8 JSON: `application/json`, with no charset or charset=utf-8.
+
+    NB. A browser sends text/plain, form encodings or no Content-Type at all cross-site without a CORS preflight;
+    behind cookie-based App Service authentication such a POST would act with the victim's session. Only
+    application/json needs the preflight that a cross-site page cannot pass."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise UnsupportedMediaType("send the body as application/json; this request has no Content-Type")
+    media_type, *parameters = (part.strip() for part in declared.split(";"))
+    if media_type.lower() != "application/json":
+        raise UnsupportedMediaType(f"send the body as application/json, not {media_type[:64]!r}")
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset != "utf-8":
+            raise UnsupportedMediaType(f"JSON is read as UTF-8 only (charset=utf-8 or none), not {charset[:32]!r}")
+
+
 def _revoke_reason(raw: bytes) -> str:
     if not raw.strip():
         return ""
     try:
-        doc: Any = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest([FieldError("body", "not valid JSON")]) from None
+        doc = parse_json(raw, MAX_REVOKE_BODY)
+    except MalformedBody as exc:
+        raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
     if not isinstance(doc, dict) or set(doc) - {"reason"}:
         raise InvalidRequest([FieldError("body", 'expected an object with only an optional "reason"')])
     reason = doc.get("reason", "")
@@ -447,29 +541,12 @@ def _camel(values: dict[str, Any]) -> dict[str, Any]:
     return {to_camel(key): value for key, value in values.items()}
 
 
-def _status_text(record: RequestRecord) -> str:
-    parts = [f"Request {record.request_id} is {record.state.value}"]
-    request = record.request
-    if request is not None:
-        parts.append(f"{request.target.role} at {request.target.scope} for {request.requester.display_name}")
-    decision = record.decision
-    if record.state is RequestState.PENDING_APPROVAL and decision is not None:
-        parts.append(f"approvals {len(record.approvals)} of {decision.required_approvals}")
-    if record.expires_at is not None and record.state is RequestState.ACTIVE:
-        parts.append(f"expires {format_instant(record.expires_at)}")
-    if record.denial:
-        parts.append(f"denied: {record.denial.get('reason', '')}")
-    if record.failure:
-        parts.append(f"reason: {record.failure}")
-    return "; ".join(parts) + "."
-
-
 def _claimed_sender(body: bytes) -> str:
     try:
         sender = parse_activity(body).aad_object_id
     except JitgateError:
         return ""
-    return f" (the unverified body claims sender {sender})" if is_guid(sender) else ""
+    return f" (the unverified body claims sender {sender})" if is_principal_id(sender) else ""
 
 
 def _log_late_outcome(work: asyncio.Future[dict[str, str]]) -> None:
@@ -492,6 +569,9 @@ _STATUS: tuple[tuple[type[JitgateError], int, str], ...] = (
     (InvalidRequest, 422, "invalid"),
     (InvalidActivity, 400, "bad_request"),
     (BodyTooLarge, 413, "too_large"),
+    (MalformedBody, 400, "bad_request"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (RequestTimedOut, 408, "request_timeout"),
     (TransientError, 503, "unavailable"),
     (NotConfigured, 503, "not_configured"),
     (PermanentError, 502, "backend_refused"),
@@ -512,9 +592,18 @@ async def _error_response(request: Request, exc: Exception) -> JSONResponse:
         body["errors"] = [e.as_dict() for e in exc.errors]
     elif isinstance(exc, TransientError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 5)))
+    elif isinstance(exc, RequestTimedOut):
+        headers["Connection"] = "close"  # the rest of a stalled body is never read
     if status >= 500:
         log.warning("%s %s → %d: %s", request.method, request.url.path, status, exc)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # NB. One line, no traceback: a client that hangs up mid-body is an everyday event, not a fault.
+    log.info("%s %s from %s: the client disconnected before its body was complete", request.method,
+             request.url.path, _client_of(request.scope))
+    return Response(status_code=400)  # nobody is left to read it
 
 
 async def _validation_response(request: Request, exc: Exception) -> JSONResponse:

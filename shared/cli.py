@@ -7,18 +7,22 @@ import csv
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_ADMIN = "00000000-0000-4000-8000-0000000000ad"
+HTTP_TIMEOUT = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .settings import SettingsError
+
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -29,6 +33,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"jitgate: {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        problems = "".join(f"\n  {problem}" for problem in exc.problems)
+        print(f"jitgate: invalid settings:{problems}", file=sys.stderr)
+        return 1
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv` (default: the process's arguments). A command with free words takes them wherever they
+    stand, before or after its options, as the README shows: `teams approve ID --as OID looks good`."""
+    args, extra = parser.parse_known_args(argv)
+    words = getattr(args, "free_words", None)
+    if extra and words is not None:
+        split = extra.index("--") if "--" in extra else len(extra)
+        before, literal = extra[:split], extra[split + 1:]
+        options = [word for word in before if word.startswith("-") and word != "-"]
+        if options:
+            parser.error(f"unrecognized arguments: {' '.join(options)}")
+        setattr(args, words, [*getattr(args, words), *before, *literal])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class CliError(Exception):
@@ -58,15 +83,24 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(r)
     r.set_defaults(run=_request)
 
-    t = sub.add_parser("teams", help="send a signed Teams outgoing-webhook command to a running server")
-    t.add_argument("verb", choices=["approve", "deny", "status"])
-    t.add_argument("request_id")
-    t.add_argument("text", nargs="*", help="comment (approve) or reason (deny)")
-    t.add_argument("--as", dest="principal", required=True, help="the approver's Entra object id")
-    t.add_argument("--name", default="Approver")
-    _client_options(t)
-    t.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
-    t.set_defaults(run=_teams)
+    t = sub.add_parser("teams", help="Teams: send a signed outgoing-webhook command, or check the Teams settings")
+    tsub = t.add_subparsers(metavar="ACTION")
+    for verb in ("approve", "deny", "status"):
+        tv = tsub.add_parser(verb, help=f"a signed `{verb}` as Teams would send it")
+        tv.add_argument("request_id")
+        tv.add_argument("text", nargs="*", help="comment (approve) or reason (deny), before or after the options")
+        tv.add_argument("--as", dest="principal", required=True, help="the sender's Entra object id")
+        tv.add_argument("--name", default="Approver")
+        _client_options(tv)
+        tv.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
+        tv.set_defaults(run=_teams, verb=verb, free_words="text")
+    tc = tsub.add_parser("check", help="check the Teams settings: the secret, a signed test message to a running "
+                                       "jitgate (--url), a test card to the Workflows webhook")
+    tc.add_argument("--url", default=None, help="a running jitgate to send a signed test message to")
+    tc.add_argument("--mention", action="append", default=[], metavar="OBJECT_ID",
+                    help="@mention this Entra user on the test card (repeatable)")
+    tc.add_argument("--data-dir", type=Path, default=None, help="where the local webhook secret lives")
+    tc.set_defaults(run=_teams_check)
 
     a = sub.add_parser("audit", help="query and verify the audit trail")
     asub = a.add_subparsers(metavar="ACTION")
@@ -166,20 +200,59 @@ def _settings(args: argparse.Namespace) -> Any:
     return s
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, identity: bool = True) -> Any:
     import httpx
 
-    headers = (
-        {"Authorization": f"Bearer {args.token}"}
-        if args.token
-        else {"X-Jitgate-Dev-Principal": args.caller, "X-Jitgate-Dev-Roles": args.roles}
-    )
-    return httpx.Client(base_url=args.url, headers=headers, timeout=30)
+    headers: dict[str, str] = {}
+    if identity and args.token:
+        headers = {"Authorization": f"Bearer {args.token}"}
+    elif identity:
+        headers = {"X-Jitgate-Dev-Principal": args.caller, "X-Jitgate-Dev-Roles": args.roles}
+    return httpx.Client(base_url=args.url, headers=headers, timeout=HTTP_TIMEOUT)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, *, identity: bool = True, **options: Any) -> Any:
+    """One request to the jitgate at `--url`; a server that cannot be reached is one CliError line, not a
+    traceback."""
+    import httpx
+
+    try:
+        with _client(args, identity) as client:
+            return client.request(method, path, **options)
+    except httpx.TimeoutException:
+        raise CliError(f"jitgate at {args.url} did not answer within {HTTP_TIMEOUT:g} seconds") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        hint = " — is `jitgate serve` running?" if isinstance(exc, httpx.ConnectError) else ""
+        raise CliError(f"cannot reach jitgate at {args.url}: {_cause(exc)}{hint}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """`connection refused` from `[Errno 111] Connection refused` and the like."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc).strip()) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _answer(response: Any, what: str, expected: Collection[int] = (200,), *, identity: bool = True) -> Any:
+    """The JSON document of an answer with an `expected` status; CliError, in one line, for any other answer
+    (401, 403, 5xx, a proxy's page). `identity`: the call was made as the caller the options name."""
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if response.status_code in expected and doc is not None:
+        return doc
+    if isinstance(doc, dict) and isinstance(doc.get("detail"), str):
+        said = doc["detail"]
+    else:
+        said = " ".join(response.text.split())[:200] or "no body"
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    refused = identity and response.status_code in (401, 403)
+    hint = " (call as someone else with --principal-as and --roles locally, --token in Azure)" if refused else ""
+    raise CliError(f"{what}: jitgate answered {status}: {said}{hint}")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import server
     from .api import create_app
     from .domain.errors import PolicyError
     from .runtime import build
@@ -191,6 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
         runtime = build(settings)
     except PolicyError as exc:
         raise CliError(f"policy {settings.policy_path} is invalid:\n{exc}") from None
+    app = create_app(runtime)  # before any thread starts: a bad setting stops the process here
     worker = Worker(
         runtime.lifecycle,
         runtime.bus,
@@ -202,17 +276,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     worker.reconcile()  # a restart after a crash converges before serving
     worker.start(settings.workers)
-    config = uvicorn.Config(
-        create_app(runtime),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level.lower(),
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
     print(f"jitgate serving on http://{args.host}:{args.port} (data in {settings.data_dir})", flush=True)
     try:
-        server.run()
+        server.run(app, settings, args.host, args.port, args.log_level)
     finally:
         worker.stop.set()
     return 0
@@ -225,33 +291,46 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> int:
-    body = args.file.read_bytes()
-    with _client(args) as client:
-        response = client.post(
-            "/api/access-requests", content=body, headers={"Content-Type": "application/json"}
-        )
-    print(json.dumps(response.json(), indent=2))
+    try:
+        body = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    response = _call(args, "POST", "/api/access-requests", content=body,
+                     headers={"Content-Type": "application/json"})
+    # NB. A refused request (409, 422) is an answer about the request: it is printed whole, with its reasons.
+    print(json.dumps(_answer(response, "request", expected=(202, 409, 422)), indent=2))
     return 0 if response.status_code == 202 else 1
 
 
 def _teams(args: argparse.Namespace) -> int:
-    import httpx
-
     from .teams import outgoing_payload, sign
 
     settings = _settings(args)
     text = " ".join([args.verb, args.request_id, *args.text])
     body = outgoing_payload(text, args.principal, args.name)
     signature = sign(settings.resolved_teams_secret(), body)
-    response = httpx.post(
-        f"{args.url}/api/teams/webhook",
-        content=body,
-        timeout=10,
-        headers={"Authorization": signature, "Content-Type": "application/json"},
-    )
-    reply = response.json()
-    print(reply.get("text") or reply)
-    return 0 if response.status_code == 200 else 1
+    response = _call(args, "POST", "/api/teams/webhook", identity=False, content=body,
+                     headers={"Authorization": signature, "Content-Type": "application/json"})
+    reply = _answer(response, "teams", identity=False)
+    print(reply.get("text") if isinstance(reply, dict) and reply.get("text") else reply)
+    return 0
+
+
+def _teams_check(args: argparse.Namespace) -> int:
+    from .adapters.teams.check import check_teams
+    from .domain.ids import is_guid
+
+    wrong = [oid for oid in args.mention if not is_guid(oid.lower())]
+    if wrong:
+        raise CliError(f"--mention takes Entra object ids (GUIDs), not {', '.join(wrong)}")
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    checks = check_teams(settings, args.url, args.mention)
+    for check in checks:
+        print(f"{check.status:<8}{check.name:<9}{check.detail}")
+    return 1 if any(check.status == "failed" for check in checks) else 0
 
 
 def _audit_query(args: argparse.Namespace) -> int:
@@ -268,11 +347,7 @@ def _audit_query(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    with _client(args) as client:
-        response = client.get("/api/audit/events", params=params)
-    if response.status_code != 200:
-        raise CliError(f"audit query failed ({response.status_code}): {response.text}")
-    page = response.json()
+    page = _answer(_call(args, "GET", "/api/audit/events", params=params), "audit query")
     events = page["events"]
     if args.json:
         print(json.dumps(page, indent=2))
@@ -324,39 +399,42 @@ def _event_summary(data: dict[str, Any]) -> str:
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         from .adapters.embedded.store import SqliteStore
-        from .domain.audit import verify_chain_documents
+        from .domain.audit import verification
 
         path = args.data_dir / "store.db"
         if not path.exists():
             raise CliError(f"no store at {path}")
-        store = SqliteStore(path)
-        if args.request_id:
-            reports = [verify_chain_documents(args.request_id, store.chain_documents(args.request_id))]
-        else:
-            reports = list(store.verify_chains(processes=os.cpu_count() or 1))
-        result: dict[str, Any] = {
-            "ok": all(r.ok for r in reports),
-            "chains": len(reports),
-            "events": sum(r.events for r in reports),
-            "broken": [r.as_dict() for r in reports if not r.ok],
-        }
+        with SqliteStore(path) as store:
+            if args.request_id:
+                result = verification([store.verify_chain(args.request_id.lower())])
+            else:
+                result = verification(store.verify_chains(processes=os.cpu_count() or 1))
     else:
-        with _client(args) as client:
-            response = client.get(
-                "/api/audit/verify", params={"requestId": args.request_id} if args.request_id else {}
-            )
-        if response.status_code != 200:
-            raise CliError(f"audit verify failed ({response.status_code}): {response.text}")
-        result = response.json()
+        params = {"requestId": args.request_id} if args.request_id else {}
+        result = _answer(_call(args, "GET", "/api/audit/verify", params=params), "audit verify")
+    print(verification_in_words(result))
+    return 0 if result["ok"] else 1
+
+
+def verification_in_words(result: dict[str, Any]) -> str:
+    """The lines `jitgate audit verify` prints for a verification (`domain.audit.verification`)."""
+    lines = [
+        f"audit verify: BROKEN — request {broken['requestId']} at seq {broken['brokenSeq']} "
+        f"(event {broken['brokenEventId']}): {broken['reason']}"
+        for broken in result["broken"]
+    ]
+    unanchored = result.get("unanchored", 0)
     if result["ok"]:
-        print(f"audit verify: OK — {result['chains']} chains, {result['events']} events, every link intact")
-        return 0
-    for broken in result["broken"]:
-        print(
-            f"audit verify: BROKEN — request {broken['requestId']} at seq {broken['brokenSeq']}: "
-            f"{broken['reason']}"
-        )
-    return 1
+        ends = "" if unanchored else ", every chain ending where its request record says"
+        counts = f"{result['chains']} chains, {result['events']} events"
+        lines.append(f"audit verify: OK — {counts}, every link intact{ends}")
+    if unanchored:
+        ids = result.get("unanchoredRequestIds", [])
+        more = f" and {unanchored - len(ids)} more" if unanchored > len(ids) else ""
+        what = "chain without a request record, so its end is" if unanchored == 1 else (
+            "chains without a request record, so their ends are")
+        lines.append(f"audit verify: {unanchored} {what} not checked: {', '.join(ids)}{more}")
+    return "\n".join(lines)
 
 
 def _policy_check(args: argparse.Namespace) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .domain.audit import Actor
 from .domain.errors import AuthError
-from .domain.ids import is_guid
+from .domain.ids import is_guid, principal_id_problem
+from .domain.json_body import MalformedBody, parse_json
 from .settings import Settings
 
 AUDITOR = "Jit.Auditor"
@@ -91,8 +91,9 @@ def _dev_caller(principal: str | None, roles: str | None) -> Caller:
     if principal is None:
         raise AuthError(f"{DEV_ROLES_HEADER} without {DEV_PRINCIPAL_HEADER}: say who you are", status=401)
     principal_id = principal.strip().lower()
-    if not is_guid(principal_id):
-        raise AuthError(f"{DEV_PRINCIPAL_HEADER} must be an Entra object id (GUID)", status=401)
+    problem = principal_id_problem(principal_id)
+    if problem:
+        raise AuthError(f"{DEV_PRINCIPAL_HEADER} {problem}", status=401)
     granted = frozenset(r.strip() for r in (roles or "").split(",") if r.strip())
     return Caller(principal_id=principal_id, roles=granted, kind="user", name=principal_id)
 
@@ -103,6 +104,9 @@ def _client_principal_caller(header: str) -> Caller:
     if not is_guid(object_id):
         raise AuthError(f"{CLIENT_PRINCIPAL_HEADER} carries no object id (oid) claim; "
                         "is the token issued by Microsoft Entra ID?", status=401)
+    problem = principal_id_problem(object_id)
+    if problem:
+        raise AuthError(f"the object id (oid) claim in {CLIENT_PRINCIPAL_HEADER} {problem}", status=401)
     role_types = {*ROLE_CLAIMS, role_type} - {""}
     roles = frozenset(value for c in role_types for value in claims.get(c, []))
     name_types = [name_type, *NAME_CLAIMS] if name_type else list(NAME_CLAIMS)
@@ -122,8 +126,9 @@ def _claims(header: str) -> tuple[dict[str, list[str]], str, str]:
         raise malformed
     try:
         text = header.strip()
-        document: Any = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
-    except (binascii.Error, ValueError):
+        document: Any = parse_json(base64.b64decode(text + "=" * (-len(text) % 4), validate=True),
+                                   _MAX_CLIENT_PRINCIPAL)
+    except (binascii.Error, ValueError, MalformedBody):
         raise malformed from None
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise malformed

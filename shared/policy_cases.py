@@ -10,27 +10,42 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final
 
 import yaml
+from annotated_types import MinLen
+from pydantic import Field, PlainValidator, ValidationInfo
 
 from .adapters.embedded.policy_directory import PolicyDirectory
 from .clock import SystemClock
 from .domain.decision import Decision, Outcome
 from .domain.errors import InvalidRequest, PolicyError
 from .domain.ids import JITGATE_NAMESPACE
-from .domain.policy import Policy, YamlReader, line_of
+from .domain.policy import Policy
+from .domain.policy.yaml_source import (
+    Findings,
+    Loc,
+    Refusal,
+    Shape,
+    Wording,
+    YamlScalar,
+    YamlSource,
+    flag,
+    keys_of,
+    outcome,
+    text,
+    validate,
+    whole_number,
+)
 from .domain.request import AccessRequest, parse_access_request
 
 DEFAULT_PRINCIPAL_ID = "00000000-0000-4000-8000-000000000000"
 DEFAULT_DURATION = "PT1H"
 DEFAULT_JUSTIFICATION = "policy test"
 
-_FILE_KEYS = ("policy", "now", "cases")
-_CASE_KEYS = ("name", "request", "groups", "now", "expect")
-_EXPECT_KEYS = ("outcome", "rule", "breakGlass", "requiredApprovals", "reasonContains")
+_EXAMPLE_TIME = "2026-11-26T10:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -137,96 +152,185 @@ def run_cases(path: str | Path, now: datetime | None = None) -> CaseReport:
 def load_cases(path: str | Path) -> tuple[Policy, datetime | None, list[PolicyCase]]:
     """The policy a case file names, the file's `now`, and its cases; PolicyError lists every problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        content = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([f"{path}: cannot read the case file: {exc}"]) from None
-    reader = YamlReader(str(path))
-    root = reader.compose(text)
-    if root is None:
-        reader.raise_if_errors()
-    assert root is not None
-    top = reader.mapping(root, "the case file", _FILE_KEYS, required=("policy", "cases"))
-    if top is None:
-        reader.raise_if_errors()
-    assert top is not None
+    document = YamlSource(content, str(path))
+    wording = _CaseWording(document)
+    findings = Findings(str(path))
+    data = document.data if isinstance(document.data, dict) else {}
+    policy = _load_policy(document, data.get("policy"), Path(path).parent, findings)
+    context = {"groups": policy.groups if policy is not None else None}
+    shape = validate(_CaseFile, wording, findings, context)
+    requests: dict[int, AccessRequest] = {}
+    if isinstance(data.get("cases"), list):
+        requests = _case_requests(data["cases"], wording, findings)
+    findings.raise_if_any()
+    assert shape is not None and policy is not None
+    cases = [
+        PolicyCase(
+            case.name,
+            document.line(("cases", i)),
+            requests[i],
+            frozenset(case.groups) if case.groups is not None else None,
+            case.now,
+            Expectation(
+                case.expect.outcome,
+                "rule" in case.expect.model_fields_set,
+                case.expect.rule,
+                case.expect.break_glass,
+                case.expect.required_approvals,
+                case.expect.reason_contains,
+            ),
+        )
+        for i, case in enumerate(shape.cases)
+    ]
+    return policy, shape.now, cases
 
-    policy: Policy | None = None
-    if "policy" in top:
-        policy = _load_policy(reader, top["policy"], Path(path).parent)
-    file_now = reader.timestamp(top["now"], "now") if "now" in top else None
 
-    cases: list[PolicyCase] = []
-    cases_node = top.get("cases")
-    if cases_node is not None and not isinstance(cases_node, yaml.SequenceNode):
-        reader.error(cases_node, "cases must be a list")
-    elif cases_node is not None:
-        if not cases_node.value:
-            reader.error(cases_node, "cases is empty")
-        first_line: dict[str, int] = {}
-        for position, node in enumerate(cases_node.value, start=1):
-            case = _load_case(reader, node, position, policy, first_line)
-            if case is not None:
-                cases.append(case)
-    reader.raise_if_errors()
-    assert policy is not None
-    return policy, file_now, cases
-
-
-def _load_policy(reader: YamlReader, node: yaml.Node, base: Path) -> Policy | None:
-    ref = reader.string(node, "policy")
-    if ref is None:
-        return None
+def _load_policy(document: YamlSource, ref: object, base: Path, findings: Findings) -> Policy | None:
+    if not isinstance(ref, str) or not ref.strip():
+        return None  # the shape says why
     policy_path = base / ref
     if not policy_path.is_file():
-        reader.error(node, f"policy file '{policy_path}' does not exist")
+        findings.add(document.line(("policy",)), f"policy file '{policy_path}' does not exist")
         return None
     try:
         return Policy.load(policy_path)
     except PolicyError as exc:
-        reader.errors.extend(exc.errors)
+        findings.extend_from_other_file(exc.errors)
         return None
 
 
-def _load_case(
-    reader: YamlReader, node: yaml.Node, position: int, policy: Policy | None, first_line: dict[str, int]
-) -> PolicyCase | None:
-    errors_before = len(reader.errors)
-    name: str | None = None
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == "name":
-                name = reader.string(value, f"the name of case #{position}")
-                break
-    where = f"case '{name}'" if name is not None else f"case #{position}"
-    if name is not None:
-        if name in first_line:
-            reader.error(node, f"duplicate case name '{name}' (first on line {first_line[name]})")
+# ---------------------------------------------------------------- the case file's shape
+
+
+def _timestamp(value: object) -> datetime:
+    """An ISO 8601 date-time with a time zone, in UTC."""
+    if isinstance(value, YamlScalar) and not value.is_null:
+        value = value.text  # an unquoted date-time is a YAML timestamp: read it as written
+    if not isinstance(value, str):
+        raise Refusal("{what} must be a date-time such as " + _EXAMPLE_TIME)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Refusal("{what} {text!r} is not a date-time such as " + _EXAMPLE_TIME, text=value) from None
+    if moment.tzinfo is None:
+        raise Refusal("{what} {text!r} must carry a time zone, e.g. " + _EXAMPLE_TIME, text=value)
+    return moment.astimezone(UTC)
+
+
+def _group(value: object, info: ValidationInfo) -> str:
+    name = text(value)
+    groups = info.context["groups"] if info.context else None
+    if groups is not None and name not in groups:
+        known = ", ".join(sorted(groups)) or "none defined"
+        raise Refusal("unknown group '{value}' in {where} (the policy's groups: {known})", known=known)
+    return name
+
+
+def _rule_or_none(value: object) -> str | None:
+    """`rule: null` expects that no rule matched."""
+    return None if isinstance(value, YamlScalar) and value.is_null else text(value)
+
+
+Timestamp = Annotated[datetime, PlainValidator(_timestamp)]
+
+
+class _Expect(Shape):
+    outcome: Annotated[Outcome, PlainValidator(outcome)]
+    rule: Annotated[str | None, PlainValidator(_rule_or_none)] = None
+    break_glass: Annotated[bool, PlainValidator(flag)] | None = Field(None, alias="breakGlass")
+    required_approvals: Annotated[int, PlainValidator(whole_number())] | None = Field(None, alias="requiredApprovals")
+    reason_contains: Annotated[str, PlainValidator(text)] | None = Field(None, alias="reasonContains")
+
+
+class _Case(Shape):
+    name: Annotated[str, PlainValidator(text)]
+    request: dict[str, Any]
+    groups: list[Annotated[str, PlainValidator(_group)]] | None = None
+    now: Timestamp | None = None
+    expect: _Expect
+
+
+class _CaseFile(Shape):
+    policy: Annotated[str, PlainValidator(text)]
+    now: Timestamp | None = None
+    cases: Annotated[list[_Case], MinLen(1)]
+
+
+_LABELS: Final[dict[Loc, str]] = {
+    (): "the case file",
+    ("cases", "#"): "{where}",
+    ("cases", "#", "name"): "the name of case #{position}",
+    ("cases", "#", "groups", "#"): "a group of {where}",
+    ("cases", "#", "expect", "rule"): "expected rule of {where}",
+}
+
+
+class _CaseWording(Wording):
+    mappings = {(): keys_of(_CaseFile), ("cases", "#"): keys_of(_Case), ("cases", "#", "expect"): keys_of(_Expect)}
+    templates = {
+        (("cases",), "too_short"): "cases is empty",
+        (("cases", "#", "groups"), "list_type"): "groups of {where} must be a list of group names",
+    }
+
+    def label(self, loc: Loc) -> str:
+        shape = self.shape(loc)
+        template = _LABELS.get(shape)
+        if template is None and len(shape) > 2 and shape[0] == "cases":
+            template = f"{shape[-1]} of {{where}}"
+        return (template or str(loc[-1])).format(**self.fields(loc))
+
+    def fields(self, loc: Loc) -> dict[str, object]:
+        if len(loc) > 1 and loc[0] == "cases" and isinstance(loc[1], int):
+            return {"where": self.case_label(loc[1]), "position": loc[1] + 1}
+        return {}
+
+    def case_label(self, index: int) -> str:
+        case = self.source.data["cases"][index]
+        name = case.get("name") if isinstance(case, dict) else None
+        return f"case '{name}'" if isinstance(name, str) and name.strip() else f"case #{index + 1}"
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _case_requests(raw_cases: list[Any], wording: _CaseWording, findings: Findings) -> dict[int, AccessRequest]:
+    """Each case's request (by position), filled and validated; duplicate case names."""
+    document = wording.source
+    requests = {}
+    first_line: dict[str, int] = {}
+    for index, raw in enumerate(raw_cases):
+        if not isinstance(raw, dict):
+            continue
+        at = ("cases", index)
+        where = wording.case_label(index)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            name = None
+        elif name in first_line:
+            findings.add(document.line(at), f"duplicate case name '{name}' (first on line {first_line[name]})")
         else:
-            first_line[name] = line_of(node)
-    fields = reader.mapping(node, where, _CASE_KEYS, required=("name", "request", "expect"))
-    if fields is None:
-        return None
-
-    request = None
-    if "request" in fields:
-        request = _load_request(reader, fields["request"], where, name or str(position))
-    groups: frozenset[str] | None = None
-    if "groups" in fields:
-        groups = _load_groups(reader, fields["groups"], where, policy)
-    now = reader.timestamp(fields["now"], f"now of {where}") if "now" in fields else None
-    expect = _load_expectation(reader, fields["expect"], where) if "expect" in fields else None
-
-    if len(reader.errors) > errors_before or name is None or request is None or expect is None:
-        return None
-    return PolicyCase(name, line_of(node), request, groups, now, expect)
+            first_line[name] = document.line(at)
+        if isinstance(raw.get("request"), dict):
+            request = _load_request(document, (*at, "request"), where, name or str(index + 1), findings)
+            if request is not None:
+                requests[index] = request
+    return requests
 
 
-def _load_request(reader: YamlReader, node: yaml.Node, where: str, name: str) -> AccessRequest | None:
+def _load_request(
+    document: YamlSource, at: Loc, where: str, name: str, findings: Findings
+) -> AccessRequest | None:
     """A partial request filled with valid defaults, then validated exactly like one from the bus."""
-    if not isinstance(node, yaml.MappingNode):
-        reader.error(node, f"request of {where} must be a mapping")
+    try:
+        given: dict[str, Any] = document.plain(at)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else document.line(at)
+        findings.add(line, f"request of {where} cannot be read: {getattr(exc, 'problem', None) or exc}")
         return None
-    given: dict[str, Any] = reader.plain(node)
     body: dict[str, Any] = {
         "schemaVersion": 1,
         "requestId": str(uuid.uuid5(JITGATE_NAMESPACE, f"policy-case:{name}")),
@@ -238,69 +342,12 @@ def _load_request(reader: YamlReader, node: yaml.Node, where: str, name: str) ->
     if isinstance(requester, dict):
         body["requester"] = {"principalId": DEFAULT_PRINCIPAL_ID, "displayName": "Policy test", **requester}
     if "target" not in given:
-        reader.error(node, f"request of {where} is missing 'target' (provider, scope, role)")
+        findings.add(document.line(at), f"request of {where} is missing 'target' (provider, scope, role)")
         return None
     try:
         return parse_access_request(json.dumps(body, default=str))
     except InvalidRequest as exc:
         for error in exc.errors:
-            reader.error(_node_at(node, error.loc), f"request of {where}: {error.loc}: {error.msg}")
+            line = document.line((*at, *error.loc.split(".")))
+            findings.add(line, f"request of {where}: {error.loc}: {error.msg}")
         return None
-
-
-def _node_at(node: yaml.Node, loc: str) -> yaml.Node:
-    """The deepest node along a dotted path such as `target.scope` (for the error's line number)."""
-    for part in loc.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            break
-        found = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-        if found is None:
-            break
-        node = found
-    return node
-
-
-def _load_groups(
-    reader: YamlReader, node: yaml.Node, where: str, policy: Policy | None
-) -> frozenset[str] | None:
-    if not isinstance(node, yaml.SequenceNode):
-        reader.error(node, f"groups of {where} must be a list of group names")
-        return None
-    names = set()
-    for item in node.value:
-        name = reader.string(item, f"a group of {where}")
-        if name is None:
-            continue
-        if policy is not None and name not in policy.groups:
-            known = ", ".join(sorted(policy.groups)) or "none defined"
-            reader.error(item, f"unknown group '{name}' in {where} (the policy's groups: {known})")
-            continue
-        names.add(name)
-    return frozenset(names)
-
-
-def _load_expectation(reader: YamlReader, node: yaml.Node, where: str) -> Expectation | None:
-    errors_before = len(reader.errors)
-    fields = reader.mapping(node, f"expect of {where}", _EXPECT_KEYS, required=("outcome",))
-    if fields is None:
-        return None
-    outcome = reader.outcome(fields["outcome"], f"outcome of {where}") if "outcome" in fields else None
-    check_rule = "rule" in fields
-    rule: str | None = None
-    if check_rule:
-        rule_node = fields["rule"]
-        # `rule: null` expects that no rule matched.
-        if not reader.is_null(rule_node):
-            rule = reader.string(rule_node, f"expected rule of {where}")
-    break_glass = None
-    if "breakGlass" in fields:
-        break_glass = reader.boolean(fields["breakGlass"], f"breakGlass of {where}")
-    approvals = None
-    if "requiredApprovals" in fields:
-        approvals = reader.integer(fields["requiredApprovals"], f"requiredApprovals of {where}")
-    contains = None
-    if "reasonContains" in fields:
-        contains = reader.string(fields["reasonContains"], f"reasonContains of {where}")
-    if len(reader.errors) > errors_before or outcome is None:
-        return None
-    return Expectation(outcome, check_rule, rule, break_glass, approvals, contains)

@@ -204,8 +204,9 @@ class GrantProvider(Protocol):
         principal_type: str = "User",
         expires_at: datetime | None = None,
     ) -> Assignment:
-        """Create under `name`. Same name again: returns the existing one (no-op).
-        The same key under another name: raises AssignmentExists. `expires_at` lets providers that
+        """Create under `name`. Same name again for the same grant: returns it, its description updated
+        (as an ARM PUT does). The same key under another name: raises AssignmentExists. A principal type
+        other than the principal's own: PermanentError (UnmatchedPrincipalType). `expires_at` lets providers that
         can expire grants themselves (PIM, IAM conditions) do so as a second line of defence."""
 
     def delete_assignment(self, scope: str, name: str) -> None:
@@ -219,15 +220,41 @@ class GrantProvider(Protocol):
 
 
 @dataclass(frozen=True)
-class Notice:
-    """Something people should hear about. Adapters render it (Adaptive Card, console line)."""
+class Person:
+    """Someone in the directory: an Entra object id and, when the directory knows it, a display name."""
 
-    kind: str  # approval_requested break_glass approved denied granted revoked expired failed revoke_failed
+    principal_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class Members:
+    """The first members of a group (`people`, at most the limit asked for) and how many it has in all."""
+
+    people: tuple[Person, ...]
+    total: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something people should hear about. Adapters render it (Adaptive Card, console line).
+
+    The lifecycle fills in what happened; `notices.AddressedNotifier` adds who must hear it (`mentions`, and
+    how many members of each audience group were left out), how to answer (`answer_to`, the outgoing
+    webhook's name) and where to read more (`link`)."""
+
+    # approval_requested break_glass approved denied granted revoked withdrawn expired failed revoke_failed test
+    kind: str
     request_id: str
     title: str
     facts: dict[str, str] = field(default_factory=dict)
     reply_hints: list[str] = field(default_factory=list)
     audience: list[str] = field(default_factory=list)  # approver groups, when relevant
+    requester: str = ""  # the requester's principal id: never @mentioned, they cannot approve their own request
+    mentions: list[Person] = field(default_factory=list)
+    unmentioned: dict[str, int] = field(default_factory=dict)  # audience group -> members not @mentioned
+    answer_to: str = ""
+    link: str = ""
 
 
 class Notifier(Protocol):
@@ -240,6 +267,10 @@ class Directory(Protocol):
     """Group membership of principals (policy file locally, Microsoft Graph in Azure)."""
 
     def groups_of(self, principal_id: str) -> frozenset[str]: ...
+
+    def members_of(self, group: str, limit: int) -> Members:
+        """The users in a policy group, nested groups included: the first `limit` and the total. Raises
+        PermanentError for a group the directory does not know, TransientError when it cannot answer now."""
 
 
 class ActivityReader(Protocol):

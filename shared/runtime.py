@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from .clock import SystemClock
 from .lifecycle import Backends, Lifecycle
-from .ports import AuditStore, Bus, QueueSettings, RequestStore
-from .settings import Settings
+from .notices import AddressedNotifier
+from .ports import AuditStore, Bus, Directory, Notifier, QueueSettings, RequestStore
+from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -48,7 +49,7 @@ def build(settings: Settings) -> Runtime:
         return build_local(settings)
     if settings.mode == "azure":
         return build_azure(settings)
-    raise NotImplementedError(f"mode {settings.mode!r} is not wired in this build; use local or azure")
+    raise SettingsError([f"JITGATE_MODE={settings.mode} is not wired in this build; use local or azure"])
 
 
 def build_local(settings: Settings) -> Runtime:
@@ -70,6 +71,7 @@ def build_local(settings: Settings) -> Runtime:
     bus = SqliteBus(data / "bus.db", clock, {settings.requests_queue: queue, settings.lifecycle_queue: queue})
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
+    directory = PolicyDirectory(policy)
     backends = Backends(
         stale_after=settings.stale_after,
         requests=store,
@@ -77,8 +79,8 @@ def build_local(settings: Settings) -> Runtime:
         audit=store,
         bus=bus,
         providers={"local": rbac},
-        notifier=OutboxNotifier(data / "outbox.jsonl"),
-        directory=PolicyDirectory(policy),
+        notifier=addressed(OutboxNotifier(data / "outbox.jsonl"), directory, settings),
+        directory=directory,
         clock=clock,
         policy=policy,
         requests_queue=settings.requests_queue,
@@ -99,7 +101,7 @@ def build_azure(settings: Settings) -> Runtime:
     client authenticated as the managed identity. Nothing connects here: each client is made on first use."""
     missing = settings.missing_azure_settings()
     if missing:
-        raise ValueError(f"JITGATE_MODE=azure needs the app settings {', '.join(missing)}")
+        raise SettingsError([f"JITGATE_MODE=azure needs these settings, which are missing: {', '.join(missing)}"])
     from .adapters.azure.arm import arm_token_provider
     from .adapters.azure.blob_archive import BlobAuditArchive
     from .adapters.azure.cosmos import CosmosStore
@@ -116,7 +118,8 @@ def build_azure(settings: Settings) -> Runtime:
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
     unknown = [name for name in settings.providers if name not in known]
     if unknown:
-        raise ValueError(f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: {', '.join(known)}")
+        raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: "
+                             f"{', '.join(known)}"])
     providers: dict[str, GrantProvider] = {
         name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers
     }
@@ -128,6 +131,7 @@ def build_azure(settings: Settings) -> Runtime:
     activity = (
         AzureActivity(settings.activity_workspace_id, credential) if settings.activity_workspace_id else None
     )
+    directory = GraphDirectory(graph_token_provider(credential), settings.group_object_ids)
     backends = Backends(
         stale_after=settings.stale_after,
         requests=store,
@@ -135,8 +139,8 @@ def build_azure(settings: Settings) -> Runtime:
         audit=store,
         bus=bus,
         providers=providers,
-        notifier=TeamsNotifier(lambda: settings.teams_webhook_url),
-        directory=GraphDirectory(graph_token_provider(credential), settings.group_object_ids),
+        notifier=addressed(TeamsNotifier(lambda: settings.teams_webhook_url), directory, settings),
+        directory=directory,
         clock=SystemClock(),
         policy=policy,
         activity=activity,
@@ -157,6 +161,13 @@ def build_azure(settings: Settings) -> Runtime:
         archive = partial(archiver.archive_closed, store)
     names["archive"] = "blob" if archive is not None else "none"
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
+
+
+def addressed(notifier: Notifier, directory: Directory, settings: Settings) -> Notifier:
+    """Notices that @mention the approvers, name the outgoing webhook to answer and link the portal page."""
+    return AddressedNotifier(
+        notifier, directory, answer_to=settings.teams_webhook_name, portal_url=settings.portal_url
+    )
 
 
 def azure_credential(settings: Settings) -> TokenCredential:

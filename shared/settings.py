@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import base64
+import math
 import os
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 Mode = Literal["local", "azure", "gcp"]
+_T = TypeVar("_T")
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
+
+
+class SettingsError(ValueError):
+    """Settings the process cannot start with. The message names each setting and what is wrong with it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,8 @@ class Settings:
     lock_duration: timedelta = timedelta(seconds=30)
     max_delivery_count: int = 10
     poll_interval: float = 0.05
+    # NB. uvicorn waits for a stalled request forever; a client gets this long for the head and again for the body.
+    request_read_timeout: timedelta = timedelta(seconds=10)
     workers: int = 2
     public_url: str = ""
     seed_file: Path | None = None
@@ -45,6 +60,10 @@ class Settings:
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
+    # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
+    # and the portal (Backstage) base URL each card links the request's page under.
+    teams_webhook_name: str = "jitgate"
+    portal_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -53,24 +72,30 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = dict(os.environ if env is None else env)
+        """The settings in `env` (default: the process environment); SettingsError names every bad one."""
+        read = _Reader(dict(os.environ if env is None else env))
+        e = read.env
         mode = e.get("JITGATE_MODE", "local")
         if mode not in ("local", "azure", "gcp"):
-            raise ValueError(f"JITGATE_MODE must be local, azure or gcp, not {mode!r}")
+            read.problems.append(f"JITGATE_MODE must be local, azure or gcp, not {mode!r}")
+            mode = "local"
         base = cls(mode=mode)  # type: ignore[arg-type]
         seed = e.get("JITGATE_SEED_FILE")
-        return replace(
+        settings = replace(
             base,
             data_dir=Path(e.get("JITGATE_DATA_DIR", str(base.data_dir))),
             policy_path=Path(e.get("JITGATE_POLICY", str(base.policy_path))),
             requests_queue=e.get("JITGATE_REQUESTS_QUEUE", base.requests_queue),
             lifecycle_queue=e.get("JITGATE_LIFECYCLE_QUEUE", base.lifecycle_queue),
+            # NB. Decoded where it is used (resolved_teams_secret): the API does so at start and refuses a bad
+            # one; `jitgate teams check` reports it among its checks.
             teams_secret=e.get("JITGATE_TEAMS_SECRET", ""),
-            reconcile_interval=timedelta(seconds=float(e.get("JITGATE_RECONCILE_SECONDS", "60"))),
-            stale_after=timedelta(seconds=float(e.get("JITGATE_STALE_SECONDS", "60"))),
-            lock_duration=timedelta(seconds=float(e.get("JITGATE_LOCK_SECONDS", "30"))),
-            max_delivery_count=int(e.get("JITGATE_MAX_DELIVERIES", "10")),
-            workers=int(e.get("JITGATE_WORKERS", "2")),
+            reconcile_interval=read.seconds("JITGATE_RECONCILE_SECONDS", base.reconcile_interval),
+            stale_after=read.seconds("JITGATE_STALE_SECONDS", base.stale_after),
+            lock_duration=read.seconds("JITGATE_LOCK_SECONDS", base.lock_duration),
+            request_read_timeout=read.seconds("JITGATE_REQUEST_READ_SECONDS", base.request_read_timeout),
+            max_delivery_count=read.count("JITGATE_MAX_DELIVERIES", base.max_delivery_count, minimum=1),
+            workers=read.count("JITGATE_WORKERS", base.workers, minimum=0),
             public_url=e.get("JITGATE_PUBLIC_URL", ""),
             seed_file=Path(seed) if seed else None,
             # NB. The same setting the Service Bus trigger binding reads (connection "ServiceBusConnection"),
@@ -85,8 +110,13 @@ class Settings:
             archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
-            group_object_ids=_pairs("JITGATE_GROUP_OBJECT_IDS", e.get("JITGATE_GROUP_OBJECT_IDS", "")),
+            group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
+            teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
+            portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
         )
+        if read.problems:
+            raise SettingsError(read.problems)
+        return settings
 
     def missing_azure_settings(self) -> list[str]:
         """The app settings Azure mode cannot start without, by their environment names."""
@@ -100,24 +130,96 @@ class Settings:
         }
         return [name for name, value in required.items() if not value]
 
+    @property
+    def has_teams_secret(self) -> bool:
+        """Whether the Teams webhook can verify calls: a secret is set, or one is kept locally."""
+        return bool(self.teams_secret) or self.local
+
     def resolved_teams_secret(self) -> bytes:
         """The outgoing-webhook HMAC key. Locally one is generated once and kept in the data dir, so the
-        CLI (`jitgate teams approve`) and the server agree; elsewhere it must be configured."""
+        CLI (`jitgate teams approve`) and the server agree; elsewhere it must be configured.
+        SettingsError when it is missing or not valid base64."""
         if self.teams_secret:
-            return base64.b64decode(self.teams_secret)
+            return decode_teams_secret("JITGATE_TEAMS_SECRET", self.teams_secret)
         if not self.local:
-            raise ValueError("JITGATE_TEAMS_SECRET is required outside local mode")
+            raise SettingsError(["JITGATE_TEAMS_SECRET is required outside local mode"])
         path = self.data_dir / "teams-secret"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
             path.chmod(0o600)
-        return base64.b64decode(path.read_text().strip())
+        return decode_teams_secret(str(path), path.read_text())
+
+
+def decode_teams_secret(name: str, text: str) -> bytes:
+    """The HMAC key in the security token Teams shows (`teams.decode_secret`); SettingsError naming `name`."""
+    from .teams import decode_secret
+
+    try:
+        return decode_secret(text)
+    except ValueError as exc:
+        token = text.strip()
+        unpadded = re.fullmatch(r"[A-Za-z0-9+/]+", token) is not None and len(token) % 4 != 0
+        hint = " (is the '=' padding at its end missing?)" if unpadded else ""
+        raise SettingsError([f"{name}: {exc}{hint}"]) from None
+
+
+class _Reader:
+    """Reads settings from an environment, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def seconds(self, name: str, default: timedelta) -> timedelta:
+        text = self.env.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            self.problems.append(f"{name} must be a positive number of seconds, not {text[:40]!r}")
+            return default
+        return timedelta(seconds=value)
+
+    def count(self, name: str, default: int, minimum: int) -> int:
+        text = self.env.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            self.problems.append(f"{name} must be a whole number of at least {minimum}, not {text[:40]!r}")
+            return default
+        return value
+
+    def checked(self, name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+        """`parse(name, value)`; its ValueError is a problem, and `default` stands in meanwhile."""
+        try:
+            return parse(name, self.env.get(name, ""))
+        except ValueError as exc:
+            self.problems.append(str(exc))
+            return default
 
 
 def _listed(text: str) -> tuple[str, ...]:
     """A comma-separated setting."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _base_url(name: str, text: str) -> str:
+    """An http(s) base URL without a trailing slash; '' when unset."""
+    url = text.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
+    return url
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ import json
 import re
 import secrets
 import threading
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,11 +26,16 @@ from typing import Any, Literal
 
 from .domain.errors import AuthError, JitgateError
 from .domain.ids import is_guid
+from .domain.json_body import MalformedBody, parse_json
+from .domain.lifecycle import RequestRecord
 from .ports import Clock
+from .text import quoted, reason_in_words, state_in_words
 
 MAX_SKEW = timedelta(minutes=5)
 MAX_COMMENT = 1000
+MAX_ACTIVITY_BYTES = 64 * 1024
 BOT_NAME = "jitgate"
+MIN_SECRET_BYTES = 16
 
 USAGE = (
     "Commands: `approve <request id> [comment]`, `deny <request id> <reason>`, `status <request id>`, `help`."
@@ -39,6 +45,8 @@ _SIGNATURE_BYTES = hashlib.sha256().digest_size
 _MENTION = re.compile(r"<at\b[^>]*>.*?</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
+# The placeholders of the card's reply lines (`approve <id> [comment]`, `deny <id> <reason>`), copied as shown.
+_PLACEHOLDER = re.compile(r"(?:\[\s*(?:comment|reason)\s*\]|<\s*(?:comment|reason)\s*>)", re.IGNORECASE)
 
 Verb = Literal["approve", "deny", "status", "help"]
 
@@ -50,6 +58,22 @@ def sign(secret: bytes, body: bytes) -> str:
     """The `Authorization` header value Teams sends with `body`."""
     digest = hmac.new(secret, body, hashlib.sha256).digest()
     return "HMAC " + base64.b64encode(digest).decode()
+
+
+def decode_secret(text: str) -> bytes:
+    """The HMAC key from the security token Teams shows (base64). ValueError says what is wrong with it."""
+    token = text.strip()
+    if not token:
+        raise ValueError("the secret is empty")
+    try:
+        key = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not valid base64: paste the security token exactly as Teams showed it"
+                         ) from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"the secret decodes to {len(key)} bytes, fewer than {MIN_SECRET_BYTES}: it cannot be "
+                         "the security token Teams showed")
+    return key
 
 
 def verify_signature(secret: bytes, body: bytes, authorization: str | None) -> None:
@@ -93,9 +117,9 @@ class Activity:
 def parse_activity(body: bytes) -> Activity:
     """A signed body → its activity. Raises InvalidActivity when it is not a Teams message activity."""
     try:
-        doc: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidActivity("the body is not JSON") from None
+        doc: Any = parse_json(body, MAX_ACTIVITY_BYTES)
+    except MalformedBody as exc:
+        raise InvalidActivity(f"the body is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("type") != "message":
         raise InvalidActivity("the body is not a Teams message activity")
     sender = doc.get("from")
@@ -195,10 +219,13 @@ class InvalidCommand(JitgateError):
 
 
 def clean_text(text: str) -> str:
-    """The words of a Teams message: mentions, HTML tags, entities and non-breaking spaces removed."""
+    """The words of a Teams message: mentions, HTML tags, entities, non-breaking spaces and invisible format
+    characters (zero-width spaces and joiners, byte-order marks, bidirectional marks: Unicode category Cf)
+    removed."""
     without_mentions = _MENTION.sub(" ", text)
     plain = html.unescape(_TAG.sub(" ", without_mentions))
-    return _SPACE.sub(" ", plain.replace("\u00a0", " ")).strip()
+    visible = "".join(ch for ch in plain if unicodedata.category(ch) != "Cf")
+    return _SPACE.sub(" ", visible.replace("\u00a0", " ")).strip()
 
 
 def parse_command(text: str) -> TeamsCommand:
@@ -206,7 +233,7 @@ def parse_command(text: str) -> TeamsCommand:
     words = clean_text(text).split(" ", 2)
     verb = _VERBS.get(words[0].lower())
     if verb is None:
-        raise InvalidCommand(f"I do not know {words[0][:40]!r}. {USAGE}")
+        raise InvalidCommand(f"I do not know {quoted(words[0], 40)}. {USAGE}")
     if verb == "help":
         return TeamsCommand("help")
     usage = _USAGES[verb]
@@ -214,13 +241,15 @@ def parse_command(text: str) -> TeamsCommand:
         raise InvalidCommand(f"`{verb}` needs a request id: `{usage}`.")
     request_id = words[1].lower()
     if not is_guid(request_id):
-        raise InvalidCommand(f"{words[1][:60]!r} is not a request id (a GUID): `{usage}`.")
-    rest = words[2].strip() if len(words) > 2 else ""
+        raise InvalidCommand(f"{quoted(words[1])} is not a request id (a GUID): `{usage}`.")
+    # NB. A placeholder copied from the card's line is not a comment or a reason, wherever it was left.
+    rest = _SPACE.sub(" ", _PLACEHOLDER.sub(" ", words[2])).strip() if len(words) > 2 else ""
     if len(rest) > MAX_COMMENT:
         what = "reason" if verb == "deny" else "comment"
         raise InvalidCommand(f"the {what} is longer than {MAX_COMMENT} characters")
     if verb == "deny" and not rest:
-        raise InvalidCommand(f"a denial needs a reason the requester can act on: `{usage}`.")
+        raise InvalidCommand("a denial needs a real reason the requester can act on, such as "
+                             f"`deny {request_id} change freeze until Monday`.")
     if verb == "status" and rest:
         raise InvalidCommand(f"`status` takes only a request id: `{usage}`.")
     return TeamsCommand(verb, request_id, rest)
@@ -230,6 +259,14 @@ _VERBS: dict[str, Verb] = {"approve": "approve", "deny": "deny", "status": "stat
                            "": "help"}
 _USAGES: dict[Verb, str] = {"approve": "approve <request id> [comment]", "deny": "deny <request id> <reason>",
                             "status": "status <request id>", "help": "help"}
+
+
+def help_text(webhook_name: str) -> str:
+    """The answer to `help`: every command as it must be typed, after an @mention of the outgoing webhook."""
+    commands = ", ".join(f"`@{webhook_name} {usage}`" for usage in _USAGES.values())
+    return (f"Start each command with @{webhook_name}: type @{webhook_name} and pick {webhook_name} from the list so "
+            f"that it becomes a mention (Teams passes jitgate only the messages that @mention it). Commands: "
+            f"{commands}.")
 
 
 def request_id_named_in(body: bytes) -> str | None:
@@ -247,6 +284,18 @@ def request_id_named_in(body: bytes) -> str | None:
 def reply(text: str) -> dict[str, str]:
     """The synchronous answer Teams shows in the thread."""
     return {"type": "message", "text": text}
+
+
+def status_reply(record: RequestRecord) -> str:
+    """`status <id>` answered in words: what was asked, where it stands and, when it ended, why."""
+    request = record.request
+    what = (
+        f"{request.target.role} at {request.target.scope} for {request.requester.display_name}"
+        if request is not None else "an invalid request"
+    )
+    text = f"Request {record.request_id} ({what}) is {state_in_words(record)}."
+    reason = reason_in_words(record)
+    return f"{text} Reason: {reason}." if reason else text
 
 
 def outgoing_payload(text: str, aad_object_id: str, name: str, activity_id: str | None = None,

@@ -1,5 +1,6 @@
-"""Edits of one stored audit document, as someone with write access to the database could make them, and
-the report `verify_chain` must give for each: the request, the seq of the first broken link and why."""
+"""Edits of one stored audit document, and cuts of a chain's tail, as someone with write access to the database
+could make them, and the report every verifier must give for each: the request, the seq of the first broken link
+and why."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def _change_actor_and_rehash(doc: dict[str, Any]) -> None:
     rehash(doc)
 
 
+def anchor_reason(chain_last: int, record_last: int, head: str, chain_hash: str | None = None) -> str:
+    """What a verifier says of a chain whose links hold but whose end is not where its request record says."""
+    ends = f"ends at seq {chain_last}" + (f" with hash {chain_hash[:12]}…" if chain_hash is not None else "")
+    return f"the chain {ends} but its request record expects seq {record_last} with head {head[:12]}…"
+
+
 @dataclass(frozen=True)
 class Tampering:
     """An edit of one event document, and where (relative to the edited seq) the chain shows it."""
@@ -44,17 +51,29 @@ class Tampering:
     shows_at: int  # 0: at the edited event itself; 1: at the next one, whose prevHash no longer matches
     reason: str
 
-    def expected(self, request_id: str, seq: int) -> ChainReport:
-        """The report on the chain of `request_id` whose event `seq` was edited."""
+    def expected(self, request_id: str, seq: int, edited: dict[str, Any], head: str, last: int) -> ChainReport:
+        """The report on the chain of `request_id` (whose record says it ends at seq `last` with `head`) whose
+        event `seq` was edited into `edited`."""
+        if self.shows_at and seq == last:
+            # NB. The last event rewritten with a correct hash is whole, and nothing links to it: only its record,
+            # which remembers the chain's head, tells it from the original.
+            reason = anchor_reason(last, last, head, edited["hash"])
+            return ChainReport(request_id, events=last + 1, ok=False, broken_seq=last, reason=reason, anchored=True)
         broken = seq + self.shows_at
-        return ChainReport(request_id, events=broken + 1, ok=False, broken_seq=broken, reason=self.reason)
+        return ChainReport(request_id, events=broken + 1, ok=False, broken_seq=broken, reason=self.reason,
+                           anchored=True)
 
 
 TAMPERINGS: dict[str, Tampering] = {
     "prevHash forged, hash recomputed": Tampering(_forge_prev_hash, 0, PREV_MISMATCH),
     "actor changed": Tampering(_change_actor, 0, HASH_MISMATCH),
-    # NB. An event rewritten with a correct hash is whole in itself; what breaks is the next event's link
-    # to it. So the last event of a chain rewritten this way cannot be told from the original by any
-    # hash chain: those cases are left out, not expected to pass.
     "actor changed, hash recomputed": Tampering(_change_actor_and_rehash, 1, PREV_MISMATCH),
 }
+
+
+def truncated(request_id: str, kept: int, head: str, last: int) -> ChainReport:
+    """The report on the chain of `request_id` (whose record says it ends at seq `last` with `head`) of which
+    only the first `kept` events are left."""
+    reason = (anchor_reason(kept - 1, last, head) if kept else
+              f"the chain has no events but its request record expects seq {last} with head {head[:12]}…")
+    return ChainReport(request_id, events=kept, ok=False, broken_seq=kept, reason=reason, anchored=True)

@@ -39,6 +39,12 @@ param teamsWebhookUrl string
 @secure()
 param teamsSecret string
 
+@description('Name of the Teams outgoing webhook approvers answer by @mentioning it (docs/teams.md); the cards show it.')
+param teamsWebhookName string = 'jitgate'
+
+@description('Base URL of the portal (Backstage) where each request has a page at /jitgate/requests/<id>; empty: cards carry no link.')
+param portalUrl string = ''
+
 @description('Days an archived audit blob stays immutable (time-based retention on the archive container).')
 @minValue(1)
 @maxValue(146000)
@@ -97,6 +103,8 @@ module app 'modules/jitgate.bicep' = {
     alertEmail: alertEmail
     teamsWebhookUrl: teamsWebhookUrl
     teamsSecret: teamsSecret
+    teamsWebhookName: teamsWebhookName
+    portalUrl: portalUrl
     archiveRetentionDays: archiveRetentionDays
     logRetentionDays: logRetentionDays
     maximumInstanceCount: maximumInstanceCount

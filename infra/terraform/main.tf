@@ -32,7 +32,9 @@ locals {
 
   # Partition keys: a request's record and its audit chain live with the request; a ledger document lives
   # with its grant key (GrantKey.assignment_name(), a UUIDv5), so every hold on one assignment shares a
-  # partition and "is any other hold active?" plus the hold write are one single-partition transaction.
+  # partition and "is any other hold active?" is a single-partition query. The hold write is a separate
+  # upsert, not one transaction with that query: a revoke asks again after deleting the assignment and
+  # re-creates it for a hold written meanwhile (docs/architecture.md §5).
   cosmos_containers = {
     requests = "/requestId"
     ledger   = "/grantKey"
@@ -101,6 +103,8 @@ locals {
     JITGATE_COSMOS_DATABASE       = azurerm_cosmosdb_sql_database.this.name
     JITGATE_TEAMS_WEBHOOK_URL     = "@Microsoft.KeyVault(SecretUri=${azurerm_key_vault.this.vault_uri}secrets/${azapi_resource.teams_webhook_url.name})"
     JITGATE_TEAMS_SECRET          = "@Microsoft.KeyVault(SecretUri=${azurerm_key_vault.this.vault_uri}secrets/${azapi_resource.teams_secret.name})"
+    JITGATE_TEAMS_WEBHOOK_NAME    = var.teams_webhook_name
+    JITGATE_PORTAL_URL            = var.portal_url
     JITGATE_ARCHIVE_ACCOUNT_URL   = azurerm_storage_account.archive.primary_blob_endpoint
     JITGATE_ARCHIVE_CONTAINER     = azurerm_storage_container.archive.name
     JITGATE_ACTIVITY_WORKSPACE_ID = azurerm_log_analytics_workspace.this.workspace_id

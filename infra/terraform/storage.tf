@@ -102,12 +102,13 @@ resource "azurerm_storage_container" "archive" {
 }
 
 # Time-based retention: archived audit blobs cannot be changed or deleted for archive_retention_days.
-# Protected append writes let jitgate append to an append blob without rewriting what is there.
+# No protected append writes: every archive blob is a block blob written once (one per day, If-None-Match: *),
+# so nothing may be appended to an archived blob.
 # NB. Left unlocked so a mistaken first deployment can be corrected; lock it once verified (infra/README.md).
 resource "azurerm_storage_container_immutability_policy" "archive" {
   storage_container_resource_manager_id = azurerm_storage_container.archive.id
   immutability_period_in_days           = var.archive_retention_days
-  protected_append_writes_enabled       = true
+  protected_append_writes_enabled       = false
 
   lifecycle {
     # Locking is a one-way operator action (infra/README.md); Terraform must not try to undo it.

@@ -64,6 +64,18 @@ variable "teams_secret" {
   sensitive   = true
 }
 
+variable "teams_webhook_name" {
+  description = "Name of the Teams outgoing webhook approvers answer by @mentioning it (docs/teams.md); the cards show it."
+  type        = string
+  default     = "jitgate"
+}
+
+variable "portal_url" {
+  description = "Base URL of the portal (Backstage) where each request has a page at /jitgate/requests/<id>; empty: cards carry no link."
+  type        = string
+  default     = ""
+}
+
 variable "archive_retention_days" {
   description = "Days an archived audit blob stays immutable (time-based retention on the archive container)."
   type        = number

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -119,14 +119,48 @@ def make_event(
 
 
 @dataclass(frozen=True)
+class ChainAnchor:
+    """Where a request's record says its chain ends, so that the chain's tail can be checked: a hash chain
+    alone cannot show its last event rewritten (with a recomputed hash) or its last events cut off.
+
+    `last_seq` and `head` are the seq and hash of the last event the record emitted (-1 and "" for none);
+    `pending` holds the (seq, prevHash) of each emitted event still in the record's outbox, which a handler
+    that died between its state write and its audit append leaves there for reconcile to write."""
+
+    last_seq: int
+    head: str
+    pending: tuple[tuple[int, str], ...] = ()
+
+    def problem(self, last_seq: int, last_hash: str) -> tuple[int, str] | None:
+        """(seq, reason) when a verified chain ending at `last_seq` with `last_hash` is not the chain this
+        anchor describes; None when it is, or when it ends just before an event still in the outbox."""
+        ends = {self.last_seq: self.head} | {seq - 1: prev for seq, prev in self.pending}
+        if ends.get(last_seq) == last_hash:
+            return None
+        expected = (f"its request record expects seq {self.last_seq} with head {self.head[:12]}…"
+                    if self.last_seq >= 0 else "its request record expects no events")
+        if self.pending:
+            first = min(seq for seq, _ in self.pending)
+            expected += f" (seq {first} to {self.last_seq} may not be written yet: they are in its outbox)"
+        if last_seq < 0:
+            return 0, f"the chain has no events but {expected}"
+        if last_seq in ends:
+            return last_seq, f"the chain ends at seq {last_seq} with hash {last_hash[:12]}… but {expected}"
+        broken = last_seq + 1 if last_seq < self.last_seq else self.last_seq + 1
+        return broken, f"the chain ends at seq {last_seq} but {expected}"
+
+
+@dataclass(frozen=True)
 class ChainReport:
-    """The outcome of verifying one request's chain; `broken_seq` names the first bad link."""
+    """The outcome of verifying one request's chain; `broken_seq` names the first bad link. `anchored` says
+    whether its end was compared with its request record (a chain with no record cannot be)."""
 
     request_id: str
     events: int
     ok: bool
     broken_seq: int | None = None
     reason: str = ""
+    anchored: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,21 +168,54 @@ class ChainReport:
             "events": self.events,
             "ok": self.ok,
             "brokenSeq": self.broken_seq,
+            "brokenEventId": None if self.broken_seq is None else event_id(self.request_id, self.broken_seq),
             "reason": self.reason,
+            "anchored": self.anchored,
         }
 
 
-def verify_chain(request_id: str, events: Iterable[AuditEvent]) -> ChainReport:
-    """Recompute every hash and link of one request's chain, in seq order."""
+UNANCHORED_LISTED = 20
+
+
+def verification(reports: Iterable[ChainReport]) -> dict[str, Any]:
+    """What `GET /api/audit/verify` and `jitgate audit verify` answer about these chains: counts, every broken
+    chain, and the chains that have no request record to anchor their end (the first UNANCHORED_LISTED)."""
+    chains = events = unanchored = 0
+    broken: list[dict[str, Any]] = []
+    unanchored_ids: list[str] = []
+    for report in reports:
+        chains += 1
+        events += report.events
+        if not report.ok:
+            broken.append(report.as_dict())
+        if not report.anchored:
+            unanchored += 1
+            if len(unanchored_ids) < UNANCHORED_LISTED:
+                unanchored_ids.append(report.request_id)
+    return {"ok": not broken, "chains": chains, "events": events, "broken": broken,
+            "unanchored": unanchored, "unanchoredRequestIds": unanchored_ids}
+
+
+def verify_chain(request_id: str, events: Iterable[AuditEvent], anchor: ChainAnchor | None = None) -> ChainReport:
+    """Recompute every hash and link of one request's chain, in seq order, and compare its end with `anchor`
+    (from the request's record) when there is one."""
     prev = ""
     count = 0
     for expected_seq, event in enumerate(events):
         count += 1
         broken = _broken_link(request_id, event, expected_seq, prev)
         if broken is not None:
-            return ChainReport(request_id, count, False, *broken)
+            return ChainReport(request_id, count, False, *broken, anchored=anchor is not None)
         prev = event.hash
-    return ChainReport(request_id, count, True)
+    return _anchored(request_id, count, prev, anchor)
+
+
+def _anchored(request_id: str, count: int, last_hash: str, anchor: ChainAnchor | None) -> ChainReport:
+    """The report on a chain of `count` events whose links all hold, its end checked against `anchor`."""
+    problem = None if anchor is None else anchor.problem(count - 1, last_hash)
+    if problem is not None:
+        return ChainReport(request_id, count, False, *problem, anchored=True)
+    return ChainReport(request_id, count, True, anchored=anchor is not None)
 
 
 def _broken_link(request_id: str, event: AuditEvent, expected_seq: int, prev: str) -> tuple[int, str] | None:
@@ -166,6 +233,20 @@ def _broken_link(request_id: str, event: AuditEvent, expected_seq: int, prev: st
     return None
 
 
+def settled(verify: Callable[[], ChainReport], attempts: int = 3) -> ChainReport:
+    """`verify()`, run again while it fails, up to `attempts` times in all.
+
+    NB. The record and the chain are two reads: a handler that writes the request between them (a new event
+    emitted and appended) makes a sound chain look longer or shorter than its record says. Tampering stays
+    when read again; such a race does not."""
+    report = verify()
+    for _ in range(attempts - 1):
+        if report.ok:
+            break
+        report = verify()
+    return report
+
+
 # ---------------------------------------------------------------- verifying stored documents
 
 # The end of an event's canonical JSON from its "hash" member on: the members after "hash" in key order.
@@ -177,14 +258,15 @@ _CANONICAL_TAIL = re.compile(
 )
 
 
-def verify_chain_documents(request_id: str, documents: Iterable[str]) -> ChainReport:
+def verify_chain_documents(request_id: str, documents: Iterable[str], anchor: ChainAnchor | None = None) -> ChainReport:
     """`verify_chain` over the stored JSON documents of one chain, in seq order: the same report, faster.
 
     A document stored as canonical JSON (as `SqliteStore` writes it) whose links hold is verified from its
     text: the canonical JSON of the event without `hash` is the text with the `"hash"` member cut out, so
     no model is built and nothing is re-serialised. Any other document (another key order or spacing, a
     broken link, a hash that does not match) goes through `AuditEvent` and the checks of `verify_chain`.
-    A document that is not an audit event at all is a broken link rather than an exception."""
+    A document that is not an audit event at all is a broken link rather than an exception. The chain's end is
+    compared with `anchor` as `verify_chain` does."""
     prev = ""
     count = 0
     for expected_seq, text in enumerate(documents):
@@ -198,14 +280,13 @@ def verify_chain_documents(request_id: str, documents: Iterable[str]) -> ChainRe
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "document"
-            return ChainReport(
-                request_id, count, False, expected_seq, f"not an audit event ({where}: {first['msg']})"
-            )
+            return ChainReport(request_id, count, False, expected_seq,
+                               f"not an audit event ({where}: {first['msg']})", anchored=anchor is not None)
         broken = _broken_link(request_id, event, expected_seq, prev)
         if broken is not None:
-            return ChainReport(request_id, count, False, *broken)
+            return ChainReport(request_id, count, False, *broken, anchored=anchor is not None)
         prev = event.hash
-    return ChainReport(request_id, count, True)
+    return _anchored(request_id, count, prev, anchor)
 
 
 def _verified_from_text(text: str, request_id: str, expected_seq: int, prev: str) -> str | None:

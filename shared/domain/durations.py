@@ -47,3 +47,25 @@ def format_duration(value: timedelta) -> str:
     if time:
         out += "T" + time
     return out
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 approval`, `2 approvals`, `0 approvals`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def duration_in_words(value: timedelta) -> str:
+    """`1 hour 30 minutes`, `2 days 4 hours`, `45 seconds`: every unit that is not zero, to the second."""
+    seconds = int(abs(value.total_seconds()))
+    if seconds == 0:
+        return "less than a second" if value else "0 seconds"
+    parts = []
+    for unit, size in _UNITS:
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(counted(amount, unit))
+    text = " ".join(parts)
+    return f"minus {text}" if value < timedelta(0) else text

@@ -50,7 +50,8 @@ class HoldStatus(StrEnum):
 
 
 class Hold(BaseModel):
-    """One request's claim on a grant key, with its own expiry."""
+    """One request's claim on a grant key, with its own expiry, and the principal's type (User, Group...)
+    that the assignment must be made with; None on holds stored before holds kept it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -64,6 +65,7 @@ class Hold(BaseModel):
     preexisting: bool = False
     status: HoldStatus = HoldStatus.ACTIVE
     released_at: datetime | None = None
+    principal_type: str | None = None
 
     @property
     def key(self) -> GrantKey:
@@ -71,7 +73,13 @@ class Hold(BaseModel):
 
     @classmethod
     def for_key(
-        cls, key: GrantKey, request_id: str, granted_at: datetime, expires_at: datetime, preexisting: bool
+        cls,
+        key: GrantKey,
+        request_id: str,
+        granted_at: datetime,
+        expires_at: datetime,
+        preexisting: bool,
+        principal_type: str,
     ) -> Hold:
         return cls(
             provider=key.provider,
@@ -82,6 +90,7 @@ class Hold(BaseModel):
             granted_at=granted_at,
             expires_at=expires_at,
             preexisting=preexisting,
+            principal_type=principal_type,
         )
 
 

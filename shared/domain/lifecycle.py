@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .audit import SYSTEM, Actor, AuditEvent, EventType, make_event
+from .audit import SYSTEM, Actor, AuditEvent, ChainAnchor, EventType, make_event
 from .decision import Decision
-from .errors import IllegalTransition
+from .errors import FieldError, IllegalTransition, InvalidRequest
+from .json_body import MalformedBody, parse_json
 from .ledger import GrantKey
-from .request import AccessRequest
+from .request import AccessRequest, field_errors
+
+# NB. Anyone can provoke an event on someone else's request (a forged webhook call naming it, a body reusing
+# its id): once one is written, the same verified caller provokes nothing more for a minute.
+PROVOKED_QUIET = timedelta(seconds=60)
+PROVOKED_KEPT = 8  # (what, who) pairs a record remembers; the oldest is forgotten first
+MAX_COMMAND_BYTES = 4 * 1024  # a command jitgate sends is about 150 bytes
 
 
 class RequestState(StrEnum):
@@ -75,6 +82,22 @@ class LifecycleCommand(BaseModel):
     n: int = Field(default=1, ge=1)
     reason: str = ""
 
+    @classmethod
+    def parse(cls, raw: bytes) -> LifecycleCommand:
+        """A message body → the command, or InvalidRequest saying why not (read by the guarded JSON parser, like
+        every other body jitgate reads: no duplicate keys, nesting, oversize or lone surrogates get through)."""
+        try:
+            doc = parse_json(raw, MAX_COMMAND_BYTES)
+        except MalformedBody as exc:
+            raise InvalidRequest([FieldError("body", f"not a lifecycle command: {exc}")]) from None
+        if not isinstance(doc, dict):
+            raise InvalidRequest([FieldError("body", "not a lifecycle command: it is not a JSON object")])
+        try:
+            return cls.model_validate(doc, strict=True)
+        except ValidationError as exc:
+            errors = "; ".join(f"{error.loc}: {error.msg}" for error in field_errors(exc))
+            raise InvalidRequest([FieldError("body", f"not a lifecycle command: {errors}")]) from None
+
     @property
     def message_id(self) -> str:
         return f"{self.command}:{self.request_id}:{self.n}"
@@ -110,7 +133,7 @@ class RequestRecord(BaseModel):
     revoke_sequence: int | None = None
     revoke_n: int = 0
     failure: str | None = None
-    refusals: dict[str, datetime] = {}  # recent refusal -> when, so a flood of them is audited once a minute
+    refusals: dict[str, datetime] = {}  # "what|verified caller" -> when it last provoked an event (see `provoked`)
     audit_seq: int = 0
     audit_head: str = ""
     pending_events: list[AuditEvent] = []
@@ -127,6 +150,21 @@ class RequestRecord(BaseModel):
         self.pending_events = [*self.pending_events, event]
         self.updated_at = at
         return event
+
+    def anchor(self) -> ChainAnchor:
+        """Where this request's audit chain must end: the last event emitted, or before one still in the outbox."""
+        pending = tuple((event.seq, event.prev_hash) for event in self.pending_events)
+        return ChainAnchor(self.audit_seq - 1, self.audit_head, pending)
+
+    def provoked(self, key: str, at: datetime) -> bool:
+        """Note that `key` ("what|verified caller") provoked an event on this record at `at`; False, and the
+        record left exactly as it was, when it already did within the quiet minute."""
+        last = self.refusals.get(key)
+        if last is not None and at - last < PROVOKED_QUIET:
+            return False
+        recent = sorted((t, k) for k, t in self.refusals.items() if k != key and at - t < PROVOKED_QUIET)
+        self.refusals = {k: t for t, k in recent[-(PROVOKED_KEPT - 1) :]} | {key: at}
+        return True
 
     def approver_ids(self) -> set[str]:
         return {a.approver_id for a in self.approvals}

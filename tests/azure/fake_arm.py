@@ -3,10 +3,15 @@
 Speaks the documented shapes of role assignments and role definitions (api-version 2022-04-01) and of PIM
 role assignment schedule requests and schedules (api-version 2020-10-01):
 
-- Role assignment names are GUIDs, unique in the tenant. A PUT for a grant (scope, principal, role) that
-  exists answers 409 RoleAssignmentExists naming the existing assignment's id (also for an identical PUT);
-  the same name for another grant answers 409 RoleAssignmentUpdateNotPermitted; an unknown role 400
-  RoleDefinitionDoesNotExist; a principal that has not replicated yet 400 PrincipalNotFound.
+- Role assignment names are GUIDs, unique in the tenant. A PUT under an existing name for the same grant
+  (scope, principal, role) answers 201 with the assignment, its description updated (ARM lets a PUT change
+  only the description and condition of an assignment); the same name for another grant answers 409
+  RoleAssignmentUpdateNotPermitted; the grant under another name 409 RoleAssignmentExists naming the
+  existing assignment's id; an unknown role 400 RoleDefinitionDoesNotExist; a principal that has not
+  replicated yet 400 PrincipalNotFound.
+- The tenant's directory knows each principal's type (`seed_principal`, or the type a principal was first
+  assigned with): a PUT naming another type answers 400 UnmatchedPrincipalType, as ARM does for a User
+  type sent for a service principal.
 - GET and DELETE of an assignment are scoped: another scope answers 404 / 204. DELETE of a missing
   assignment answers 204.
 - Lists page with `nextLink` (absolute, carrying api-version and filter). `$filter=atScope()` lists at and
@@ -88,6 +93,7 @@ class Tenant:
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # PIM requests by lower-cased name
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)  # PIM schedules by name
     unreplicated: dict[str, int] = field(default_factory=dict)  # principal -> PrincipalNotFound answers left
+    principals: dict[str, str] = field(default_factory=dict)  # the directory: principal -> its type
     ghost_deletes: int = 0  # DELETEs that answer 200 but leave the assignment in place
     max_pim_duration: timedelta | None = None  # the role management policy's ExpirationRule
 
@@ -112,10 +118,15 @@ class FakeArm(FakeHttpService):
 
     # ------------------------------------------------------------ seeding (access made outside jitgate)
 
+    def seed_principal(self, tenant: Tenant, principal: str, principal_type: str) -> None:
+        """A directory object of that type (a group, a service principal...)."""
+        tenant.principals[principal.lower()] = principal_type
+
     def seed_assignment(self, tenant: Tenant, scope: str, principal: str, role_guid: str,
                         name: str | None = None, description: str = "") -> dict[str, Any]:
         name = name or str(uuid.uuid4())
-        item = self._assignment(scope, name, principal, "User", role_id(scope, role_guid), description)
+        principal_type = tenant.principals.setdefault(principal.lower(), "User")
+        item = self._assignment(scope, name, principal, principal_type, role_id(scope, role_guid), description)
         tenant.assignments[name.lower()] = item
         return item
 
@@ -209,18 +220,27 @@ class FakeArm(FakeHttpService):
         principal_type = properties.get("principalType", "User")
         if principal_type not in PRINCIPAL_TYPES:
             return error(400, "InvalidPrincipalType", str(principal_type))
+        known = tenant.principals.get(principal)
+        if known is not None and known != principal_type:
+            return error(400, "UnmatchedPrincipalType",
+                         f"The PrincipalId '{principal.replace('-', '')}' has type '{known}' , which is different "
+                         f"from specified PrincipalType '{principal_type}'.")
         grant = (norm(scope), principal, guid)
+        description = str(properties.get("description") or "")
         same_name = tenant.assignments.get(name.lower())
-        if same_name is not None and self._grant(same_name) != grant:
-            return error(409, "RoleAssignmentUpdateNotPermitted",
-                         "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
+        if same_name is not None:
+            if self._grant(same_name) != grant:
+                return error(409, "RoleAssignmentUpdateNotPermitted",
+                             "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
+            same_name["properties"].update(description=description, updatedOn=iso(self.now()))
+            return Reply(201, same_name)
         holder = next((a for a in tenant.assignments.values() if self._grant(a) == grant), None)
         if holder is not None:
             return error(409, "RoleAssignmentExists", "The role assignment already exists. The ID of the existing "
                          f"role assignment is {holder['name'].replace('-', '')}.")
-        item = self._assignment(scope, name.lower(), principal, principal_type, definition,
-                                str(properties.get("description") or ""))
+        item = self._assignment(scope, name.lower(), principal, principal_type, definition, description)
         tenant.assignments[name.lower()] = item
+        tenant.principals.setdefault(principal, principal_type)
         return Reply(201, item)
 
     def _roleassignments_delete(self, tenant: Tenant, scope: str, name: str | None,

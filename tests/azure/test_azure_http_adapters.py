@@ -32,19 +32,20 @@ from shared.adapters.azure.pim import AzurePim
 from shared.adapters.azure.rbac import AzureRbac
 from shared.adapters.teams.workflows import TeamsNotifier
 from shared.cards import teams_message
-from shared.domain.audit import canonical_json, verify_chain
+from shared.domain.audit import AuditEvent, canonical_json, verify_chain
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for
 from shared.domain.policy import Policy
 from shared.ports import Notice
 from tests.azure import fake_arm, fake_graph, fake_loganalytics
 from tests.azure.fake_arm import FakeArm, Tenant
-from tests.azure.fake_graph import FakeGraph, directory_role, group
+from tests.azure.fake_graph import FakeGraph, device, directory_role, group, user
 from tests.azure.fake_http import Reply, error
 from tests.azure.fake_loganalytics import FakeLogAnalytics, table
 from tests.azure.fake_teams import SIGNATURE, FakeTeamsWebhook
 from tests.fakes.clock import FakeClock
 from tests.fakes.world import JANE, World, access_request
+from tests.tampering import TAMPERINGS
 
 SUB_ID = "11111111-1111-4111-8111-111111111111"
 SUB = f"/subscriptions/{SUB_ID}"
@@ -53,6 +54,7 @@ OTHER_RG = f"{SUB}/resourceGroups/rg-payments-dr"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 REQUEST_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+OTHER_REQUEST_ID = "2b4e28ba-2fa1-11d2-883f-0016d3cca427"
 PRINCIPAL = "5a4bdd72-ab3e-4d8e-ab0f-8dd8917481a2"
 WORKSPACE = "7a3c9e1f-0d2b-4c5a-9e8f-1a2b3c4d5e6f"
 
@@ -143,6 +145,36 @@ def test_access_assigned_outside_jitgate_raises_assignment_exists_with_its_name(
 
     assert raised.value.existing_name == seeded["name"]
     assert rbac.list_marked() == []
+
+
+def test_a_retried_create_is_answered_with_the_assignment_and_may_move_its_marker(
+    arm: FakeArm, rbac: AzureRbac
+) -> None:
+    key = rbac_key()
+    first = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID))
+
+    again = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID))
+    moved = rbac.create_assignment(key, key.assignment_name(), marker_for(OTHER_REQUEST_ID))
+
+    assert again == first
+    assert (moved.key, moved.marked_request_id) == (first.key, OTHER_REQUEST_ID)
+    # every PUT was answered with the assignment: nothing had to be looked up
+    assert len(arm.calls_to("PUT", "/roleAssignments/")) == 3
+    assert arm.calls_to("GET", "/roleAssignments") == []
+
+
+def test_a_principal_type_other_than_the_directory_objects_is_refused_for_good(
+    arm: FakeArm, tenant: tuple[Tenant, str], rbac: AzureRbac
+) -> None:
+    arm.seed_principal(tenant[0], PRINCIPAL, "ServicePrincipal")
+    key = rbac_key()
+
+    with pytest.raises(PermanentError, match="400 UnmatchedPrincipalType"):
+        rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User")
+
+    assert tenant[0].assignments == {}
+    created = rbac.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "ServicePrincipal")
+    assert created.principal_type == "ServicePrincipal"
 
 
 def test_principal_not_found_is_transient_with_a_backoff_and_a_retry_succeeds(
@@ -402,6 +434,35 @@ def test_the_lifecycle_leaves_access_granted_outside_jitgate_alone(
     assert list(tenant[0].assignments.values()) == [seeded]
 
 
+def test_a_revoke_racing_a_grant_re_applies_it_through_arm_as_the_group_it_is(
+    arm: FakeArm, tenant: tuple[Tenant, str], rbac: AzureRbac
+) -> None:
+    # GIVEN a group (a group in the directory) holding Contributor, and its second request for the same
+    world = azure_world(rbac)
+    group = principal()
+    arm.seed_principal(tenant[0], group, "Group")
+    first, second = (azure_request(duration) for duration in ("PT1M", "PT1H"))
+    for doc in (first, second):
+        doc["requester"] = {"principalId": group, "principalType": "Group", "displayName": "Payments on-call"}
+    world.submit(first)
+    world.lifecycle.evaluate(json.dumps(second).encode())
+    real_delete = rbac.delete_assignment
+
+    def grant_lands_mid_revoke(scope: str, name: str) -> None:
+        rbac.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
+        real_delete(scope, name)
+
+    rbac.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
+    # WHEN the first is revoked early
+    world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
+    # THEN ARM has the assignment again, for the second request, as a group
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    [assigned] = tenant[0].assignments.values()
+    assert assigned["properties"]["principalType"] == "Group"
+    assert assigned["properties"]["description"] == marker_for(second["requestId"])
+
+
 # ---------------------------------------------------------------- azure-pim
 
 
@@ -653,6 +714,73 @@ def test_graph_throttling_is_transient_and_a_missing_permission_permanent(graph:
     graph.fail("GET", "/transitiveMemberOf", error(403, "Authorization_RequestDenied"))
     with pytest.raises(PermanentError, match="Authorization_RequestDenied"):
         directory(graph).groups_of(PRINCIPAL)
+
+
+def test_members_of_a_group_are_its_users_read_page_by_page_as_far_as_the_limit(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    people = [user(f"Person {n}") for n in range(5)]
+    graph.groups[approvers.id] = [people[0], device("kiosk"), *people[1:], user(None)]  # nested groups flattened
+
+    members = directory(graph, group_names={"platform-approvers": approvers.id}).members_of("platform-approvers", 3)
+
+    assert [(p.principal_id, p.display_name) for p in members.people] == [(u.id, u.display_name) for u in people[:3]]
+    assert members.total == 6
+    pages = graph.calls_to("GET", "/transitiveMembers/")
+    assert len(pages) == 2  # 2 + 1 users: the count is known, so the rest is never read
+    assert pages[0].path == f"/v1.0/groups/{approvers.id}/transitiveMembers/microsoft.graph.user"
+    assert pages[0].query == {"$select": "id,displayName", "$top": "3", "$count": "true"}
+    assert pages[0].headers["consistencylevel"] == "eventual"
+
+
+def test_a_member_graph_shows_without_a_name_has_an_empty_display_name(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    hidden = user(None)
+    graph.groups[approvers.id] = [hidden]
+
+    members = directory(graph, group_names={"approvers": approvers.id}).members_of("approvers", 20)
+
+    assert [(p.principal_id, p.display_name) for p in members.people] == [(hidden.id, "")]
+
+
+def test_members_are_cached_for_the_ttl(graph: FakeGraph) -> None:
+    clock = FakeClock()
+    approvers = group("approvers")
+    graph.groups[approvers.id] = [user("Alice")]
+    cached = directory(graph, group_names={"approvers": approvers.id}, ttl=300, clock=clock)
+
+    assert cached.members_of("approvers", 20).total == 1
+    graph.groups[approvers.id] = [user("Alice"), user("Bob")]
+    clock.advance(299)
+    assert cached.members_of("approvers", 20).total == 1
+    clock.advance(2)
+    assert cached.members_of("approvers", 20).total == 2
+    assert len(graph.calls) == 2
+
+
+def test_members_of_a_group_graph_or_the_map_does_not_know_is_a_permanent_error(graph: FakeGraph) -> None:
+    gone = group("approvers")
+    names = directory(graph, group_names={"approvers": gone.id})
+
+    with pytest.raises(PermanentError, match=r"approvers.*no such group in Entra"):
+        names.members_of("approvers", 20)
+    with pytest.raises(PermanentError, match="oncall has no Entra object id"):
+        names.members_of("oncall", 20)
+    with pytest.raises(PermanentError, match="no Entra object id"):
+        directory(graph).members_of("approvers", 20)  # display names are never trusted for this either
+    assert len(graph.calls) == 1
+
+
+def test_members_of_throttling_is_transient_and_a_missing_permission_permanent(graph: FakeGraph) -> None:
+    approvers = group("approvers")
+    graph.groups[approvers.id] = [user("Alice")]
+    names = directory(graph, group_names={"approvers": approvers.id})
+    graph.fail("GET", "/transitiveMembers/", error(429, "TooManyRequests", headers={"Retry-After": "2"}))
+    with pytest.raises(TransientError) as raised:
+        names.members_of("approvers", 20)
+    assert raised.value.retry_after == 2.0
+    graph.fail("GET", "/transitiveMembers/", error(403, "Authorization_RequestDenied"))
+    with pytest.raises(PermanentError, match="Authorization_RequestDenied"):
+        names.members_of("approvers", 20)
 
 
 # ---------------------------------------------------------------- Teams Workflows webhook
@@ -909,6 +1037,36 @@ def test_each_finished_day_gets_one_blob_of_the_chains_of_requests_closed_that_d
     assert metadata["requests"] == "2" and metadata["events"] == str(len(lines)) and metadata["brokenchains"] == "0"
     next_day, _, _ = read_blob(archive, names[1])
     assert {json.loads(line)["requestId"] for line in next_day.decode().splitlines()} == {r3}
+
+
+@pytest.mark.parametrize("tampering", ["last event rewritten, hash recomputed", "tail truncated"])
+def test_a_chain_whose_end_is_not_where_its_record_says_is_archived_as_stored_and_counted_broken(
+    tampering: str, archive: BlobAuditArchive, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a day with two closed requests, the first asked to revoke once more the next day (too late: refused,
+    # and audited after its closing event), and its chain edited in the store so that every link still holds
+    world, (r1, _, _, _) = closed_requests_world()
+    world.lifecycle.request_revoke(r1, JANE, is_admin=False)
+    chain = world.store.chain(r1)
+    assert chain[-1].type.value == "access.refused"
+    if tampering == "tail truncated":
+        world.store.truncate(r1, len(chain) - 1)
+    else:
+        doc = chain[-1].document()
+        TAMPERINGS["actor changed, hash recomputed"].edit(doc)
+        world.store.rewrite(AuditEvent.model_validate(doc))
+    assert verify_chain(r1, world.store.chain(r1)).ok
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+
+    # WHEN the day is archived
+    [name, _] = archive.archive_closed(world.store, day, day + timedelta(days=2, hours=1))
+
+    # THEN the chains are archived as stored, and the blob says one of them is broken: r1's record disagrees
+    data, metadata, _ = read_blob(archive, name)
+    archived = [json.loads(line) for line in data.decode().splitlines()]
+    assert [e for e in archived if e["requestId"] == r1] == [e.document() for e in world.store.chain(r1)]
+    assert metadata["requests"] == "2" and metadata["brokenchains"] == "1"
+    assert f"archive {name}: 1 chain(s) fail verification" in caplog.text
 
 
 def test_archiving_again_keeps_the_first_blob_of_a_day(archive: BlobAuditArchive) -> None:

@@ -37,7 +37,7 @@ def record(request_id: str = "r1") -> RequestRecord:
 
 
 def hold(request_id: str = "r1", key: GrantKey = KEY) -> Hold:
-    return Hold.for_key(key, request_id, T0, T0 + timedelta(hours=2), preexisting=False)
+    return Hold.for_key(key, request_id, T0, T0 + timedelta(hours=2), False, "User")
 
 
 # ---------------------------------------------------------------- layout
@@ -71,6 +71,18 @@ def test_the_hold_question_of_every_revoke_stays_in_one_partition(
 
     [(container, _, partition)] = account.queries
     assert (container, partition) == ("ledger", KEY.assignment_name())
+
+
+def test_a_hold_document_written_before_holds_kept_the_principal_type_still_loads(
+    store: CosmosStore, account: FakeCosmosAccount
+) -> None:
+    store.put_hold(hold("r1"))
+    ledger = account.container("ledger")
+    doc = ledger.read_item(item="r1", partition_key=KEY.assignment_name())
+    assert doc["principalType"] == "User"
+    ledger.upsert_item(body={k: v for k, v in doc.items() if k != "principalType"})
+
+    assert store.get_hold(KEY, "r1") == hold("r1").model_copy(update={"principal_type": None})
 
 
 def test_a_chain_longer_than_an_sdk_page_comes_back_whole(store: CosmosStore) -> None:

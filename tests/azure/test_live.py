@@ -164,8 +164,8 @@ def test_live_holds(store: CosmosStore) -> None:
     key = GrantKey.of("azure-rbac", str(uuid.uuid4()), "acdd72a7-3385-48ef-bd42-f606fba81ae7",
                       f"/subscriptions/{uuid.uuid4()}/resourceGroups/rg-live-{RUN}")
     now = datetime.now(UTC)
-    store.put_hold(Hold.for_key(key, f"live-{RUN}-a", now, now - timedelta(minutes=1), preexisting=False))
-    store.put_hold(Hold.for_key(key, f"live-{RUN}-b", now, now + timedelta(hours=1), preexisting=False))
+    for suffix, expires_at in (("a", now - timedelta(minutes=1)), ("b", now + timedelta(hours=1))):
+        store.put_hold(Hold.for_key(key, f"live-{RUN}-{suffix}", now, expires_at, False, "User"))
     assert [h.request_id for h in store.active_holds(key)] == [f"live-{RUN}-a", f"live-{RUN}-b"]
     assert f"live-{RUN}-a" in [h.request_id for h in store.overdue_holds(now)]
 

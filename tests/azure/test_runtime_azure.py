@@ -10,6 +10,7 @@ from shared.adapters.azure.pim import AzurePim
 from shared.adapters.azure.rbac import AzureRbac
 from shared.adapters.azure.servicebus import ServiceBusBus
 from shared.adapters.teams.workflows import TeamsNotifier
+from shared.notices import AddressedNotifier
 from shared.runtime import build
 from shared.settings import Settings
 
@@ -40,6 +41,24 @@ def test_the_azure_settings_are_read_from_the_app_settings() -> None:
     assert settings.missing_azure_settings() == []
 
 
+def test_the_teams_settings_for_people_are_read_and_wired() -> None:
+    default = Settings.from_env(ENV)
+    assert (default.teams_webhook_name, default.portal_url) == ("jitgate", "")
+    env = {**ENV, "JITGATE_TEAMS_WEBHOOK_NAME": " JIT Gate ", "JITGATE_PORTAL_URL": "https://backstage.example.com/"}
+    settings = Settings.from_env(env)
+    assert (settings.teams_webhook_name, settings.portal_url) == ("JIT Gate", "https://backstage.example.com")
+
+    notifier = build(settings).backends.notifier
+    assert isinstance(notifier, AddressedNotifier)
+    assert (notifier.answer_to, notifier.portal_url) == ("JIT Gate", "https://backstage.example.com")
+
+
+@pytest.mark.parametrize("url", ["backstage.example.com", "ftp://backstage.example.com", "https://", "https://b/?x=1"])
+def test_a_portal_url_that_is_no_base_url_is_refused_by_name(url: str) -> None:
+    with pytest.raises(ValueError, match="JITGATE_PORTAL_URL must be an http"):
+        Settings.from_env({**ENV, "JITGATE_PORTAL_URL": url})
+
+
 def test_a_malformed_group_map_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="JITGATE_GROUP_OBJECT_IDS"):
         Settings.from_env({**ENV, "JITGATE_GROUP_OBJECT_IDS": "platform-approvers"})
@@ -54,7 +73,8 @@ def test_azure_mode_wires_the_azure_adapters_without_connecting() -> None:
     assert backends.requests is backends.ledger is backends.audit is runtime.audit
     assert isinstance(backends.providers["azure-rbac"], AzureRbac)
     assert isinstance(backends.providers["azure-pim"], AzurePim)
-    assert isinstance(backends.notifier, TeamsNotifier)
+    assert isinstance(backends.notifier, AddressedNotifier) and isinstance(backends.notifier.inner, TeamsNotifier)
+    assert backends.notifier.directory is backends.directory
     assert isinstance(backends.directory, GraphDirectory)
     assert backends.activity is None
     assert runtime.backend_names == {

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from shared.domain.errors import InvalidRequest
+from shared.domain.ids import NIL_GUID
 from shared.domain.request import parse_access_request
 from shared.schema import SCHEMA_PATH
 
@@ -24,10 +25,20 @@ MODULE = ROOT / "backstage" / "plugins" / "scaffolder-backend-module-jitgate"
 SCRIPT = MODULE / "scripts" / "write-contract-messages.js"
 COUNT = 120
 
-pytestmark = pytest.mark.skipif(
-    not (MODULE / "node_modules").is_dir(),
-    reason=f"{MODULE.relative_to(ROOT)}/node_modules is absent: run backstage/ci.sh (npm ci) first; CI installs it",
-)
+
+def _why_not_runnable() -> str:
+    """Why the module's own code cannot run here ('' when it can)."""
+    if (MODULE / "node_modules").is_dir():
+        return ""
+    if shutil.which("npm") is None:
+        return ("npm is not installed, so the Backstage module's packages cannot be installed and the messages it "
+                "sends cannot be produced: install node >= 20 and npm, and `make test` installs them (CI has npm)")
+    return (f"{MODULE.relative_to(ROOT)}/node_modules is absent: `make test` installs it with npm ci "
+            "(or run backstage/ci.sh)")
+
+
+_NOT_RUNNABLE = _why_not_runnable()
+pytestmark = pytest.mark.skipif(bool(_NOT_RUNNABLE), reason=_NOT_RUNNABLE or "runnable")
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +106,13 @@ def test_every_message_the_action_refuses_the_python_model_refuses_on_the_same_f
             assert any(loc == error["loc"] or loc.startswith(error["loc"] + ".") for loc in python_locs), (
                 f"the action refuses {error['loc']} ({error['msg']}) but the model names {sorted(python_locs)}"
             )
+
+
+def test_the_nil_guid_is_refused_by_both_as_a_principal_id_in_the_same_words(produced: dict[str, Any]) -> None:
+    [case] = [c for c in produced["refused"] if c["message"]["requester"]["principalId"] == NIL_GUID]
+    with pytest.raises(InvalidRequest) as caught:
+        parse_access_request(json.dumps(case["message"]).encode())
+    python = [e.as_dict() for e in caught.value.errors]
+    assert case["errors"] == python == [
+        {"loc": "requester.principalId", "msg": f"must not be the nil GUID {NIL_GUID}: it names nobody"}
+    ]

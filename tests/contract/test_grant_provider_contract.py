@@ -5,6 +5,7 @@ the outbox."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -131,6 +132,35 @@ def test_creating_the_same_name_again_is_a_no_op(provider: GrantProvider) -> Non
 
     assert again == first
     assert provider.list_marked() == [first]
+
+
+def test_the_same_name_again_for_another_request_moves_the_marker_to_it(provider: GrantProvider) -> None:
+    # GIVEN jitgate's assignment for one request
+    key = grant_key(provider)
+    first = create(provider, key)
+    # WHEN a second request holding the same grant creates it again (as ARM lets a PUT change a description)
+    again = create(provider, key, request_id="2b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    # THEN it is the same assignment, now marked for the second request
+    assert (again.name, again.key) == (first.name, first.key)
+    assert again.marked_request_id == "2b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert provider.list_marked() == [again]
+
+
+def test_a_principal_type_other_than_the_principals_own_is_refused_for_good(provider: GrantProvider) -> None:
+    # GIVEN a group holding one role through jitgate
+    key = grant_key(provider)
+    provider.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "Group")
+    other = grant_key(provider, role_id=READER, principal_id=key.principal_id)
+    # WHEN it is assigned another role as a user, THEN that is refused and nothing is created
+    with pytest.raises(PermanentError, match="UnmatchedPrincipalType"):
+        provider.create_assignment(other, other.assignment_name(), marker_for(REQUEST_ID), "User")
+    assert provider.find_assignment(other) is None
+    # AND once its assignment is gone it is still a group: only as one is it assigned again
+    provider.delete_assignment(SCOPE, key.assignment_name())
+    with pytest.raises(PermanentError, match="UnmatchedPrincipalType"):
+        provider.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User")
+    again = provider.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "Group")
+    assert again.principal_type == "Group"
 
 
 def test_the_same_grant_under_another_name_raises_assignment_exists(provider: GrantProvider) -> None:
@@ -264,7 +294,7 @@ def test_seeded_access_is_preexisting(plane: SimulatedPlane) -> None:
     assert not seeded.description.startswith(MARKER_PREFIX)
     assert plane.find_assignment(key) == seeded
     with pytest.raises(AssignmentExists) as raised:
-        create(plane, key)
+        plane.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "Group")
     assert raised.value.existing_name == seeded.name
     assert plane.list_marked() == []
     assert plane.all_assignments() == [seeded]
@@ -332,6 +362,25 @@ def test_local_assignments_survive_a_reopen_and_faults_do_not(tmp_path: Path) ->
         assert reopened.list_marked() == [created]
         assert sorted(reopened.all_assignments(), key=lambda a: a.name) == sorted([created, seeded],
                                                                                  key=lambda a: a.name)
+    finally:
+        reopened.close()
+
+
+def test_a_local_plane_from_before_principal_types_learns_them_from_its_assignments(tmp_path: Path) -> None:
+    # GIVEN a plane file whose assignments were made before it kept a directory of principal types
+    path = tmp_path / "rbac.sqlite"
+    old = LocalRbac(path)
+    group = str(uuid.uuid4())
+    old.seed(group, "Reader", SCOPE, principal_type="Group")
+    old.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE principals")
+    # WHEN it is opened again THEN the group is known as one
+    reopened = LocalRbac(path)
+    try:
+        key = grant_key(reopened, principal_id=group)
+        with pytest.raises(PermanentError, match="UnmatchedPrincipalType"):
+            reopened.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "User")
     finally:
         reopened.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -149,7 +150,9 @@ def hold(
     expires_at: datetime = T0 + timedelta(hours=2),
     **changes: Any,
 ) -> Hold:
-    return Hold.for_key(key, request_id, T0, expires_at, preexisting=False).model_copy(update=changes)
+    return Hold.for_key(key, request_id, T0, expires_at, preexisting=False, principal_type="Group").model_copy(
+        update=changes
+    )
 
 
 def all_pages(store: Store, query: AuditQuery) -> tuple[list[AuditEvent], int]:
@@ -370,6 +373,38 @@ def test_put_hold_upserts_and_release_takes_it_out_of_the_active_set(store: Stor
     assert [h.request_id for h in store.active_holds(KEY)] == ["r2"]
     assert store.holds_for_request("r1") == [released]
     assert sorted(h.request_id for h in store.all_active_holds()) == ["r2", "r3"]
+
+
+def test_a_hold_keeps_its_principal_type_and_one_stored_without_it_loads(store: Store) -> None:
+    store.put_hold(hold(request_id="r1"))
+    store.put_hold(hold(request_id="r2", principal_type=None))  # as holds were written before they kept it
+
+    assert [(h.request_id, h.principal_type) for h in store.active_holds(KEY)] == [("r1", "Group"), ("r2", None)]
+
+
+def test_a_version_1_sqlite_store_is_upgraded_and_its_holds_still_load(tmp_path: Path) -> None:
+    # GIVEN a store file written before holds kept the principal type
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE holds (provider TEXT NOT NULL, principal_id TEXT NOT NULL,
+                role_definition_id TEXT NOT NULL, scope TEXT NOT NULL, request_id TEXT NOT NULL,
+                granted_at TEXT NOT NULL, expires_at TEXT NOT NULL, preexisting INTEGER NOT NULL,
+                status TEXT NOT NULL, released_at TEXT,
+                PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)) WITHOUT ROWID;
+            PRAGMA user_version = 1;
+        """)
+        db.execute("INSERT INTO holds VALUES (?, ?, ?, ?, 'r1', '2026-11-26T09:00:00.123456Z',"
+                   " '2026-11-26T11:00:00.123456Z', 0, 'active', NULL)",
+                   (KEY.provider, KEY.principal_id, KEY.role_definition_id, KEY.scope))
+    # WHEN this jitgate opens it THEN the old hold loads without a type, and new holds keep theirs
+    with SqliteStore(path) as store:
+        [old] = store.active_holds(KEY)
+        assert (old.request_id, old.principal_type) == ("r1", None)
+        store.put_hold(hold(request_id="r2"))
+        assert store.get_hold(KEY, "r2") == hold(request_id="r2")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_holds_for_request_spans_keys_and_statuses(store: Store) -> None:

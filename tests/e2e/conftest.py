@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,22 +170,23 @@ class JitgateServer:
 _RUNNING: list[JitgateServer] = []
 
 
-@pytest.fixture(scope="session")
-def jitgate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JitgateServer]:
-    data_dir = tmp_path_factory.mktemp("jitgate-e2e")
+@contextmanager
+def running_server(data_dir: Path, **env: str) -> Iterator[JitgateServer]:
+    """A `jitgate serve` on a free port with its own data dir (and `env` settings), stopped on exit."""
     log_path = data_dir / "server.log"
     port = free_port()
-    env = clean_env(
+    environment = clean_env(
         JITGATE_DATA_DIR=str(data_dir),
         JITGATE_POLICY=str(DEFAULT_POLICY),
         JITGATE_RECONCILE_SECONDS="1",
         JITGATE_MODE="local",
         PYTHONUNBUFFERED="1",
+        **env,
     )
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "serve", "--host", HOST, "--port", str(port)],
-            env=env,
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2],
@@ -213,6 +215,12 @@ def jitgate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jitgate
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def jitgate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JitgateServer]:
+    with running_server(tmp_path_factory.mktemp("jitgate-e2e")) as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -156,8 +156,8 @@ def test_two_approvals_over_the_signed_teams_webhook_and_refused_calls(jitgate_s
         assert [a["approverId"] for a in record["approvals"]] == approvals, f"{label}: {record['approvals']}"
         assert not s.assignments_of(rid), f"{label}: nothing may be granted"
         reasons = {e["data"]["reason"] for e in s.events(rid, "access.refused")}
-        # Each distinct refusal is audited against the request; the same refusal repeated within a
-        # minute is written once (anyone can provoke refusals, so they must not flood the chain).
+        # A refusal is audited against the request, once a minute per action and verified caller: every
+        # unauthenticated caller counts as one (anyone can provoke refusals; they must not flood the chain).
         expected = refused_before + (0 if reasons <= audited_reasons else 1)
         assert refusals() == expected, f"{label}: the refusal is audited against the request"
         audited_reasons.update(reasons)
@@ -298,3 +298,18 @@ def test_audit_trail_verifies_and_the_cli_queries_it(jitgate_server: JitgateServ
     assert rejected.returncode == 0, rejected.stdout + rejected.stderr
     [event] = json.loads(rejected.stdout)["events"]
     assert [e["loc"] for e in event["data"]["errors"]] == ["duration"]
+
+
+def test_the_readme_teams_command_takes_its_comment_after_the_options(jitgate_server: JitgateServer) -> None:
+    # GIVEN a request waiting for two approvals
+    s = jitgate_server
+    doc = access_request(f"/subscriptions/{PROD_SUB}/resourceGroups/rg-cli-prod", role="Contributor",
+                         duration="PT1M", justification="Rotate the cli DB firewall rule for INC-4711",
+                         ticket="INC-4711")
+    rid = submit(s, doc)["requestId"]
+    s.wait_state(rid, "pending_approval")
+    # WHEN Alice approves as the README writes it: `jitgate teams approve ID --as OBJECT_ID [comment]`
+    approved = s.cli("teams", "approve", rid, "--data-dir", str(s.data_dir), "--as", ALICE, "looks", "good")
+    # THEN it is counted, with her comment
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert [(a["approverId"], a["comment"]) for a in s.get(rid)["approvals"]] == [(ALICE, "looks good")]

@@ -7,11 +7,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.adapters.azure.roles import check_new_assignment, normalized, resolve_builtin_role
+from shared.adapters.azure.roles import (
+    check_new_assignment,
+    check_principal_type,
+    normalized,
+    resolve_builtin_role,
+)
 from shared.adapters.embedded.rbac import GRANT_OPERATIONS, FaultInjector
 from shared.domain.errors import AssignmentExists, PermanentError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey
-from shared.ports import Notice
+from shared.ports import Members, Notice, Person
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,9 @@ class ProviderCall:
 
 
 class FakeGrantProvider:
-    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics, built-in role catalog, `seed` for
-    pre-existing access and `inject_fault`. `name` is configurable so that it can stand in for any
-    provider a request names.
+    """A GrantProvider kept in a dict, with LocalRbac's ARM semantics (a principal keeps the type its first
+    assignment gave it), built-in role catalog, `seed` for pre-existing access and `inject_fault`. `name`
+    is configurable so that it can stand in for any provider a request names.
 
     `calls` is every port call in order (a faulted call too: it was made), so tests can pin what jitgate
     asked for, not only what is left. With `deletes_take_effect` False a delete answers OK and leaves the
@@ -36,6 +41,7 @@ class FakeGrantProvider:
         self.calls: list[ProviderCall] = []
         self.deletes_take_effect = True
         self._assignments: dict[str, Assignment] = {}  # by lower-cased name: unique in the tenant
+        self._principal_types: dict[str, str] = {}  # the directory, as far as assignments have shown it
         self._lock = threading.Lock()
         self._faults = FaultInjector(GRANT_OPERATIONS)
 
@@ -111,10 +117,12 @@ class FakeGrantProvider:
     ) -> Assignment:
         check_new_assignment(key, name, principal_type)
         with self._lock:
+            check_principal_type(key.principal_id, self._principal_types.get(key.principal_id), principal_type)
             existing = self._assignments.get(name.lower())
             if existing is not None:
                 if existing.key == key:
-                    return existing
+                    self._assignments[existing.name] = existing.model_copy(update={"description": description})
+                    return self._assignments[existing.name]
                 raise PermanentError(
                     f"RoleAssignmentUpdateNotPermitted: assignment {name} grants something else"
                 )
@@ -131,6 +139,7 @@ class FakeGrantProvider:
                 description=description,
             )
             self._assignments[created.name] = created
+            self._principal_types.setdefault(key.principal_id, principal_type)
             return created
 
     def _own(self, key: GrantKey) -> GrantKey:
@@ -161,11 +170,26 @@ class FakeDirectory:
     """Group membership from a dict of group name → member principal ids (as the policy file lists them).
     Principal ids compare case-insensitively, as Entra object ids do."""
 
-    def __init__(self, groups: dict[str, set[str]]) -> None:
+    def __init__(self, groups: dict[str, set[str]], names: dict[str, str] | None = None) -> None:
         self.groups = groups
+        self.names = {k.lower(): v for k, v in (names or {}).items()}
+        self._fault: Exception | None = None
 
     def groups_of(self, principal_id: str) -> frozenset[str]:
         wanted = principal_id.lower()
         return frozenset(
             group for group, members in self.groups.items() if wanted in {m.lower() for m in members}
         )
+
+    def members_of(self, group: str, limit: int) -> Members:
+        """Members in id order, named from `names` (principal id -> display name) when given."""
+        if group not in self.groups:
+            raise PermanentError(f"no group {group}")
+        if self._fault is not None:
+            raise self._fault
+        people = [Person(m.lower(), self.names.get(m.lower(), "")) for m in sorted(self.groups[group])]
+        return Members(tuple(people[:limit]), len(people))
+
+    def fail_members_of(self, error: Exception | None) -> None:
+        """Make every `members_of` raise `error` (None: answer again)."""
+        self._fault = error

@@ -130,6 +130,15 @@ class FakeStore:
             self._events[event.id] = (event.model_copy(deep=True), principal)
             self._chains[event.request_id][event.seq] = event.model_copy(deep=True)
 
+    def truncate(self, request_id: str, keep: int) -> None:
+        """Delete every event of the request's chain from seq `keep` on, unchecked (tests of tamper detection)."""
+        with self._lock:
+            links = self._chains[request_id]
+            for seq in [seq for seq in links if seq >= keep]:
+                del self._events[links.pop(seq).id]
+            if not links:
+                del self._chains[request_id]
+
     def chain(self, request_id: str) -> list[AuditEvent]:
         links = self._chains.get(request_id, {})
         return [links[seq].model_copy(deep=True) for seq in sorted(links)]

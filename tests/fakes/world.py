@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from shared.domain.audit import verify_chain
+from shared.domain.audit import ChainReport, verify_chain
 from shared.domain.policy import Policy
 from shared.lifecycle import Backends, Lifecycle
 from shared.ports import QueueSettings
@@ -126,8 +126,13 @@ class World:
     def event_types(self, request_id: str) -> list[str]:
         return [e.type.value for e in self.store.chain(request_id)]
 
+    def verify(self, request_id: str) -> ChainReport:
+        """The request's chain verified as the API does: against its record, when there is one."""
+        record = self.store.get_request(request_id)
+        return verify_chain(request_id, self.store.chain(request_id), None if record is None else record.anchor())
+
     def chains_ok(self) -> bool:
-        return all(verify_chain(rid, self.store.chain(rid)).ok for rid in self.store.request_ids())
+        return all(self.verify(rid).ok for rid in self.store.request_ids())
 
     def marked(self) -> list[Any]:
         return self.grants.list_marked()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
@@ -25,11 +27,12 @@ from fastapi.testclient import TestClient
 from shared.api import create_app
 from shared.domain.audit import canonical_json
 from shared.domain.errors import ConcurrencyConflict, IllegalTransition, PermanentError, TransientError
-from shared.domain.lifecycle import RequestRecord
+from shared.domain.lifecycle import LifecycleCommand, RequestRecord
 from shared.runtime import Runtime, build_local
 from shared.settings import Settings
 from shared.teams import outgoing_payload, sign
-from tests.tampering import TAMPERINGS
+from tests.fakes.clock import FakeClock
+from tests.tampering import TAMPERINGS, truncated
 
 ALICE = "aaaaaaaa-0000-4000-8000-00000000000a"  # approver
 BOB = "bbbbbbbb-0000-4000-8000-00000000000b"  # approver
@@ -76,7 +79,8 @@ def runtime(settings: Settings) -> Runtime:
 
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as c:
+    # NB. JSON, as every real client sends it (Backstage, Teams, the CLI); the 415 tests send other types.
+    with TestClient(create_app(runtime), headers={"Content-Type": "application/json"}) as c:
         yield c
 
 
@@ -214,7 +218,27 @@ def test_intake_refuses_id_reuse_with_another_body(client: TestClient, runtime: 
                            headers=who(JANE))
     assert response.status_code == 409
     assert "different body" in response.json()["detail"]
-    assert runtime.audit.chain(body["requestId"])[-1].type.value == "request.rejected"
+    rejected = runtime.audit.chain(body["requestId"])[-1]
+    assert rejected.type.value == "request.rejected"
+    assert (rejected.actor.principal_id, rejected.actor.kind, rejected.data["actorVerified"]) == (JANE, "user", True)
+
+
+def test_a_service_reusing_an_id_or_sending_an_invalid_body_for_it_is_named_in_the_trail(
+        client: TestClient, runtime: Runtime):
+    # GIVEN Jane's request, and the Backstage service (Jit.Submitter)
+    body = access_request()
+    submit(client, runtime, body)
+    service = "5e7d0c1a-0000-4000-8000-0000000000b5"
+    # WHEN the service sends another body under her request id, and then an invalid one
+    reused = client.post("/api/access-requests", json={**body, "duration": "PT2H"},
+                         headers=who(service, "Jit.Submitter"))
+    invalid = client.post("/api/access-requests", json={**body, "duration": "P99D"},
+                          headers=who(service, "Jit.Submitter"))
+    assert (reused.status_code, invalid.status_code) == (409, 422)
+    # THEN her trail names the service, not jitgate; the second rejection within the minute adds nothing
+    rejected = [e for e in runtime.audit.chain(body["requestId"]) if e.type.value == "request.rejected"]
+    assert [(e.actor.principal_id, e.data["actorVerified"]) for e in rejected] == [(service, True)]
+    assert state(runtime, body["requestId"]) == "active"
 
 
 def test_intake_rejects_a_body_over_64_kib_from_its_first_bytes(runtime: Runtime):
@@ -241,7 +265,7 @@ def test_intake_rejects_a_body_over_64_kib_from_its_first_bytes(runtime: Runtime
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
     assert start["status"] == 422
-    assert body["errors"] == [{"loc": "body", "msg": "body is 65537 bytes; the limit is 65536"}]
+    assert body["errors"] == [{"loc": "body", "msg": "the body is 65537 bytes; the limit is 65536"}]
     assert chunks_read == 65
     assert [e.type.value for e in runtime.audit.chain(body["requestId"])] == ["request.rejected"]
 
@@ -376,6 +400,27 @@ def test_revoke_and_webhook_refuse_oversize_bodies_with_413(client: TestClient, 
     assert state(runtime, request_id) == "active"
 
 
+def test_a_revoke_after_expiry_is_answered_with_how_the_request_ended_and_audited(client: TestClient,
+                                                                                  runtime: Runtime):
+    # GIVEN a grant that was revoked at its expiry
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+    request_id = submit(client, runtime, access_request(duration="PT1M"))
+    clock.advance(60)
+    assert runtime.lifecycle.handle_command(LifecycleCommand(command="revoke", request_id=request_id).body())
+    # WHEN the requester says she is done
+    response = client.post(f"/api/access-requests/{request_id}/revoke", json={"reason": "done"},
+                           headers=who(JANE))
+    # THEN she is told it had already ended at expiry, and her attempt is on the request's trail
+    assert response.status_code == 200
+    assert response.json()["state"] == "revoked"
+    assert response.json()["message"].startswith("already ended at expiry")
+    assert re.fullmatch(r"already ended at expiry: revoked at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(just now\)",
+                        response.json()["message"])
+    [attempt] = refusals(runtime, request_id)
+    assert attempt["actor"]["principalId"] == JANE and attempt["data"]["action"] == "revoke"
+
+
 def test_revoke_of_an_unknown_request_is_404(client: TestClient):
     response = client.post(f"/api/access-requests/{uuid.uuid4()}/revoke", headers=who(JANE))
     assert response.status_code == 404
@@ -415,7 +460,12 @@ def test_deny_in_teams(client: TestClient, runtime: Runtime, pending: str):
 def test_status_in_teams(client: TestClient, pending: str):
     code, answer = teams(client, ALICE, f"status {pending}")
     assert code == 200
-    assert "pending_approval" in answer["text"] and "0 of 2" in answer["text"]
+    # Words for people: the request id once, the state as a sentence, the deadline to the second with its zone.
+    assert re.fullmatch(
+        rf"Request {pending} \(Contributor at /subscriptions/\S+/resourceGroups/rg-payments-prod for Jane Doe\) "
+        r"is waiting for 2 more approvals \(deadline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)\.",
+        answer["text"],
+    ), answer["text"]
 
 
 def test_status_in_teams_is_refused_to_strangers(client: TestClient, runtime: Runtime, pending: str):
@@ -438,7 +488,7 @@ def test_requester_cannot_approve_their_own_request(client: TestClient, runtime:
 def test_non_approver_is_refused_in_the_reply(client: TestClient, runtime: Runtime, pending: str):
     code, answer = teams(client, MALLORY, f"approve {pending}")
     assert code == 200
-    assert "not in the approver groups" in answer["text"]
+    assert answer["text"] == "Refused: you are not in platform-approvers, the approver group of this request."
     assert state(runtime, pending) == "pending_approval"
 
 
@@ -456,6 +506,13 @@ def test_sender_without_object_id_is_answered(client: TestClient, pending: str):
     assert code == 200 and "no Entra object id" in answer["text"]
 
 
+def test_a_sender_whose_object_id_is_the_nil_guid_is_answered_and_counts_for_nothing(client: TestClient,
+                                                                                      runtime: Runtime, pending: str):
+    code, answer = teams(client, "00000000-0000-0000-0000-000000000000", f"approve {pending}")
+    assert code == 200 and "nil GUID" in answer["text"]
+    assert record(runtime, pending).approvals == []
+
+
 def test_forged_signature_is_401_and_audited(client: TestClient, runtime: Runtime, pending: str):
     body = outgoing_payload(f"approve {pending}", ALICE, "Mallory")
     response = client.post("/api/teams/webhook", content=body, headers={"Authorization": sign(b"guessed", body)})
@@ -467,13 +524,48 @@ def test_forged_signature_is_401_and_audited(client: TestClient, runtime: Runtim
     assert ALICE in refusal["data"]["reason"]
 
 
+def test_a_flood_of_forged_calls_adds_one_refusal_and_leaves_the_record_as_it_was(
+        client: TestClient, runtime: Runtime, settings: Settings, pending: str):
+    # GIVEN a request pending approval, and a clock that stands still while the flood lasts
+    clock = FakeClock(datetime.now(UTC))
+    runtime.backends.clock = clock
+
+    def stored_size() -> int:
+        with sqlite3.connect(settings.data_dir / "store.db") as db:
+            (size,) = db.execute("SELECT length(doc) FROM requests WHERE request_id = ?", (pending,)).fetchone()
+        return int(size)
+
+    def forged_call() -> None:
+        # a random signature and a random claimed sender: nothing in it can be verified
+        body = outgoing_payload(f"approve {pending}", str(uuid.uuid4()), "Mallory")
+        response = client.post("/api/teams/webhook", content=body,
+                               headers={"Authorization": sign(os.urandom(32), body)})
+        assert response.status_code == 401
+
+    # WHEN anyone sends 1,000 forged webhook calls naming it
+    forged_call()
+    size_after_first = stored_size()
+    for _ in range(999):
+        forged_call()
+    # THEN one refusal is audited, and the stored record has not grown by a byte
+    assert len(refusals(runtime, pending)) == 1
+    assert stored_size() == size_after_first
+    # AND once the minute has passed, the next forged call is audited again (collapsed, not silenced)
+    clock.advance(61)
+    forged_call()
+    assert len(refusals(runtime, pending)) == 2
+    assert state(runtime, pending) == "pending_approval"
+
+
 def test_missing_and_malformed_authorization_are_401(client: TestClient, runtime: Runtime, pending: str):
     body = outgoing_payload(f"approve {pending}", ALICE, "Alice")
     missing = client.post("/api/teams/webhook", content=body)
     malformed = client.post("/api/teams/webhook", content=body, headers={"Authorization": "HMAC %%%"})
     assert missing.status_code == 401 and "missing" in missing.json()["detail"]
     assert malformed.status_code == 401 and "malformed" in malformed.json()["detail"]
-    assert len(refusals(runtime, pending)) == 2
+    # one unauthenticated refusal of this endpoint a minute is audited, whatever its reason
+    [refusal] = refusals(runtime, pending)
+    assert refusal["actor"]["principalId"] == "unauthenticated" and "missing" in refusal["data"]["reason"]
     assert state(runtime, pending) == "pending_approval"
 
 
@@ -536,7 +628,8 @@ def test_webhook_without_a_configured_secret_is_unavailable(tmp_path: Path, sett
     azure = replace(settings, mode="azure", teams_secret="")
     with TestClient(create_app(build_local(azure))) as c:
         body = outgoing_payload("help", ALICE, "Alice")
-        response = c.post("/api/teams/webhook", content=body, headers={"Authorization": sign(SECRET, body)})
+        response = c.post("/api/teams/webhook", content=body,
+                          headers={"Authorization": sign(SECRET, body), "Content-Type": "application/json"})
     assert response.status_code == 503
     assert "JITGATE_TEAMS_SECRET" in response.json()["detail"]
 
@@ -629,19 +722,22 @@ def test_audit_verify_passes_then_names_a_tampered_event(client: TestClient, run
     result = client.get("/api/audit/verify", headers=auditor).json()
     assert result["ok"] is False
     assert result["broken"] == [{"requestId": second, "events": 2, "ok": False, "brokenSeq": 1,
-                                 "reason": "hash does not match the event's content"}]
+                                 "brokenEventId": f"{second}:000001",
+                                 "reason": "hash does not match the event's content", "anchored": True}]
     one = client.get("/api/audit/verify", params={"requestId": first}, headers=auditor).json()
     assert one["ok"] is True and one["chains"] == 1
     assert client.get("/api/audit/verify", params={"requestId": str(uuid.uuid4())}, headers=auditor).status_code == 404
 
 
+@pytest.mark.parametrize("where", ["middle", "last"])
 @pytest.mark.parametrize("name", sorted(TAMPERINGS))
 def test_audit_verify_names_an_event_rewritten_by_someone_who_can_recompute_hashes(
-        name: str, client: TestClient, runtime: Runtime, settings: Settings):
+        name: str, where: str, client: TestClient, runtime: Runtime, settings: Settings):
     # GIVEN two granted requests
     rid = submit(client, runtime, access_request())
     submit(client, runtime, access_request(requester=BOB))
-    seq = 1  # policy.evaluated, in the middle of the chain
+    chain = runtime.audit.chain(rid)
+    seq = 1 if where == "middle" else len(chain) - 1  # policy.evaluated, or the chain's last event
 
     # WHEN one event is rewritten in the database, in the canonical form the store writes
     with sqlite3.connect(settings.data_dir / "store.db") as db:
@@ -651,12 +747,38 @@ def test_audit_verify_names_an_event_rewritten_by_someone_who_can_recompute_hash
         db.execute("UPDATE audit_events SET doc = ? WHERE request_id = ? AND seq = ?",
                    (canonical_json(tampered), rid, seq))
 
-    # THEN verifying every chain, or this one, names the request and the first broken link
-    expected = TAMPERINGS[name].expected(rid, seq).as_dict()
+    # THEN verifying every chain, or this one, names the request, the first broken link and its event id
+    expected = TAMPERINGS[name].expected(rid, seq, tampered, head=chain[-1].hash, last=len(chain) - 1).as_dict()
+    assert expected["brokenEventId"] == f"{rid}:{expected['brokenSeq']:06d}"
     auditor = who(AUDITOR, "Jit.Auditor")
     for params in ({}, {"requestId": rid}):
         result = client.get("/api/audit/verify", params=params, headers=auditor).json()
         assert (result["ok"], result["broken"]) == (False, [expected])
+
+
+@pytest.mark.parametrize("kept", [1, 0])
+def test_audit_verify_names_a_chain_whose_tail_was_cut_off(kept: int, client: TestClient, runtime: Runtime,
+                                                             settings: Settings):
+    # GIVEN two granted requests
+    rid = submit(client, runtime, access_request())
+    other = submit(client, runtime, access_request(requester=BOB))
+    chain = runtime.audit.chain(rid)
+
+    # WHEN every event of one chain after the first `kept` is deleted from the database
+    with sqlite3.connect(settings.data_dir / "store.db") as db:
+        db.execute("DELETE FROM audit_events WHERE request_id = ? AND seq >= ?", (rid, kept))
+
+    # THEN verifying it names the first missing event and where its request record says the chain ends
+    expected = truncated(rid, kept, head=chain[-1].hash, last=len(chain) - 1).as_dict()
+    auditor = who(AUDITOR, "Jit.Auditor")
+    one = client.get("/api/audit/verify", params={"requestId": rid}, headers=auditor).json()
+    assert (one["ok"], one["broken"]) == (False, [expected])
+    # AND verifying every chain does too, while the chain is still listed (a chain with no event left is found
+    # by asking for it, and by `jitgate audit verify --data-dir`, which reads the records too)
+    every = client.get("/api/audit/verify", headers=auditor).json()
+    assert (every["ok"], every["broken"]) == ((False, [expected]) if kept else (True, []))
+    assert every["unanchored"] == 0 and every["chains"] == (2 if kept else 1)
+    assert client.get("/api/audit/verify", params={"requestId": other}, headers=auditor).json()["ok"] is True
 
 
 # ---------------------------------------------------------------- errors

@@ -320,7 +320,8 @@ def test_identity_based_access_and_the_same_service_settings(bicep: Inventory, t
     assert settings["cosmos capabilities"] == ["EnableServerless"]
     assert not settings["app insights local auth"]
     assert settings["key vault rbac"] and settings["key vault purge protection"]
-    assert settings["archive protected appends"] is True
+    # NB. Every archive blob is a block blob written once; nothing may ever be appended to one.
+    assert settings["archive protected appends"] is False
     assert settings["archive retention days"] == "${param:archiveretentiondays}"
     assert settings["key vault reference identity"] == settings["site identity"][0] == IDENTITY
     assert settings["runtime"] == "python 3.11"

@@ -568,13 +568,63 @@ def test_malformed_lifecycle_command_is_dead_lettered_at_once_as_invalid(world: 
     [dead] = world.bus.dead_letters(LIFECYCLE)
     assert dead.message_id == f"poison:{name}" and dead.body == MALFORMED[name]
     assert dead.reason == "InvalidCommand" and dead.delivery_count == 1
-    assert "LifecycleCommand" in dead.description or "json" in dead.description.lower()
+    assert dead.description.startswith("body: not a lifecycle command: ")
     assert world.bus.active_count(LIFECYCLE) == 0
     # AND replaying it unchanged dead-letters it again instead of looping
     world.bus.replay_dead_letter(LIFECYCLE, dead.sequence_number)
     world.worker.drain()
     [again] = world.bus.dead_letters(LIFECYCLE)
     assert again.reason == "InvalidCommand" and again.delivery_count == 1
+
+
+HOSTILE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "hostile"
+
+
+def hostile_commands(request_id: str) -> dict[str, tuple[bytes, str]]:
+    """Lifecycle commands naming `request_id` that the guarded JSON parser refuses, with why. pydantic's own JSON
+    parser, which read them before, ran the duplicate key, the oversize reason and the textual sequence."""
+    revoke = f'"command": "revoke", "requestId": "{request_id}"'
+    return {
+        "duplicate command key": (f'{{"command": "expire-request", {revoke}}}'.encode(), "duplicate key 'command'"),
+        "oversize reason": (f'{{{revoke}, "reason": "{"x" * 5000}"}}'.encode(), "the limit is 4096"),
+        "lone surrogate in the reason": (f'{{{revoke}, "reason": "\\ud800"}}'.encode(), "lone surrogate"),
+        "nested 33 deep": (f'{{{revoke}, "reason": {"[" * 33}{"]" * 33}}}'.encode(), "nested more than 32 levels"),
+        "NaN sequence": (f'{{{revoke}, "n": NaN}}'.encode(), "NaN is not JSON"),
+        "sequence as text": (f'{{{revoke}, "n": "2"}}'.encode(), "n: Input should be a valid integer"),
+        "a JSON array": (f"[{{{revoke}}}]".encode(), "it is not a JSON object"),
+    }
+
+
+def test_hostile_bodies_as_lifecycle_commands_are_dead_lettered_with_the_guarded_parsers_reason(
+    world: World,
+) -> None:
+    # GIVEN an active request, and on the lifecycle queue every body of the hostile corpus and malformed commands
+    # naming the request
+    rid = world.submit(access_request())
+    corpus = {path.name: path.read_bytes() for path in sorted(HOSTILE_CORPUS.iterdir()) if path.name != "expected.yaml"}
+    commands = hostile_commands(rid)
+    for name, raw in [*corpus.items(), *((name, raw) for name, (raw, _) in commands.items())]:
+        world.bus.send(LIFECYCLE, f"hostile:{name}", raw)
+    # AND after them, a real command
+    world.bus.send(LIFECYCLE, "expire-request:real", LifecycleCommand(command="expire-request", request_id=rid).body())
+
+    # WHEN the worker drains the queue
+    world.worker.drain()
+
+    # THEN every hostile body is dead-lettered on its first delivery with the parser's reason, and none of them
+    # ran: the request is still active, nothing appended to its trail
+    dead = {d.message_id.removeprefix("hostile:"): d for d in world.bus.dead_letters(LIFECYCLE)}
+    assert set(dead) == set(corpus) | set(commands)
+    for name, letter in dead.items():
+        assert (letter.reason, letter.delivery_count) == ("InvalidCommand", 1), name
+        assert letter.description.startswith("body: not a lifecycle command: "), (name, letter.description)
+        assert len(letter.description) < 1000, name
+    for name, (_, why) in commands.items():
+        assert why in dead[name].description, (name, dead[name].description)
+    assert world.state(rid) == "active"
+    assert world.event_types(rid)[-1] == "revoke.scheduled"
+    # AND the worker kept going: the real command after them was handled (an active request does not expire)
+    assert world.bus.active_count(LIFECYCLE) == 0 and "expire-request:real" not in {d.message_id for d in dead.values()}
 
 
 def test_command_that_always_raises_is_dead_lettered_after_max_deliveries_and_replayable(world: World) -> None:

@@ -283,3 +283,93 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_a_command_group_without_an_action_exits_2(group: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([group]) == 2
     assert "usage: jitgate" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ the README's usage
+
+GUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+PLACEHOLDERS = {"ID": [GUID], "OBJECT_ID": ["aaaaaaaa-0000-4000-8000-00000000000a"], "FILE": ["request.json"],
+                "T": ["grant.applied"], "ISO": ["2026-01-01T09:00:00Z"], "DIR": [".jitgate"],
+                "QUEUE": ["access-requests"], "SEQ": ["7"], "comment": ["looks", "good"], "reason": ["not", "now"]}
+ELLIPSIS_ARGUMENTS = {"policy check": ["policies/example.yaml"],
+                      "policy explain": ["policies/example.yaml", "request.json"],
+                      "policy test": ["policies/example.tests.yaml"]}
+
+
+def readme_commands() -> list[str]:
+    """Every `jitgate ...` line of the README's shell blocks, comments stripped, `a | b` split in two."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [line.split("  #")[0].strip() for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+             for line in block.splitlines() if line.startswith("jitgate ")]
+    return [part.strip().removeprefix("jitgate ") for line in lines for part in line.split(" | ")]
+
+
+def expansions(usage: str) -> list[list[str]]:
+    """Concrete argument lists for one usage line: every alternative of `a|b`, optional parts `[...]` all given
+    and none given, placeholders filled in, `x...` given twice."""
+    variants: list[list[str]] = [[]]
+    for item in re.findall(r"\[[^\]]*\]|\S+", usage):
+        if item.startswith("["):
+            options = [[]] + [words for choice in item[1:-1].split("|") for words in expansions(choice)]
+        elif "|" in item:
+            options = [[choice] for choice in item.split("|")]
+        elif item == "...":
+            options = [["..."]]
+        else:
+            name = item.removesuffix("...")
+            filled = PLACEHOLDERS.get(name, [name])
+            options = [filled * 2 if item.endswith("...") else filled]
+        variants = [v + o for v in variants for o in options]
+    out = []
+    for argv in variants:
+        if "..." in argv:
+            at = argv.index("...")
+            argv = argv[:at] + ELLIPSIS_ARGUMENTS[" ".join(argv[:at])] + argv[at + 1:]
+        out.append(argv)
+    return out
+
+
+def test_the_readme_lists_the_commands_this_test_knows() -> None:
+    commands = readme_commands()
+    assert any(c.startswith("teams approve ID --as OBJECT_ID [comment]") for c in commands), commands
+    assert len(commands) >= 14
+
+
+@pytest.mark.parametrize("usage", readme_commands())
+def test_every_readme_usage_line_parses(usage: str) -> None:
+    from shared.cli import _parser, parse
+
+    for argv in expansions(usage):
+        try:
+            args = parse(_parser(), argv)
+        except SystemExit as exc:
+            pytest.fail(f"`jitgate {' '.join(argv)}` does not parse (exit {exc.code})")
+        assert hasattr(args, "run"), argv
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["teams", "approve", GUID, "--as", GUID, "looks", "good"], ["looks", "good"]),
+    (["teams", "approve", GUID, "looks", "--as", GUID, "good"], ["looks", "good"]),
+    (["teams", "approve", GUID, "looks", "good", "--as", GUID], ["looks", "good"]),
+    (["teams", "deny", GUID, "--as", GUID, "--url", "http://x", "not", "now"], ["not", "now"]),
+    (["teams", "deny", GUID, "--as", GUID, "--", "--not", "now"], ["--not", "now"]),
+    (["teams", "status", GUID, "--as", GUID], []),
+])
+def test_teams_takes_its_comment_before_or_after_the_options(argv: list[str], words: list[str]) -> None:
+    from shared.cli import _parser, parse
+
+    args = parse(_parser(), argv)
+    assert args.text == words
+    assert args.principal == GUID
+
+
+@pytest.mark.parametrize("argv", [
+    ["teams", "approve", GUID, "--as", GUID, "looks", "--bogus"],
+    ["policy", "check", "a.yaml", "b.yaml"],
+    ["schema", "check", "--bogus"],
+])
+def test_unknown_options_and_extra_words_are_still_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -66,6 +66,29 @@ def load_corpus() -> list[HostileCase]:
 
 CORPUS = load_corpus()
 
+# NB. Bodies for every endpoint that reads one (intake, revoke, the Teams webhook), beside the corpus of access
+# requests: what made the revoke endpoint and the webhook answer 500 before they shared the guarded parser.
+HOSTILE_BODIES: dict[str, bytes] = {
+    "nested-arrays-5000": b"[" * 5000 + b"]" * 5000,
+    "nested-objects-3000": b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    "nested-unclosed-30000": b"[" * 30_000,
+    "nested-in-reason": b'{"reason": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    "nested-in-activity": b'{"type": "message", "text": "help", "channelData": ' + b"[" * 4000 + b"]" * 4000 + b"}",
+    "not-utf8": b'{"reason": "caf\xe9 \xff"}',
+    "utf16": '{"reason": "done"}'.encode("utf-16"),
+    "utf8-bom": b'\xef\xbb\xbf{"reason": "done"}',
+    "lone-surrogate": b'{"reason": "\\ud800", "type": "message", "text": "\\udfff"}',
+    "number-overflow": b'{"reason": 1e999}',
+    "huge-integer": b'{"reason": ' + b"9" * 6000 + b"}",
+    "nan": b'{"reason": NaN}',
+    "duplicate-keys": b'{"reason": "a", "reason": "b"}',
+    "oversize-70k": b'{"reason": "' + b"x" * 70_000 + b'"}',
+    "binary": bytes(range(256)) * 8,
+}
+ALL_BODIES = {**{case.name: case.raw for case in CORPUS}, **HOSTILE_BODIES}
+# Corpus bodies that are valid revoke bodies (no reason given), though not valid access requests.
+REVOKE_WITHOUT_REASON = frozenset({"01-empty-body.bin", "02-whitespace-only.bin", "39-empty-object.json"})
+
 
 def test_corpus_is_complete_and_consistent() -> None:
     on_disk = {p.name for p in CORPUS_DIR.iterdir() if p.name != "expected.yaml"}

@@ -73,6 +73,10 @@ def test_dev_principal_must_be_a_guid():
     assert "GUID" in str(refused({"X-Jitgate-Dev-Principal": "jane@example.com"}, LOCAL))
 
 
+def test_the_nil_guid_is_not_a_dev_principal():
+    assert "nil GUID" in str(refused({"X-Jitgate-Dev-Principal": "00000000-0000-0000-0000-000000000000"}, LOCAL))
+
+
 def test_dev_roles_without_a_principal_are_refused():
     assert "without" in str(refused({"X-Jitgate-Dev-Roles": ADMIN}, LOCAL))
 
@@ -137,6 +141,19 @@ def test_malformed_client_principal_is_refused(header: str):
 def test_client_principal_without_object_id_is_refused():
     header = client_principal([{"typ": "name", "val": "Jane"}, {"typ": "oid", "val": 42}])
     assert "object id" in str(refused({"X-MS-CLIENT-PRINCIPAL": header}, AZURE))
+
+
+def test_client_principal_with_the_nil_guid_as_object_id_is_refused():
+    header = client_principal([{"typ": "oid", "val": "00000000-0000-0000-0000-000000000000"}, {"typ": "roles",
+                                                                                               "val": ADMIN}])
+    assert "nil GUID" in str(refused({"X-MS-CLIENT-PRINCIPAL": header}, AZURE))
+
+
+def test_a_deeply_nested_client_principal_is_refused_not_a_crash():
+    header = base64.b64encode(b"[" * 20_000 + b"]" * 20_000).decode()
+    assert "X-MS-CLIENT-PRINCIPAL" in str(refused({"X-MS-CLIENT-PRINCIPAL": header[:30_000]}, AZURE))
+    nested_claims = base64.b64encode(b'{"claims": ' + b"[" * 5000 + b"]" * 5000 + b"}").decode()
+    assert "X-MS-CLIENT-PRINCIPAL" in str(refused({"X-MS-CLIENT-PRINCIPAL": nested_claims}, AZURE))
 
 
 def test_client_principal_is_not_trusted_in_gcp_mode():

@@ -79,14 +79,31 @@ def test_every_message_delivered_three_times_has_the_effect_of_one(world: World)
     assert world.chains_ok()
 
 
-def test_request_id_reused_with_another_body_is_refused_and_audited(world: World) -> None:
+def test_request_id_reused_with_another_body_is_refused_and_audited_in_the_name_of_who_reused_it(
+    world: World,
+) -> None:
+    from shared.domain.audit import Actor
+
     doc = access_request()
     rid = world.submit(doc)
-    other = {**doc, "duration": "PT2H"}
+    # WHEN Bob reuses Jane's request id over HTTP (verified), and a queued body claiming Carol does too
+    bob = Actor(principal_id=BOB, kind="user")
+    by_bob = {**doc, "requester": {"principalId": BOB, "displayName": "Bob"}}
     with pytest.raises(IdempotencyMismatch):
-        world.lifecycle.submit(body(other))
-    world.lifecycle.evaluate(body(other))  # on the queue: completed, not raised
+        world.lifecycle.submit(body(by_bob), bob)
+    claiming_carol = {**doc, "requester": {"principalId": CAROL, "displayName": "Carol"}}
+    world.lifecycle.evaluate(body(claiming_carol))  # on the queue: completed, not raised
+    # THEN Jane's request stands, and each rejection names who reused the id, and whether that is verified
     assert world.state(rid) == "active"
+    rejected = [e for e in world.store.chain(rid) if e.type is EventType.REQUEST_REJECTED]
+    assert [(e.actor.principal_id, e.actor.kind, e.data["actorVerified"]) for e in rejected] == [
+        (BOB, "user", True),
+        (CAROL, "user", False),
+    ]
+    # AND the same sender reusing it again within a minute is refused without growing Jane's trail
+    with pytest.raises(IdempotencyMismatch):
+        world.lifecycle.submit(body(by_bob), bob)
+    world.lifecycle.evaluate(body(claiming_carol))
     assert world.event_types(rid).count("request.rejected") == 2
     assert world.lifecycle.submit(body(doc)).message == "already received"
 
@@ -109,7 +126,7 @@ def test_two_approvals_requester_never_counts_and_one_person_counts_once(world: 
     assert world.notifier.of_kind("approval_requested")
     with pytest.raises(AuthError, match="own request"):
         world.lifecycle.approve(rid, JANE)
-    with pytest.raises(AuthError, match="approver groups"):
+    with pytest.raises(AuthError, match=r"^you are not in approvers, the approver group of this request$"):
         world.lifecycle.approve(rid, "99999999-0000-4000-8000-000000000009")
     assert world.lifecycle.approve(rid, ALICE, "ok").message == "approval 1 of 2 recorded"
     assert world.lifecycle.approve(rid, ALICE.upper()).message == "your approval is already counted"
@@ -129,7 +146,7 @@ def test_denied_request_is_never_granted(world: World) -> None:
     world.lifecycle.handle_command(LifecycleCommand(command="grant", request_id=rid).body())
     assert world.state(rid) == "denied"
     assert world.grants.all_assignments() == []
-    with pytest.raises(AuthError, match="denied, not pending"):
+    with pytest.raises(AuthError, match="the request is denied by an approver: only a request waiting for approvals"):
         world.lifecycle.approve(rid, BOB)
 
 
@@ -185,6 +202,94 @@ def test_early_revoke_by_requester_cancels_the_scheduled_revoke(world: World) ->
     assert world.bus.scheduled_count("access-lifecycle") == 0
     world.advance(3601)
     assert world.event_types(rid).count("grant.revoked") == 1
+
+
+def test_a_revoke_arriving_just_after_expiry_says_it_had_already_ended_and_is_audited(world: World) -> None:
+    # GIVEN a grant whose expiry has come, its scheduled revoke about to be delivered
+    rid = world.submit(access_request(duration="PT1M"))
+    world.clock.advance(60)
+    real_delete = world.grants.delete_assignment
+
+    def delete_then_expiry_lands(scope: str, name: str) -> None:
+        real_delete(scope, name)
+        world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the revoke at expiry lands while Jane's own revoke is under way
+
+    world.grants.delete_assignment = delete_then_expiry_lands  # type: ignore[method-assign]
+    # WHEN Jane says she is done a few milliseconds late
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
+    # THEN the answer says the request had already ended at expiry, not that her revoke ended it
+    assert result.state is RequestState.REVOKED
+    assert result.message == "already ended at expiry: revoked at 2026-11-26 09:01:00 UTC (just now)"
+    assert "done" not in result.message
+    [revoked] = [e for e in world.store.chain(rid) if e.type is EventType.GRANT_REVOKED]
+    assert revoked.data["reason"] == "expired" and revoked.actor.principal_id == "jitgate"
+    # AND her attempt is audited, and people hear of the revoke once
+    attempt = world.store.chain(rid)[-1]
+    assert attempt.type is EventType.ACCESS_REFUSED and attempt.actor.principal_id == JANE
+    assert attempt.data["action"] == "revoke"
+    assert attempt.data["reason"] == (
+        "nothing to revoke: already ended at expiry: revoked at 2026-11-26T09:01:00.000000Z"  # ISO 8601 in events
+    )
+    assert len(world.notifier.of_kind("revoked")) == 1
+    # AND asking again later gets the same answer, from the stored record
+    world.clock.advance(90)
+    again = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    assert again.message == "already ended at expiry: revoked at 2026-11-26 09:01:00 UTC (2 minutes ago)"
+    assert world.event_types(rid).count("access.refused") == 2
+    assert world.chains_ok()
+
+
+def test_the_grant_answers_until_when_in_words_and_audits_it_in_iso_8601(world: World) -> None:
+    doc = access_request(duration="PT1H")
+    world.lifecycle.evaluate(body(doc))
+    result = world.lifecycle.grant(doc["requestId"])
+    assert result.message == "active until 2026-11-26 10:00:00 UTC (in 1 hour)"
+    [applied] = [e for e in world.store.chain(doc["requestId"]) if e.type is EventType.GRANT_APPLIED]
+    assert applied.data["expiresAt"] == "2026-11-26T10:00:00.000000Z"
+
+
+def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revoked(world: World) -> None:
+    rid = world.submit(access_request(role="Contributor", scope=PROD_RG))
+    assert world.state(rid) == "pending_approval"
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    assert result.state is RequestState.REVOKED and result.message.startswith("withdrawn")
+    [notice] = world.notifier.of_kind("withdrawn")
+    assert notice.title.startswith("Request withdrawn") and "revoked" not in notice.title.lower()
+    assert world.notifier.of_kind("revoked") == []
+    assert world.lifecycle.request_revoke(rid, JANE, is_admin=False).message.startswith("already withdrawn at")
+
+
+@pytest.mark.parametrize("hold_has_type", [True, False], ids=["hold", "hold-stored-before-types"])
+def test_a_revoke_racing_a_grant_on_the_same_key_re_applies_it_as_the_holders_principal_type(
+    world: World, hold_has_type: bool
+) -> None:
+    # GIVEN a group holding Reader through jitgate, and a second request of that group for the same grant
+    group = "99999999-0000-4000-8000-000000000099"
+    first, second = (access_request(principal=group, duration=d) for d in ("PT1M", "PT1H"))
+    for doc in (first, second):
+        doc["requester"]["principalType"] = "Group"
+    world.submit(first)
+    world.lifecycle.evaluate(body(second))  # approved; its grant command waits on the queue
+    real_delete = world.grants.delete_assignment
+
+    def grant_lands_mid_revoke(scope: str, name: str) -> None:
+        world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
+        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
+        if not hold_has_type:
+            [held] = world.store.holds_for_request(second["requestId"])
+            world.store.put_hold(held.model_copy(update={"principal_type": None}))
+        real_delete(scope, name)
+
+    world.grants.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
+    # WHEN the first request is revoked early
+    world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
+    # THEN the assignment is put back for the second, as the group it is
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    [assignment] = world.marked()
+    assert assignment.principal_type == "Group"
+    revoked = world.store.chain(first["requestId"])[-1]
+    assert revoked.data["reappliedFor"] == second["requestId"]
 
 
 def test_admin_revokes_someone_elses_grant(world: World) -> None:
@@ -301,6 +406,26 @@ def test_refused_api_access_is_audited_on_the_request(world: World) -> None:
     assert not world.lifecycle.refuse_access(
         "0" * 8 + "-0000-4000-8000-" + "0" * 12, Actor(principal_id=BOB, kind="user"), "GET", "x"
     )
+
+
+def test_refusals_are_collapsed_by_verified_facts_and_their_bookkeeping_is_bounded(world: World) -> None:
+    from shared.domain.audit import Actor
+    from shared.domain.lifecycle import PROVOKED_KEPT
+
+    rid = world.submit(access_request())
+    # GIVEN refusals of unauthenticated callers whose reasons carry whatever they claimed
+    unauthenticated = Actor(principal_id="unauthenticated", kind="user")
+    for n in range(100):
+        world.lifecycle.refuse_access(rid, unauthenticated, "teams.webhook", f"bad signature (claims sender {n})")
+    # THEN one is audited: what they claimed does not make a refusal new
+    assert world.event_types(rid).count("access.refused") == 1
+    # WHEN many authenticated callers are refused, THEN each is audited, yet the record keeps a bounded memory
+    for n in range(40):
+        caller = Actor(principal_id=f"{n:08d}-0000-4000-8000-000000000000", kind="user")
+        world.lifecycle.refuse_access(rid, caller, "read", "not allowed")
+    assert world.event_types(rid).count("access.refused") == 41
+    record = world.store.get_request(rid)
+    assert record is not None and len(record.refusals) == PROVOKED_KEPT
 
 
 def test_unknown_provider_fails_the_grant(world: World) -> None:

@@ -322,14 +322,19 @@ def test_a_request_meeting_every_condition_is_granted_up_to_the_rule_maximum() -
     decision = decide_conditions()
     assert decision.outcome is Outcome.AUTO
     assert decision.max_duration == timedelta(hours=4)
-    assert decision.reasons[-1] == "auto-approved for at most PT4H"
+    assert decision.reasons[-1] == "auto-approved for at most 4 hours"
+
+
+def test_duration_over_the_maximum_by_less_than_a_second_is_said_so() -> None:
+    decision = decide_conditions(duration="PT4H0.5S")
+    assert decision.reasons[0] == "a little over 4 hours is longer than this rule allows (4 hours)"
 
 
 def test_duration_over_the_maximum_is_denied_by_that_rule() -> None:
     decision = decide_conditions(duration="PT4H1M")
     assert decision.outcome is Outcome.DENY
     assert decision.rule == "the-rule"
-    assert decision.reasons[0] == "duration PT4H1M exceeds the rule's maximum PT4H"
+    assert decision.reasons[0] == "4 hours 1 minute is longer than this rule allows (4 hours)"
     assert decision.max_duration == timedelta(hours=4)
 
 
@@ -370,7 +375,7 @@ def test_every_failing_condition_is_spelled_out() -> None:
     decision = decide_conditions(now=saturday, duration="PT8H", justification="pls", ticket="nope")
     assert decision.outcome is Outcome.DENY
     assert decision.reasons[:-1] == [
-        "duration PT8H exceeds the rule's maximum PT4H",
+        "8 hours is longer than this rule allows (4 hours)",
         "justification is 3 characters, fewer than the rule's minimum 20",
         "justification does not match the required pattern '(?i)incident|change'",
         "ticket 'nope' does not match the required pattern '^(INC|CHG)-[0-9]+$'",
@@ -448,7 +453,8 @@ def test_an_approval_decision_carries_approvers_count_and_deadlines() -> None:
     assert decision.approval_deadline == timedelta(hours=4)
     assert decision.max_duration == timedelta(hours=2)
     assert decision.break_glass is False
-    assert decision.reasons[1] == "needs 3 distinct approvals from approvers, oncall within PT4H"
+    assert decision.reasons[1] == "needs 3 distinct approvals from approvers, oncall within 4 hours"
+    assert decision.reasons[2] == "grant for at most 2 hours"
 
 
 def test_approval_defaults_to_one_approver_and_a_day_to_decide() -> None:

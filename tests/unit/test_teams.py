@@ -159,12 +159,47 @@ def test_parse_command(text: str, command: TeamsCommand):
     assert parse_command(text) == command
 
 
+# Zero-width space and joiner, byte-order mark, left-to-right mark, right-to-left override, word joiner, soft
+# hyphen: invisible, and easily pasted along with a request id.
+FORMAT_CHARACTERS = ["\u200b", "\u200d", "\ufeff", "\u200e", "\u202e", "\u2060", "\u00ad"]
+
+
+@pytest.mark.parametrize("invisible", FORMAT_CHARACTERS)
+def test_format_characters_in_a_command_are_ignored(invisible: str):
+    rid = RID[:8] + invisible + RID[8:]
+    text = f"<at>jitgate</at> {invisible}approve{invisible} {rid} looks{invisible} good{invisible}"
+    assert parse_command(text) == TeamsCommand("approve", RID, "looks good")
+
+
+@pytest.mark.parametrize("placeholder", ["[comment]", "[ Comment ]", "<comment>", "&lt;comment&gt;"])
+def test_an_approval_with_the_placeholder_copied_from_the_card_has_no_comment(placeholder: str):
+    assert parse_command(f"<at>jitgate</at> approve {RID} {placeholder}") == TeamsCommand("approve", RID)
+    assert parse_command(f"<at>jitgate</at> approve {RID} {placeholder} ok for INC-1") == (
+        TeamsCommand("approve", RID, "ok for INC-1")
+    )
+
+
+@pytest.mark.parametrize("placeholder", ["&lt;reason&gt;", "<reason>", "[reason]", "&lt; REASON &gt;"])
+def test_a_denial_with_the_placeholder_copied_from_the_card_is_refused(placeholder: str):
+    with pytest.raises(InvalidCommand, match="a denial needs a real reason the requester can act on"):
+        parse_command(f"<at>jitgate</at> deny {RID} {placeholder}")
+    assert parse_command(f"<at>jitgate</at> deny {RID} {placeholder} change freeze") == (
+        TeamsCommand("deny", RID, "change freeze")
+    )
+
+
+def test_a_comment_that_only_mentions_the_word_is_kept():
+    assert parse_command(f"<at>jitgate</at> approve {RID} comment: reason [1]") == (
+        TeamsCommand("approve", RID, "comment: reason [1]")
+    )
+
+
 @pytest.mark.parametrize(("text", "message"), [
-    ("<at>jitgate</at> grant everything", "I do not know 'grant'"),
+    ("<at>jitgate</at> grant everything", "I do not know “grant”"),
     ("<at>jitgate</at> approve", "needs a request id"),
     ("<at>jitgate</at> approve INC-4711", "is not a request id"),
-    (f"<at>jitgate</at> deny {RID}", "needs a reason"),
-    (f"<at>jitgate</at> deny {RID}   ", "needs a reason"),
+    (f"<at>jitgate</at> deny {RID}", "needs a real reason"),
+    (f"<at>jitgate</at> deny {RID}   ", "needs a real reason"),
     (f"<at>jitgate</at> status {RID} please", "takes only a request id"),
     (f"<at>jitgate</at> approve {RID} " + "x" * 1001, "longer than 1000"),
 ])
@@ -229,3 +264,10 @@ def test_request_id_named_in_a_body():
 
 def test_reply():
     assert reply("done") == {"type": "message", "text": "done"}
+
+
+def test_replies_quote_what_was_typed_never_a_python_repr():
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command("<at>jitgate</at> approve it's-me")
+    assert str(caught.value).startswith("“it's-me” is not a request id")
+    assert "\\" not in str(caught.value) and "'it" not in str(caught.value)

@@ -31,6 +31,12 @@ param teamsWebhookUrl string
 @secure()
 param teamsSecret string
 
+@description('Name of the Teams outgoing webhook approvers @mention to answer.')
+param teamsWebhookName string
+
+@description('Base URL of the portal (Backstage) that has a page per request; empty: no link.')
+param portalUrl string
+
 @description('Days an archived audit blob stays immutable.')
 param archiveRetentionDays int
 
@@ -68,7 +74,9 @@ var groupObjectIdPairs = [for group in items(groupObjectIds): '${group.key}=${gr
 
 // Partition keys: a request's record and its audit chain live with the request; a ledger document lives
 // with its grant key (GrantKey.assignment_name(), a UUIDv5), so every hold on one assignment shares a
-// partition and "is any other hold active?" plus the hold write are one single-partition transaction.
+// partition and "is any other hold active?" is a single-partition query. The hold write is a separate
+// upsert, not one transaction with that query: a revoke asks again after deleting the assignment and
+// re-creates it for a hold written meanwhile (docs/architecture.md §5).
 var cosmosContainers = [
   { name: 'requests', partitionKey: '/requestId' }
   { name: 'ledger', partitionKey: '/grantKey' }
@@ -355,14 +363,15 @@ resource archiveAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview'
 }
 
 // Time-based retention: archived audit blobs cannot be changed or deleted for archiveRetentionDays.
-// Protected append writes let jitgate append to an append blob without rewriting what is there.
+// No protected append writes: every archive blob is a block blob written once (one per day, If-None-Match: *),
+// so nothing may be appended to an archived blob.
 // NB. Left unlocked so a mistaken first deployment can be corrected; lock it once verified (infra/README.md).
 resource archiveImmutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
   parent: archiveContainer
   name: 'default'
   properties: {
     immutabilityPeriodSinceCreationInDays: archiveRetentionDays
-    allowProtectedAppendWrites: true
+    allowProtectedAppendWrites: false
   }
 }
 
@@ -662,6 +671,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'JITGATE_TEAMS_SECRET'
           value: '@Microsoft.KeyVault(SecretUri=${teamsSecretSecret.properties.secretUri})'
+        }
+        {
+          name: 'JITGATE_TEAMS_WEBHOOK_NAME'
+          value: teamsWebhookName
+        }
+        {
+          name: 'JITGATE_PORTAL_URL'
+          value: portalUrl
         }
         {
           name: 'JITGATE_ARCHIVE_ACCOUNT_URL'

@@ -15,7 +15,7 @@ import threading
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ...domain.audit import AuditEvent, EventType, canonical_json, verify_chain
+from ...domain.audit import AuditEvent, ChainReport, EventType, canonical_json, settled, verify_chain
 from ...domain.errors import JitgateError, PermanentError, TransientError
 from ...domain.lifecycle import RequestRecord, RequestState
 from ...ports import AuditPage, AuditQuery
@@ -97,9 +97,9 @@ class BlobAuditArchive:
         except AzureError as exc:
             raise _storage_error(exc, f"check archive {name}") from exc
         chains = self._closed_chains(store, day, day + timedelta(days=1))
-        lines = [canonical_json(event.document()) for chain in chains for event in chain]
+        lines = [canonical_json(event.document()) for chain, _ in chains for event in chain]
         data = "".join(line + "\n" for line in lines).encode("utf-8")
-        broken = sum(1 for chain in chains if not verify_chain(chain[0].request_id, chain).ok)
+        broken = sum(1 for _, report in chains if not report.ok)
         if broken:
             log.warning("archive %s: %d chain(s) fail verification; archived as stored", name, broken)
         metadata = {
@@ -128,8 +128,11 @@ class BlobAuditArchive:
             raise _storage_error(exc, f"write archive {name}") from exc
         log.info("archived %d closed request(s), %d event(s) to %s", len(chains), len(lines), name)
 
-    def _closed_chains(self, store: ClosedRequestSource, start: datetime, end: datetime) -> list[list[AuditEvent]]:
-        """Chains of the requests whose closing event is in [start, end), by request id."""
+    def _closed_chains(
+        self, store: ClosedRequestSource, start: datetime, end: datetime
+    ) -> list[tuple[list[AuditEvent], ChainReport]]:
+        """Chains of the requests whose closing event is in [start, end), by request id, each verified against
+        its record."""
         candidates: set[str] = set()
         for event_type in CLOSING_EVENTS.values():
             continuation = None
@@ -143,13 +146,12 @@ class BlobAuditArchive:
                     break
         chains = []
         for request_id in sorted(candidates):
-            record = store.get_request(request_id)
+            record, chain, report = _verified_chain(store, request_id)
             if record is None or record.state not in CLOSING_EVENTS:
                 continue  # still open (e.g. an id-reuse rejection of a live request), or no request at all
-            chain = store.chain(request_id)
             closing = next((e for e in chain if e.type is CLOSING_EVENTS[record.state]), None)
             if closing is not None and start <= closing.at < end:
-                chains.append(chain)
+                chains.append((chain, report))
         return chains
 
     def _client(self) -> ContainerClient:
@@ -165,6 +167,21 @@ class BlobAuditArchive:
                 service = BlobServiceClient(self.account_url, credential=credential)
                 self._container = service.get_container_client(self.container)
             return self._container
+
+
+def _verified_chain(
+    store: ClosedRequestSource, request_id: str
+) -> tuple[RequestRecord | None, list[AuditEvent], ChainReport]:
+    """A request's record and chain, and the chain verified against the record, read again while it fails."""
+    read: list[tuple[RequestRecord | None, list[AuditEvent]]] = []
+
+    def once() -> ChainReport:
+        record = store.get_request(request_id)  # NB. before the chain: see `settled`
+        read[:] = [(record, store.chain(request_id))]
+        return verify_chain(request_id, read[0][1], None if record is None else record.anchor())
+
+    report = settled(once)
+    return read[0][0], read[0][1], report
 
 
 def _days(since: datetime, finished_before: datetime) -> list[datetime]:

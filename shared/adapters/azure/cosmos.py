@@ -215,6 +215,7 @@ class CosmosStore:
             "preexisting": hold.preexisting,
             "status": hold.status.value,
             "releasedAt": None if hold.released_at is None else _instant(hold.released_at),
+            "principalType": hold.principal_type,
         }
         with _translated(f"write the hold of {hold.request_id}"):
             self._container(LEDGER).upsert_item(body=doc)
@@ -326,6 +327,7 @@ def _hold(doc: dict[str, Any]) -> Hold:
         preexisting=bool(doc["preexisting"]),
         status=HoldStatus(doc["status"]),
         released_at=None if doc.get("releasedAt") is None else _parse_instant(doc["releasedAt"]),
+        principal_type=doc.get("principalType"),  # absent from holds written before holds kept it
     )
 
 

@@ -1,5 +1,5 @@
 """Directory over Microsoft Graph: which policy groups a principal is in, through its transitive
-(nested) Entra group memberships, cached for a short while."""
+(nested) Entra group memberships, and who is in a policy group, both cached for a short while."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 from ...clock import SystemClock
 from ...domain.errors import PermanentError, TransientError
 from ...domain.ids import is_guid
-from ...ports import Clock
+from ...ports import Clock, Members, Person
 from ..http import same_origin
 from .arm import ArmFailure, CachedToken, TokenProvider
 
@@ -26,6 +26,7 @@ _GROUP_TYPE: Final = "#microsoft.graph.group"
 # A principal id may be a user or a service principal (a pipeline requesting access); Graph needs to know.
 _PRINCIPAL_COLLECTIONS: Final = ("users", "servicePrincipals")
 _MAX_CACHED: Final = 10_000
+_PAGE: Final = 999  # the largest page Graph serves
 
 
 def graph_token_provider(credential: TokenCredential | None = None) -> TokenProvider:
@@ -34,16 +35,17 @@ def graph_token_provider(credential: TokenCredential | None = None) -> TokenProv
 
 
 class GraphDirectory:
-    """Directory port over Microsoft Graph `/{users|servicePrincipals}/{id}/transitiveMemberOf`.
+    """Directory port over Microsoft Graph `/{users|servicePrincipals}/{id}/transitiveMemberOf` (the groups of
+    a principal) and `/groups/{id}/transitiveMembers/microsoft.graph.user` (the people in a policy group).
 
     With `group_names` (policy group name → Entra group object id) a principal is in a policy group when
     that exact group is among its transitive memberships; nothing else counts. Without it, the display
     names of its groups are the policy group names. NB. Display names are not unique and, by default,
     any user may create a group with any name: use the map in production.
 
-    Answers are cached per principal for `ttl` seconds (unknown principals too), so a removal from a
-    group takes effect within `ttl`. Throttling, 5xx and timeouts raise TransientError; 403 (missing Graph
-    permission) raises PermanentError.
+    Answers are cached per principal (and per group) for `ttl` seconds (unknown principals too), so a removal
+    from a group takes effect within `ttl`. Throttling, 5xx and timeouts raise TransientError; 403 (missing
+    Graph permission) raises PermanentError. Both need only GroupMember.Read.All.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class GraphDirectory:
     ) -> None:
         self._token = token_provider
         self._by_object_id: dict[str, set[str]] | None = None
+        self._object_ids = {name: object_id.lower() for name, object_id in (group_names or {}).items()}
         if group_names is not None:
             self._by_object_id = {}
             for policy_name, object_id in group_names.items():
@@ -71,6 +74,7 @@ class GraphDirectory:
         self._http = http
         self._owns_http = http is None
         self._cache: dict[str, tuple[datetime, frozenset[str]]] = {}
+        self._members: dict[tuple[str, int], tuple[datetime, Members]] = {}
         self._lock = threading.Lock()
 
     def groups_of(self, principal_id: str) -> frozenset[str]:
@@ -88,6 +92,24 @@ class GraphDirectory:
                 self._cache = {p: entry for p, entry in self._cache.items() if entry[0] > now}
             self._cache[principal] = (now + self._ttl, groups)
         return groups
+
+    def members_of(self, group: str, limit: int) -> Members:
+        """The users in a policy group, nested groups included, in Graph's order. Only the map
+        (`group_names`) says which Entra group a policy group is: without it, PermanentError."""
+        object_id = self._object_ids.get(group)
+        if object_id is None:
+            raise PermanentError(f"policy group {group} has no Entra object id (JITGATE_GROUP_OBJECT_IDS)")
+        now = self._clock.now()
+        with self._lock:
+            cached = self._members.get((object_id, limit))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        members = self._users_in(group, object_id, limit)
+        with self._lock:
+            if len(self._members) >= _MAX_CACHED:
+                self._members = {k: entry for k, entry in self._members.items() if entry[0] > now}
+            self._members[(object_id, limit)] = (now + self._ttl, members)
+        return members
 
     def close(self) -> None:
         with self._lock:
@@ -131,11 +153,43 @@ class GraphDirectory:
                 return groups
             url, params = httpx.URL(str(next_link)), None
 
-    def _get(self, url: httpx.URL, params: dict[str, str] | None, what: str) -> dict[str, Any] | None:
+    def _users_in(self, group: str, object_id: str, limit: int) -> Members:
+        """The first `limit` users of the group and its user count (`@odata.count`), following
+        `@odata.nextLink` only as far as needed. NB. Graph serves an OData cast such as
+        `/microsoft.graph.user` only as an advanced query: `$count=true` and `ConsistencyLevel: eventual`."""
+        what = f"users in group {group} ({object_id})"
+        url = httpx.URL(f"{self.base_url}/v1.0/groups/{object_id}/transitiveMembers/microsoft.graph.user")
+        params: dict[str, str] | None = {
+            "$select": "id,displayName", "$top": str(min(max(limit, 1), _PAGE)), "$count": "true",
+        }
+        people: list[Person] = []
+        seen = 0
+        total: int | None = None
+        while True:
+            page = self._get(url, params, what, consistency="eventual")
+            if page is None:
+                raise PermanentError(f"Graph {what}: no such group in Entra (JITGATE_GROUP_OBJECT_IDS)")
+            if total is None and isinstance(page.get("@odata.count"), int):
+                total = page["@odata.count"]
+            for user in page.get("value") or []:
+                seen += 1
+                if len(people) < limit and user.get("id"):
+                    people.append(Person(str(user["id"]).lower(), str(user.get("displayName") or "")))
+            next_link = page.get("@odata.nextLink")
+            if not next_link or (total is not None and len(people) >= limit):
+                return Members(tuple(people), total if total is not None else seen)
+            url, params = httpx.URL(str(next_link)), None
+
+    def _get(
+        self, url: httpx.URL, params: dict[str, str] | None, what: str, consistency: str | None = None
+    ) -> dict[str, Any] | None:
         if not same_origin(url, self._origin):
             raise PermanentError(f"{what}: refusing to send a token to {url.scheme}://{url.host}")
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        if consistency is not None:
+            headers["ConsistencyLevel"] = consistency
         try:
-            response = self._client().get(url, params=params, headers={"Authorization": f"Bearer {self._token()}"})
+            response = self._client().get(url, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise TransientError(f"Graph {what}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 404:

@@ -108,8 +108,9 @@ class AzureRbac:
             "properties": {
                 "roleDefinitionId": role_definition_resource_id(scope, wanted.role_definition_id),
                 "principalId": wanted.principal_id,
-                # NB. Naming the principal type lets ARM skip its directory lookup, the usual cause of
-                # PrincipalNotFound right after a principal is created.
+                # NB. Naming the principal type lets ARM go ahead before the principal has replicated (the
+                # usual cause of PrincipalNotFound right after it is created); a type that is not the
+                # directory object's is refused (UnmatchedPrincipalType), so it must be the holder's own.
                 "principalType": principal_type,
                 "description": description,
             }
@@ -120,8 +121,8 @@ class AzureRbac:
         failure = ArmFailure.of(response)
         if failure.code != "RoleAssignmentExists":
             raise failure.error(what)
-        # The grant exists (ARM says so for an identical PUT too): under our name it is ours and the
-        # create was a retry; under another it is someone else's.
+        # The grant exists under another name: someone else's. (ARM answers a retried PUT under our own
+        # name 201 with the assignment; should it ever name our own assignment here, the create was a retry.)
         existing = self.find_assignment(wanted)
         if existing is None:
             raise TransientError(f"{what}: RoleAssignmentExists but the assignment is not visible yet",

@@ -72,6 +72,16 @@ def check_new_assignment(key: GrantKey, name: str, principal_type: str) -> None:
         )
 
 
+def check_principal_type(principal_id: str, known: str | None, principal_type: str) -> None:
+    """ARM refuses a PUT whose principal type is not the directory object's (400 UnmatchedPrincipalType).
+    `known` is the type the plane knows the principal to have, None when it does not know it."""
+    if known is not None and known != principal_type:
+        raise PermanentError(
+            f"UnmatchedPrincipalType: principal {principal_id} has type {known!r}, "
+            f"which is different from the specified principal type {principal_type!r}"
+        )
+
+
 def normalized(key: GrantKey) -> GrantKey:
     """The key as ARM compares it: principal, role id and scope lower-cased."""
     return GrantKey.of(key.provider, key.principal_id, key.role_definition_id, key.scope)

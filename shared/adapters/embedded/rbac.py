@@ -20,7 +20,7 @@ from typing import Final
 
 from ...domain.errors import AssignmentExists, PermanentError, TransientError
 from ...domain.ledger import MARKER_PREFIX, Assignment, GrantKey
-from ..azure.roles import check_new_assignment, normalized, resolve_builtin_role
+from ..azure.roles import check_new_assignment, check_principal_type, normalized, resolve_builtin_role
 from .sqlite_file import SqliteFile
 
 # The calls a simulated plane can be told to fail; "*" in `inject_fault` matches any of them.
@@ -78,6 +78,13 @@ _SCHEMA = (
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS role_assignments_by_grant
         ON role_assignments (scope_key, principal_id, role_definition_id)""",
+    # The simulated directory: a principal's type is what its first assignment said, as ARM checks every
+    # PUT against the directory object's type. Files from before it learn from the assignments they hold.
+    """CREATE TABLE IF NOT EXISTS principals (
+        principal_id TEXT PRIMARY KEY,
+        principal_type TEXT NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO principals SELECT principal_id, principal_type FROM role_assignments",
 )
 
 _COLUMNS = "name, scope, principal_id, principal_type, role_definition_id, description"
@@ -87,10 +94,11 @@ _BUSY_TIMEOUT_SECONDS = 30.0
 class LocalRbac:
     """GrantProvider `local`: Azure RBAC role assignments (built-in roles only) simulated in SQLite.
 
-    Follows ARM: creating the same name again is a no-op; the same name for another grant is refused
-    (RoleAssignmentUpdateNotPermitted); the same grant under another name raises AssignmentExists
-    (RoleAssignmentExists); deleting a missing assignment succeeds. `expires_at` is ignored, as Azure
-    RBAC cannot expire an assignment by itself.
+    Follows ARM: creating the same name again for the same grant only updates its description; the same
+    name for another grant is refused (RoleAssignmentUpdateNotPermitted); the same grant under another
+    name raises AssignmentExists (RoleAssignmentExists); a principal type other than the one the principal
+    was first assigned with is refused (UnmatchedPrincipalType); deleting a missing assignment succeeds.
+    `expires_at` is ignored, as Azure RBAC cannot expire an assignment by itself.
     """
 
     name: str = "local"
@@ -189,13 +197,19 @@ class LocalRbac:
     ) -> Assignment:
         check_new_assignment(key, name, principal_type)
         with self._transaction() as conn:
+            known = conn.execute(
+                "SELECT principal_type FROM principals WHERE principal_id = ?", (key.principal_id,)
+            ).fetchone()
+            check_principal_type(key.principal_id, known["principal_type"] if known else None, principal_type)
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM role_assignments WHERE name = ?", (name.lower(),)
             ).fetchone()
             if row is not None:
                 existing = self._assignment(row)
                 if existing.key == key:
-                    return existing
+                    conn.execute("UPDATE role_assignments SET description = ? WHERE name = ?",
+                                 (description, existing.name))
+                    return existing.model_copy(update={"description": description})
                 raise PermanentError(
                     f"RoleAssignmentUpdateNotPermitted: assignment {name} already grants another "
                     "principal, role or scope; its properties cannot be changed"
@@ -212,6 +226,7 @@ class LocalRbac:
                 (name.lower(), scope, key.principal_id, principal_type, key.role_definition_id, description,
                  key.scope),
             )
+            conn.execute("INSERT OR IGNORE INTO principals VALUES (?, ?)", (key.principal_id, principal_type))
         return Assignment(
             name=name.lower(),
             provider=self.name,

@@ -15,7 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shared.domain.audit import AuditEvent, ChainReport, canonical_json, format_instant, verify_chain_documents
+from shared.domain.audit import (
+    AuditEvent,
+    ChainAnchor,
+    ChainReport,
+    canonical_json,
+    format_instant,
+    settled,
+    verify_chain_documents,
+)
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
@@ -26,7 +34,7 @@ from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: holds keep the principal type
 MAX_PAGE = 1000
 _BATCH = 2000
 
@@ -53,6 +61,7 @@ CREATE TABLE IF NOT EXISTS holds (
     preexisting        INTEGER NOT NULL,
     status             TEXT NOT NULL,
     released_at        TEXT,
+    principal_type     TEXT,
     PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_by_request ON holds (request_id);
@@ -85,7 +94,7 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 
 _HOLD_COLUMNS = (
     "provider, principal_id, role_definition_id, scope, request_id,"
-    " granted_at, expires_at, preexisting, status, released_at"
+    " granted_at, expires_at, preexisting, status, released_at, principal_type"
 )
 
 
@@ -109,6 +118,9 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
+            if "principal_type" not in columns:  # a version 1 file: its holds load with no type
+                conn.execute("ALTER TABLE holds ADD COLUMN principal_type TEXT")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -184,7 +196,7 @@ class SqliteStore:
 
     def put_hold(self, hold: Hold) -> None:
         self._db.connection().execute(
-            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 hold.provider,
                 hold.principal_id,
@@ -196,6 +208,7 @@ class SqliteStore:
                 int(hold.preexisting),
                 hold.status.value,
                 None if hold.released_at is None else _instant(hold.released_at),
+                hold.principal_type,
             ),
         )
 
@@ -418,11 +431,70 @@ class SqliteStore:
                 cuts.append(row[0])
         return cuts
 
+    def chain_anchor(self, request_id: str) -> ChainAnchor | None:
+        """Where the request's record says its chain ends; None when there is no record."""
+        row = self._db.connection().execute(
+            f"SELECT {_ANCHOR_COLUMNS} FROM requests WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else _anchor(row)
+
+    def verify_chain(self, request_id: str) -> ChainReport:
+        """`verify_chain_documents` of one chain against its record's anchor (read first: see `settled`)."""
+
+        def once() -> ChainReport:
+            anchor = self.chain_anchor(request_id)
+            return verify_chain_documents(request_id, self.chain_documents(request_id), anchor)
+
+        return settled(once)
+
+    def iter_anchored_chain_documents(
+        self, start: str | None = None, stop: str | None = None
+    ) -> Iterator[tuple[str, list[str], ChainAnchor | None]]:
+        """`iter_chain_documents` with each chain's anchor (None: no record), and every record in the range
+        that emitted events none of which is stored (a chain cut off entirely), in request id order."""
+        anchors = self._anchors(start, stop)
+        chains = self.iter_chain_documents(start, stop)
+        anchor, chain = next(anchors, None), next(chains, None)  # NB. records first: see `settled`
+        while chain is not None or anchor is not None:
+            if anchor is None or (chain is not None and chain[0] < anchor[0]):
+                assert chain is not None
+                yield chain[0], chain[1], None
+                chain = next(chains, None)
+            elif chain is None or anchor[0] < chain[0]:
+                if anchor[1].last_seq >= 0:
+                    yield anchor[0], [], anchor[1]
+                anchor = next(anchors, None)
+            else:
+                yield chain[0], chain[1], anchor[1]
+                chain, anchor = next(chains, None), next(anchors, None)
+
+    def _anchors(self, start: str | None, stop: str | None) -> Iterator[tuple[str, ChainAnchor]]:
+        after = "" if start is None else start
+        bound, stop_params = ("", ()) if stop is None else (" AND request_id < ?", (stop,))
+        first = start is not None
+        while True:
+            rows = (
+                self._db.connection()
+                .execute(
+                    f"SELECT {_ANCHOR_COLUMNS} FROM requests WHERE request_id {'>=' if first else '>'} ?{bound}"
+                    " ORDER BY request_id LIMIT ?",
+                    (after, *stop_params, _BATCH),
+                )
+                .fetchall()
+            )
+            for row in rows:
+                anchor = _anchor(row)
+                if anchor is not None:
+                    yield row[0], anchor
+            if len(rows) < _BATCH:
+                return
+            after, first = rows[-1][0], False
+
     def verify_chains(self, processes: int = 1) -> Iterator[ChainReport]:
-        """`verify_chain_documents` of every chain, in request id order, over `processes` processes."""
+        """`verify_chain_documents` of every chain against its record's anchor, in request id order, over
+        `processes` processes. A chain that fails is read again before it is reported (see `settled`)."""
         if processes <= 1:
-            for request_id, docs in self.iter_chain_documents():
-                yield verify_chain_documents(request_id, docs)
+            yield from self._verify_range(None, None)
             return
         cuts = self.chain_boundaries(processes)
         ranges: list[tuple[str | None, str | None]] = list(zip([None, *cuts], [*cuts, None], strict=True))
@@ -433,13 +505,33 @@ class SqliteStore:
             for reports in pool.map(_verify_range, [self.path] * len(ranges), *zip(*ranges, strict=True)):
                 yield from reports
 
+    def _verify_range(self, start: str | None, stop: str | None) -> Iterator[ChainReport]:
+        for request_id, docs, anchor in self.iter_anchored_chain_documents(start, stop):
+            report = verify_chain_documents(request_id, docs, anchor)
+            yield report if report.ok else self.verify_chain(request_id)
+
 
 def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainReport]:
     with SqliteStore(path) as store:
-        return [verify_chain_documents(rid, docs) for rid, docs in store.iter_chain_documents(start, stop)]
+        return list(store._verify_range(start, stop))
 
 
 # ---------------------------------------------------------------- helpers
+
+
+# The anchor of a record's chain (`RequestRecord.anchor`) read from its document without building the model.
+_ANCHOR_COLUMNS = (
+    "request_id, json_extract(doc, '$.auditSeq'), json_extract(doc, '$.auditHead'),"
+    " (SELECT json_group_array(json_array(json_extract(p.value, '$.seq'), json_extract(p.value, '$.prevHash')))"
+    " FROM json_each(doc, '$.pendingEvents') p)"
+)
+
+
+def _anchor(row: Sequence[Any]) -> ChainAnchor | None:
+    _, seq, head, pending = row
+    if seq is None:  # not a record this jitgate wrote
+        return None
+    return ChainAnchor(int(seq) - 1, head or "", tuple((int(s), str(h)) for s, h in json.loads(pending)))
 
 
 def _record(text: str) -> RequestRecord:
@@ -460,6 +552,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         preexisting,
         status,
         released,
+        principal_type,
     ) = row
     return Hold(
         provider=provider,
@@ -472,6 +565,7 @@ def _hold(row: Sequence[Any]) -> Hold:
         preexisting=bool(preexisting),
         status=HoldStatus(status),
         released_at=None if released is None else _parse_instant(released),
+        principal_type=principal_type,
     )
 
 

@@ -146,10 +146,12 @@ const REFUSED_ASKS = [
   { entityRef: 'payments-api' },
   { requester: user('x', { profile: { displayName: 'X', email: 'not-an-email' } }) },
   { requester: user('y', { profile: { displayName: 'Y'.repeat(257) } }) },
+  // The catalog never yields this one (requesterOf refuses the annotation): the message rules must refuse it too.
+  { principalId: '00000000-0000-0000-0000-000000000000' },
 ];
 
 function refused() {
-  return REFUSED_ASKS.map(({ requester, ...overrides }, i) => {
+  return REFUSED_ASKS.map(({ requester, principalId, ...overrides }, i) => {
     const asked = {
       target: TARGETS[0],
       duration: 'PT2H',
@@ -160,7 +162,7 @@ function refused() {
     };
     const message = buildAccessRequest({
       requestId: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-      requester: requesterOf({ entity: requester ?? USERS[0] }),
+      requester: { ...requesterOf({ entity: requester ?? USERS[0] }), ...(principalId && { principalId }) },
       asked,
       taskId: 'contract-task',
     });

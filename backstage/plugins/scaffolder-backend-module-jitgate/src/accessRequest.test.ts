@@ -93,6 +93,18 @@ describe('validateAccessRequest', () => {
     ]);
   });
 
+  it.each([
+    ['00000000-0000-0000-0000-000000000000', 'must not be the nil GUID 00000000-0000-0000-0000-000000000000: it names nobody'],
+    ['jane', 'must be an Entra object id (a GUID)'],
+  ])('refuses the principal id %j with the words of jitgate\'s model', (principalId, msg) => {
+    const request = buildAccessRequest({
+      requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+      requester: { ...requesterOf({ entity: userEntity() }), principalId },
+      asked: askedFor(),
+    });
+    expect(validateAccessRequest(request)).toEqual([{ loc: 'requester.principalId', msg }]);
+  });
+
   it('refuses values of the wrong type, as a template may render them', () => {
     const asked = { ...askedFor(), duration: 2 as unknown as string, ticket: 4711 as unknown as string };
     expect(problemsOf(asked)).toEqual([

@@ -81,6 +81,19 @@ export function isGuid(value: string): boolean {
   return GUID.test(value);
 }
 
+/**
+ * The nil GUID is what an unset id field holds in most SDKs and directories; it names nobody, so jitgate
+ * refuses it as a principal id (the same words as its Python model).
+ */
+export const NIL_GUID = '00000000-0000-0000-0000-000000000000';
+
+/** Why `value` (lower case) is not an Entra object id, or undefined when it is one. */
+export function principalIdProblem(value: string): string | undefined {
+  if (!isGuid(value)) return 'must be an Entra object id (a GUID)';
+  if (value === NIL_GUID) return `must not be the nil GUID ${NIL_GUID}: it names nobody`;
+  return undefined;
+}
+
 /** `kind:namespace/name`, in the characters the model allows. */
 export function isEntityRef(value: string): boolean {
   return ENTITY_REF.test(value);
@@ -135,7 +148,10 @@ export function validateAccessRequest(request: AccessRequestV1): FieldError[] {
   check('schemaVersion', request.schemaVersion === 1 ? undefined : 'must be 1');
   check('requestId', guidProblem(request.requestId));
 
-  check('requester.principalId', guidProblem(requester.principalId));
+  check(
+    'requester.principalId',
+    typeof requester.principalId === 'string' ? principalIdProblem(requester.principalId.toLowerCase()) : 'must be a GUID',
+  );
   check('requester.principalType', oneOfProblem(requester.principalType, PRINCIPAL_TYPES));
   check('requester.displayName', textProblem(requester.displayName, { min: 1, max: 256, plain: true }));
   if (requester.email !== undefined) {

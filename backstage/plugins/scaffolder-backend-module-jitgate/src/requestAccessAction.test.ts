@@ -135,6 +135,17 @@ describe('jitgate:access:request', () => {
     expect(sender.sent).toHaveLength(0);
   });
 
+  it('refuses the nil GUID as an Entra object id: it names nobody', async () => {
+    const { sender, action, contextFor } = setup();
+    const annotations = { 'graph.microsoft.com/user-id': '00000000-0000-0000-0000-000000000000' };
+    const ctx = contextFor(askedFor(), { entity: userEntity('jane', { annotations }) });
+    await expect(action.handler(ctx)).rejects.toThrow(
+      "The 'graph.microsoft.com/user-id' annotation of user:default/jane is not an Entra object id: it must not be the " +
+        'nil GUID 00000000-0000-0000-0000-000000000000: it names nobody.',
+    );
+    expect(sender.sent).toHaveLength(0);
+  });
+
   it('refuses a task without a catalog user', async () => {
     const { sender, action, contextFor } = setup();
     await expect(action.handler(contextFor(askedFor(), { ref: 'user:default/ghost' }))).rejects.toThrow(

@@ -1,5 +1,5 @@
 import { stringifyEntityRef, type UserEntity } from '@backstage/catalog-model';
-import { isGuid, type Requester } from './accessRequest';
+import { isGuid, principalIdProblem, type Requester } from './accessRequest';
 import { UnknownRequester } from './errors';
 
 /**
@@ -40,6 +40,10 @@ export function requesterOf(user: TaskUser | undefined): Requester {
     throw new UnknownRequester(
       `The '${ENTRA_OBJECT_ID_ANNOTATION}' annotation of ${ref} is '${objectId}', which is not an Entra object id (a GUID).`,
     );
+  }
+  const problem = principalIdProblem(objectId.toLowerCase());
+  if (problem) {
+    throw new UnknownRequester(`The '${ENTRA_OBJECT_ID_ANNOTATION}' annotation of ${ref} is not an Entra object id: it ${problem}.`);
   }
   const profile = entity.spec?.profile;
   const email = profile?.email?.trim();

@@ -41,6 +41,10 @@ describe('jitgate settings', () => {
     [undefined, "needs a 'jitgate:' block"],
     [{ transport: 'http', http: { baseUrl: 'http://127.0.0.1:8080', devPrincipal: 'jane' } }, 'jitgate.http.devPrincipal must be an Entra object id'],
     [
+      { transport: 'http', http: { baseUrl: 'http://127.0.0.1:8080', devPrincipal: '00000000-0000-0000-0000-000000000000' } },
+      'jitgate.http.devPrincipal must not be the nil GUID 00000000-0000-0000-0000-000000000000: it names nobody',
+    ],
+    [
       { transport: 'http', http: { baseUrl: 'https://j.example.com', tokenScope: 'api://jitgate/.default', devPrincipal: '7d3b2a10-5c4e-4f6a-8b9c-0d1e2f3a4b5c' } },
       'not both',
     ],

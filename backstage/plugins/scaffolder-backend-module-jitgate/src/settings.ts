@@ -1,6 +1,6 @@
 import type { RootConfigService } from '@backstage/backend-plugin-api';
 import { DefaultAzureCredential } from '@azure/identity';
-import { isGuid } from './accessRequest';
+import { isGuid, NIL_GUID, principalIdProblem } from './accessRequest';
 import { HttpSender, INTAKE_PATH } from './httpSender';
 import type { AccessRequestSender } from './sender';
 import { ServiceBusSender } from './serviceBusSender';
@@ -52,6 +52,9 @@ export function readJitgateSettings(config: RootConfigService): JitgateSettings 
     }
     if (devPrincipal !== undefined && !isGuid(devPrincipal)) {
       throw new InvalidJitgateConfig(`jitgate.http.devPrincipal must be an Entra object id (GUID), not '${devPrincipal}'`);
+    }
+    if (devPrincipal === NIL_GUID) {
+      throw new InvalidJitgateConfig(`jitgate.http.devPrincipal ${principalIdProblem(devPrincipal)}`);
     }
     return {
       transport,

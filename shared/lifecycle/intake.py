@@ -1,0 +1,233 @@
+"""Access requests coming in: validate, record as received, evaluate against the policy, and hand the
+request on to its approvers or straight to the grant. Invalid bodies and reused ids are rejected and audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..domain.audit import SYSTEM, Actor, EventType, format_instant
+from ..domain.decision import Decision, Outcome
+from ..domain.durations import format_duration
+from ..domain.errors import AlreadyExists, IdempotencyMismatch, InvalidRequest
+from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
+from ..domain.request import AccessRequest, parse_access_request
+from .backends import Backends, Result
+from .notices import Notices
+from .records import Records, request_of
+
+
+class Intake:
+    """`submit` (HTTP) and `evaluate` (the `access-requests` queue), and the policy decision they lead to."""
+
+    def __init__(self, backends: Backends, records: Records, notices: Notices) -> None:
+        self.b = backends
+        self.records = records
+        self.notices = notices
+
+    def submit(self, raw: bytes, submitted_by: Actor | None = None) -> Result:
+        """HTTP intake: validate, record as received (visible at once through the API), enqueue for
+        evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited in the name of
+        `submitted_by`, the verified caller."""
+        request = self._parse_or_reject(raw, submitted_by)
+        known = self.b.requests.get_request(request.request_id) is not None
+        record = self._received(request, submitted_by)
+        if record.state is RequestState.RECEIVED:
+            # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
+            # duplicate detection drops it otherwise.
+            self.b.bus.send(self.b.requests_queue, request.request_id, raw)
+        return Result(record.request_id, record.state, "already received" if known else "queued for evaluation")
+
+    def evaluate(self, raw: bytes) -> Result | None:
+        """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""
+        try:
+            request = self._parse_or_reject(raw, None)
+            record = self._received(request, None)
+        except (InvalidRequest, IdempotencyMismatch):
+            return None  # terminal: already rejected and audited
+        if record.state is not RequestState.RECEIVED:
+            self._redrive(record)
+            return Result(record.request_id, record.state, "already evaluated")
+        return self.records.retrying(lambda: self.decide(request.request_id))
+
+    def decide(self, request_id: str) -> Result:
+        """Evaluate a received request against the policy: reject it, approve it, or ask approvers."""
+        record = self.records.load(request_id)
+        if record.state is not RequestState.RECEIVED:
+            return Result(request_id, record.state, "already evaluated")
+        request = request_of(record)
+        now = self.b.clock.now()
+        groups = self.b.directory.groups_of(request.requester.principal_id)
+        decision = self.b.policy.evaluate(request, groups, now)
+        record.decision = decision
+        record.emit(EventType.POLICY_EVALUATED, now, _decision_data(decision))
+        if decision.outcome is Outcome.DENY:
+            record.move_to(RequestState.REJECTED, now)
+            record.failure = "; ".join(decision.reasons)
+            record.emit(
+                EventType.REQUEST_REJECTED,
+                now,
+                {"reason": "denied by policy", "rule": decision.rule, "reasons": decision.reasons},
+            )
+            saved = self.records.commit(record)
+            self.notices.notify(saved, "denied", f"Request denied by policy rule {decision.rule}" if decision.rule
+                                else "Request denied by policy: no rule allows this access")
+        elif decision.outcome is Outcome.AUTO:
+            record.move_to(RequestState.APPROVED, now)
+            record.emit(
+                EventType.REQUEST_APPROVED,
+                now,
+                {"by": "policy", "rule": decision.rule, "breakGlass": decision.break_glass},
+            )
+            saved = self.records.commit(record)
+            self.b.send_command(LifecycleCommand(command="grant", request_id=saved.request_id))
+            if decision.break_glass:
+                self.notices.notify(
+                    saved,
+                    "break_glass",
+                    "Break-glass access auto-approved: review after the fact",
+                    audience=decision.approver_groups,
+                )
+        else:
+            assert decision.approval_deadline is not None
+            record.move_to(RequestState.PENDING_APPROVAL, now)
+            record.approval_deadline = now + decision.approval_deadline
+            record.emit(
+                EventType.APPROVAL_REQUESTED,
+                now,
+                {
+                    "approverGroups": decision.approver_groups,
+                    "required": decision.required_approvals,
+                    "deadline": format_instant(record.approval_deadline),
+                },
+            )
+            saved = self.records.commit(record)
+            self._redrive(saved)
+        return Result(request_id, saved.state, decision.summary())
+
+    def _parse_or_reject(self, raw: bytes, submitted_by: Actor | None) -> AccessRequest:
+        try:
+            return parse_access_request(raw)
+        except InvalidRequest as exc:
+            self._record_invalid(exc, raw, submitted_by)
+            raise
+
+    def _record_invalid(self, exc: InvalidRequest, raw: bytes, submitted_by: Actor | None) -> None:
+        request_id = exc.request_id or ""
+        now = self.b.clock.now()
+        data = {
+            "reason": "invalid request",
+            "errors": [e.as_dict() for e in exc.errors],
+            "bodyBytes": len(raw),
+        }
+        # NB. Nothing in an invalid body can be trusted: over HTTP the caller is named, on the queue jitgate.
+        actor = submitted_by or SYSTEM
+
+        def mutate(record: RequestRecord) -> bool:
+            if record.state is RequestState.REJECTED and record.errors == data["errors"]:
+                return False  # the same invalid message delivered again
+            if not record.provoked(_rejected_key(submitted_by), now):
+                return False  # this sender had a body rejected on this request within the minute
+            record.emit(EventType.REQUEST_REJECTED, now, data, actor)
+            return True
+
+        if self.records.update(request_id, mutate) is None:
+            record = RequestRecord(
+                request_id=request_id,
+                state=RequestState.REJECTED,
+                created_at=now,
+                updated_at=now,
+                errors=data["errors"],
+            )
+            record.emit(EventType.REQUEST_REJECTED, now, data, actor)
+            try:
+                self.records.create(record)
+            except AlreadyExists:
+                self.records.update(request_id, mutate)
+
+    def _received(self, request: AccessRequest, submitted_by: Actor | None) -> RequestRecord:
+        """The stored record of this request, created on first sight. Raises IdempotencyMismatch."""
+        existing = self.b.requests.get_request(request.request_id)
+        if existing is None:
+            now = self.b.clock.now()
+            record = RequestRecord(
+                request_id=request.request_id,
+                state=RequestState.RECEIVED,
+                created_at=now,
+                updated_at=now,
+                request=request,
+                fingerprint=request.fingerprint(),
+            )
+            record.emit(
+                EventType.REQUEST_RECEIVED,
+                now,
+                {"request": request.to_json_dict()},
+                Actor(principal_id=request.requester.principal_id, kind="user"),
+            )
+            try:
+                return self.records.create(record)
+            except AlreadyExists:
+                existing = self.records.load(request.request_id)
+        self._check_same(existing, request, submitted_by)
+        return existing
+
+    def _check_same(self, existing: RequestRecord, request: AccessRequest, submitted_by: Actor | None) -> None:
+        if existing.fingerprint == request.fingerprint():
+            return
+        now = self.b.clock.now()
+        reason = "requestId reused with a different body"
+        # NB. The rejection names who reused the id: over HTTP the verified caller; on the queue nothing says
+        # who sent the message, so the requester its body names, marked as not verified.
+        actor = submitted_by or Actor(principal_id=request.requester.principal_id, kind="user")
+
+        def mutate(record: RequestRecord) -> bool:
+            if not record.provoked(_rejected_key(submitted_by), now):
+                return False  # this sender reused the id within the minute: rejected, not written again
+            record.emit(
+                EventType.REQUEST_REJECTED,
+                now,
+                {
+                    "reason": reason,
+                    "fingerprint": request.fingerprint(),
+                    "state": record.state.value,
+                    "actorVerified": submitted_by is not None,
+                },
+                actor,
+            )
+            return True
+
+        self.records.update(existing.request_id, mutate)
+        raise IdempotencyMismatch(f"request {existing.request_id}: {reason}")
+
+    def _redrive(self, record: RequestRecord) -> None:
+        """Re-issue the follow-up of a state whose follow-up may have been lost in a crash.
+        Bus duplicate detection (message ids) keeps this from doubling anything."""
+        if record.state is RequestState.APPROVED:
+            self.b.send_command(LifecycleCommand(command="grant", request_id=record.request_id))
+        elif record.state is RequestState.PENDING_APPROVAL and record.approval_deadline is not None:
+            expire = LifecycleCommand(command="expire-request", request_id=record.request_id)
+            self.b.schedule_command(expire, record.approval_deadline)
+            decision = record.decision
+            self.notices.notify(
+                record,
+                "approval_requested",
+                "Approval needed",
+                audience=decision.approver_groups if decision else [],
+                hints=[f"approve {record.request_id} [comment]", f"deny {record.request_id} <reason>"],
+            )
+
+
+def _rejected_key(submitted_by: Actor | None) -> str:
+    """Who had a body rejected on someone else's request, by what is verified: the caller, or the queue."""
+    return f"rejected|{submitted_by.principal_id if submitted_by is not None else 'queue'}"
+
+
+def _decision_data(decision: Decision) -> dict[str, Any]:
+    return {
+        "outcome": decision.outcome.value,
+        "rule": decision.rule,
+        "reasons": decision.reasons,
+        "requiredApprovals": decision.required_approvals,
+        "approverGroups": decision.approver_groups,
+        "maxDuration": format_duration(decision.max_duration) if decision.max_duration else None,
+        "breakGlass": decision.break_glass,
+    }

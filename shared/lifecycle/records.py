@@ -1,0 +1,116 @@
+"""The request record's persistence: load, create, update with optimistic concurrency, and the audit outbox.
+
+Audit events are born inside the record (`RequestRecord.emit`) and written to the audit store after the
+record (`flush`), so a state change and its events are one atomic write and no event is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..crashpoints import crashpoint
+from ..domain.audit import SYSTEM, EventType, make_event
+from ..domain.errors import AlreadyExists, ConcurrencyConflict, IllegalTransition, NotFound, TransientError
+from ..domain.lifecycle import RequestRecord
+from ..domain.request import AccessRequest
+from .backends import Backends
+
+log = logging.getLogger("jitgate.lifecycle")
+
+T = TypeVar("T")
+
+
+class Records:
+    """Every write of a request record goes through here, and with it the record's audit outbox."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.b = backends
+
+    def load(self, request_id: str) -> RequestRecord:
+        record = self.b.requests.get_request(request_id)
+        if record is None:
+            raise NotFound(f"no request {request_id}")
+        return record
+
+    def create(self, record: RequestRecord) -> RequestRecord:
+        saved = self.b.requests.create_request(record)
+        return self.flush(saved)
+
+    def commit(self, record: RequestRecord) -> RequestRecord:
+        saved = self.b.requests.save_request(record)
+        crashpoint(f"after_state.{saved.state.value}")
+        return self.flush(saved)
+
+    def update(self, request_id: str, mutate: Callable[[RequestRecord], bool]) -> RequestRecord | None:
+        """Load, mutate, save with optimistic concurrency; on conflict reload and try again.
+        `mutate` returns False when there is nothing to write. None when the record does not exist."""
+        for _ in range(8):
+            record = self.b.requests.get_request(request_id)
+            if record is None:
+                return None
+            if not mutate(record):
+                return self.flush(record) if record.pending_events else record
+            try:
+                return self.commit(record)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"request {request_id}: too many concurrent writers")
+
+    @staticmethod
+    def retrying(fn: Callable[[], T]) -> T:
+        """Run a whole step again when a concurrent writer got there first."""
+        for _ in range(7):
+            try:
+                return fn()
+            except ConcurrencyConflict:
+                continue
+        return fn()
+
+    def flush(self, record: RequestRecord) -> RequestRecord:
+        """Write the record's outbox of audit events to the audit store, then clear it."""
+        if not record.pending_events:
+            return record
+        principal = record.request.requester.principal_id if record.request else None
+        try:
+            for event in record.pending_events:
+                # An earlier delivery may have appended it and crashed before clearing the outbox.
+                with contextlib.suppress(AlreadyExists):
+                    self.b.audit.append(event, principal)
+        except TransientError as exc:
+            # NB. The transition is committed and its events are safe in the record's outbox: the next
+            # write of this record or reconcile's flush_pending appends them. Raising here would only make
+            # the redelivered handler find the work done and skip what follows (the notification).
+            log.warning("audit outbox of %s not flushed yet: %s", record.request_id, exc)
+            return record
+        record.pending_events = []
+        try:
+            return self.b.requests.save_request(record)
+        except (ConcurrencyConflict, TransientError):
+            return record  # whoever won, or the next flush, clears the same outbox idempotently
+
+    def flush_pending(self) -> int:
+        """Flush outboxes left by crashed handlers (reconcile and startup call this)."""
+        count = 0
+        for record in self.b.requests.requests_with_outbox():
+            count += len(record.pending_events)
+            self.flush(record)
+        return count
+
+    def append_unrecorded(
+        self, request_id: str, type: EventType, at: datetime, data: dict[str, Any], principal_id: str
+    ) -> None:
+        """Chain an event for a request this store has no record of (an orphan's marker names it)."""
+        chain = self.b.audit.chain(request_id)
+        prev = chain[-1].hash if chain else ""
+        self.b.audit.append(make_event(request_id, len(chain), prev, type, at, SYSTEM, data), principal_id)
+
+
+def request_of(record: RequestRecord) -> AccessRequest:
+    """The access request a record is about; IllegalTransition for a record rejected as invalid."""
+    if record.request is None:
+        raise IllegalTransition(f"request {record.request_id} was rejected as invalid; it has no body")
+    return record.request
