@@ -66,6 +66,7 @@ READ_RU_PER_KB = (1.0, 10.0)  # point read of a 1 KB item, of a 100 KB item (Mic
 WRITE_FACTOR = 5.0  # a point write of the same item: 5 RU at 1 KB, 50 RU at 100 KB
 QUERY_RU = 3.0  # our assumption per query (one page, one physical partition), plus reading what it returns
 KINDS = ("auto", "one approver", "early revoke")
+JSON = {"Content-Type": "application/json"}
 
 
 def read_ru(size: int) -> float:
@@ -121,7 +122,7 @@ class Driver:
         self.seed += 1
         subs = submissions(count, self.seed, duration, duration, subscription, principals=100_000)
         for sub in subs:
-            response = self.client.post("/api/access-requests", content=sub.body, headers=SUBMITTER_HEADERS)
+            response = self.client.post("/api/access-requests", content=sub.body, headers=SUBMITTER_HEADERS | JSON)
             assert response.status_code == 202, response.text
         return subs
 
@@ -137,13 +138,12 @@ class Driver:
     def approve(self, sub: Submission) -> None:
         body = outgoing_payload(f"approve {sub.request_id}", APPROVER, "Approver")
         response = self.client.post("/api/teams/webhook", content=body,
-                                    headers={"Authorization": sign(self.secret, body),
-                                             "Content-Type": "application/json"})
+                                    headers={"Authorization": sign(self.secret, body)} | JSON)
         assert response.status_code == 200 and "approved" in response.text, response.text
 
     def revoke(self, sub: Submission) -> None:
         response = self.client.post(f"/api/access-requests/{sub.request_id}/revoke", content=b"",
-                                    headers={"X-Jitgate-Dev-Principal": sub.principal_id})
+                                    headers={"X-Jitgate-Dev-Principal": sub.principal_id} | JSON)
         assert response.status_code == 200, response.text
 
 
