@@ -107,9 +107,9 @@ class Report:
         self.figures["load at start"] = load()
         print(f"# bench {name}: {m['cpus']} cpus ({m['cpu']}), Python {m['python']}, load {load()}")
 
-    def figure(self, key: str, value: Any, unit: str = "", target: str = "", prefix: str = "") -> None:
+    def figure(self, key: str, value: Any, unit: str = "", target: str = "") -> None:
         self.figures[key] = value
-        self._print(prefix + key, value, unit, target)
+        self._print(key, value, unit, target)
 
     def section(self, name: str, figures: dict[str, Any], prefix: str = "", show: bool = True) -> None:
         """A group of figures (one step, one kind), kept together under `name` in the JSON."""
@@ -618,7 +618,7 @@ class Embedded:
     def __exit__(self, *exc: object) -> None:
         for closable in (self.bus, self.store, self.runtime.rbac):
             with contextlib.suppress(Exception):
-                closable.close()  # type: ignore[union-attr]
+                closable.close()
         self._tmp.cleanup()
 
     def state(self, request_id: str) -> RequestState | None:

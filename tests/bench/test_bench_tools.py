@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ import reconcile  # noqa: E402
 from shared import ports  # noqa: E402
 from shared.domain.errors import ConcurrencyConflict  # noqa: E402
 from tests.fakes.world import World, access_request, body  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*httpx.*")  # the test client's notice about its HTTP library
 
 
 def port_methods(protocol: type) -> set[str]:
@@ -92,6 +95,18 @@ def test_counted_ports_record_each_call_its_kind_its_documents_and_failures() ->
         store.save_request(record.model_copy(update={"version": record.version - 1}))
     (failed,) = tally.reset()
     assert (failed.method, failed.kind, failed.failed) == ("save_request", "write", True)
+
+
+def test_the_operations_driver_counts_the_apis_own_reads() -> None:
+    # GIVEN the driver of the operations benchmark
+    tally = _common.Tally()
+    with _common.Embedded() as embedded:
+        driver = operations.Driver(embedded, 0, tally)
+        # WHEN the API reads a request for an early revoke  THEN that read is counted
+        response = driver.client.post(f"/api/access-requests/{uuid.uuid4()}/revoke", content=b"",
+                                      headers={"X-Jitgate-Dev-Principal": _common.APPROVER} | operations.JSON)
+    assert response.status_code == 404
+    assert [c.method for c in tally.calls] == ["get_request"]
 
 
 def test_request_units_follow_the_published_charges() -> None:
