@@ -2,7 +2,7 @@
 stay <= 1 s, with a real `jitgate serve` (the embedded runtime, as users run it) on this machine's cores.
 
     .venv/bin/python bench/capacity.py --search                          # the figure of issue #10 (60 s steps)
-    .venv/bin/python bench/capacity.py --rates 50,100 --window 20        # fixed steps (make bench)
+    .venv/bin/python bench/capacity.py --rates 100,500 --window 20       # fixed steps (make bench)
     .venv/bin/python bench/capacity.py --rates 100 --intake http         # through the HTTP API instead
 
 Each step starts a fresh `jitgate serve` (2 consumer threads, reconcile every 60 s: its defaults) on a new data
@@ -189,7 +189,7 @@ def search(args: argparse.Namespace, report: Report, results: dict[float, dict[s
             rate = round(rate / 2, 1)
             if rate < 1:
                 return None
-        elif failed - passed <= max(args.resolution, passed * 0.1):
+        elif failed - passed <= max(args.resolution, passed * 0.1, 1.0):
             return passed
         else:
             rate = float(round((passed + failed) / 2))
@@ -197,7 +197,7 @@ def search(args: argparse.Namespace, report: Report, results: dict[float, dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
-    parser.add_argument("--rates", default="50,100", help="comma-separated rates (/s) to run, each on a fresh server")
+    parser.add_argument("--rates", default="100,500", help="comma-separated rates (/s), each on a fresh server")
     parser.add_argument("--search", action="store_true", help="find the highest passing rate instead of --rates")
     parser.add_argument("--start", type=float, default=50.0, help="--search: the first rate")
     parser.add_argument("--max-rate", type=float, default=2000.0, help="--search: never ask more than this")
