@@ -73,12 +73,15 @@ def burst(count: int, connections: int, min_duration: float, max_duration: float
         "revokes due before the last grant was applied": sum(1 for r in ids if trail.expires.get(r, 1e18) < last_grant),
     }
     figures |= trail.figures(ids, sent)
-    lifecycles = max(len(revoked), 1)
+    def per_lifecycle(seconds: float) -> float | str:
+        # NB. Only when every lifecycle finished: otherwise the CPU of half-done ones is spread over the rest.
+        return round(seconds / count * 1000, 2) if len(revoked) == count else "unfinished"
+
     figures |= {
         "server CPU s": round(cpu, 2),
-        "server CPU per lifecycle ms (HTTP intake included)": round(cpu / lifecycles * 1000, 2),
+        "server CPU per lifecycle ms (HTTP intake included)": per_lifecycle(cpu),
         "server idle CPU cores": round(idle, 3),
-        "server CPU per lifecycle ms, idle subtracted": round((cpu - idle * elapsed) / lifecycles * 1000, 2),
+        "server CPU per lifecycle ms, idle subtracted": per_lifecycle(cpu - idle * elapsed),
         "client CPU per request ms": round(own / count * 1000, 3),
     }
     figures |= trail.leftovers(count)
