@@ -124,8 +124,7 @@ class Driver:
         self.seed += 1
         subs = submissions(count, self.seed, duration, duration, subscription, principals=100_000)
         for sub in subs:
-            response = self.client.post("/api/access-requests", content=sub.body, headers=SUBMITTER_HEADERS | JSON)
-            assert response.status_code == 202, response.text
+            expect(self.client.post("/api/access-requests", content=sub.body, headers=SUBMITTER_HEADERS | JSON), 202)
         return subs
 
     def until(self, subs: list[Submission], state: RequestState) -> None:
@@ -139,14 +138,20 @@ class Driver:
 
     def approve(self, sub: Submission) -> None:
         body = outgoing_payload(f"approve {sub.request_id}", APPROVER, "Approver")
-        response = self.client.post("/api/teams/webhook", content=body,
-                                    headers={"Authorization": sign(self.secret, body)} | JSON)
-        assert response.status_code == 200 and "approved" in response.text, response.text
+        expect(self.client.post("/api/teams/webhook", content=body,
+                                headers={"Authorization": sign(self.secret, body)} | JSON), 200)
+        if self.embedded.state(sub.request_id) is not RequestState.APPROVED:
+            raise RuntimeError(f"the approval of {sub.request_id} did not count")
 
     def revoke(self, sub: Submission) -> None:
-        response = self.client.post(f"/api/access-requests/{sub.request_id}/revoke", content=b"",
-                                    headers={"X-Jitgate-Dev-Principal": sub.principal_id} | JSON)
-        assert response.status_code == 200, response.text
+        expect(self.client.post(f"/api/access-requests/{sub.request_id}/revoke", content=b"",
+                                headers={"X-Jitgate-Dev-Principal": sub.principal_id} | JSON), 200)
+
+
+def expect(response: Any, status: int) -> None:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code}"
+                           f" {response.text[:500]}")
 
 
 def auto(driver: Driver, count: int) -> None:
