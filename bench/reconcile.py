@@ -1,7 +1,7 @@
 """Reconcile: one pass with 100,000 finished requests and 100 due should cost about the same as with 100 finished.
 
     .venv/bin/python bench/reconcile.py                            # 100 and 100,000 finished (issue #10)
-    .venv/bin/python bench/reconcile.py --finished 100,10000,100000 --rounds 5
+    .venv/bin/python bench/reconcile.py --rounds 3                        # make bench
 
 The embedded runtime runs in this process. First one real lifecycle runs to the end (auto-approved, granted,
 revoked); its record and released hold are the template of every "finished" request, which are then written
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("--finished", default="100,100000", help="comma-separated numbers of finished requests")
     parser.add_argument("--due", type=int, default=100, help="requests due for revoke in each timed pass")
-    parser.add_argument("--rounds", type=int, default=3, help="timed passes per size (the median counts)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed passes per size (the median counts)")
     parser.add_argument("--duration", type=float, default=2.5, help="seconds the due grants last (longer than "
                         "granting all of them takes)")
     parser.add_argument("--seed", type=int, default=14)
