@@ -1,7 +1,7 @@
 """Reconcile: one pass with 100,000 finished requests and 100 due should cost about the same as with 100 finished.
 
     .venv/bin/python bench/reconcile.py                            # 100 and 100,000 finished (issue #10)
-    .venv/bin/python bench/reconcile.py --rounds 3                        # make bench
+    .venv/bin/python bench/reconcile.py --rounds 3               # make bench
 
 The embedded runtime runs in this process. First one real lifecycle runs to the end (auto-approved, granted,
 revoked); its record and released hold are the template of every "finished" request, which are then written
