@@ -358,7 +358,7 @@ def _setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def idle_cpu_rate(serve: Serve, window: float = 2.0) -> float:
+def idle_cpu_rate(serve: Serve, window: float = 1.0) -> float:
     """Cores the server burns doing nothing (its consumers poll the bus): the floor under every CPU figure."""
     before = serve.cpu_seconds()
     time.sleep(window)

@@ -2,7 +2,7 @@
 stay <= 1 s, with a real `jitgate serve` (the embedded runtime, as users run it) on this machine's cores.
 
     .venv/bin/python bench/capacity.py --search                          # the figure of issue #10 (60 s steps)
-    .venv/bin/python bench/capacity.py --rates 100,500 --window 20       # fixed steps (make bench)
+    .venv/bin/python bench/capacity.py --rates 100,500 --window 15       # fixed steps (make bench)
     .venv/bin/python bench/capacity.py --rates 100 --intake http         # through the HTTP API instead
 
 Each step starts a fresh `jitgate serve` (2 consumer threads, reconcile every 60 s: its defaults) on a new data
