@@ -30,12 +30,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as `python bench/x.py` from anywhere
 
 from shared.domain.audit import AuditEvent  # noqa: E402
-from shared.domain.ledger import Hold  # noqa: E402
 from shared.domain.lifecycle import RequestRecord, RequestState  # noqa: E402
 
 # ---------------------------------------------------------------- figures
@@ -682,7 +683,7 @@ def document_bytes(value: Any) -> int:
         return 0
     if isinstance(value, RequestRecord | AuditEvent):
         return len(json.dumps(value.document())) + COSMOS_OVERHEAD_BYTES
-    if isinstance(value, Hold):
+    if isinstance(value, BaseModel):  # a hold, a grant key's document
         return len(value.model_dump_json()) + COSMOS_OVERHEAD_BYTES
     if isinstance(value, list | tuple):
         return sum(document_bytes(v) for v in value)
@@ -722,22 +723,30 @@ class Tally:
             call.items = len(result or [])
             if not call.items:
                 call.kind = "empty receive"
-        elif port == "store" and self.measure:
+        elif port == "store":
             written = list(_documents(args))
-            if written:
-                call.items = len(written)
-                call.sizes = [document_bytes(w) for w in written]
-            elif isinstance(result, list):
-                call.sizes = [document_bytes(r) for r in result]
-            else:
-                call.sizes = [document_bytes(result)]
+            if _committed_with_events(written, result):
+                # NB. The store wrote the record's outbox with it: one transactional batch in Cosmos (the record
+                # and each event), where a store that hands the outbox back writes the record alone.
+                record = written[0]
+                call.kind = "batch"
+                written = [record.model_copy(update={"pending_events": []}), *record.pending_events]
+            call.items = max(len(written), 1)
+            if self.measure:
+                found = written or (result if isinstance(result, list) else [result])
+                call.sizes = [document_bytes(d) for d in found]
         self.calls.append(call)
+
+
+def _committed_with_events(written: list[Any], result: Any) -> bool:
+    return (len(written) == 1 and isinstance(written[0], RequestRecord) and bool(written[0].pending_events)
+            and isinstance(result, RequestRecord) and not result.pending_events)
 
 
 def _documents(values: Any) -> Iterator[Any]:
     """The documents among a call's arguments, however nested in lists and tuples (a batch)."""
     for value in values:
-        if isinstance(value, RequestRecord | AuditEvent | Hold):
+        if isinstance(value, BaseModel):
             yield value
         elif isinstance(value, list | tuple):
             yield from _documents(value)

@@ -34,7 +34,9 @@ import operations  # noqa: E402
 import reconcile  # noqa: E402
 
 from shared import ports  # noqa: E402
+from shared.domain.audit import EventType  # noqa: E402
 from shared.domain.errors import ConcurrencyConflict  # noqa: E402
+from shared.domain.lifecycle import RequestRecord, RequestState  # noqa: E402
 from tests.fakes.world import World, access_request, body  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx.*")  # the test client's notice about its HTTP library
@@ -107,6 +109,37 @@ def test_the_operations_driver_counts_the_apis_own_reads() -> None:
                                       headers={"X-Jitgate-Dev-Principal": _common.APPROVER} | operations.JSON)
     assert response.status_code == 404
     assert [c.method for c in tally.calls] == ["get_request"]
+
+
+def test_a_record_written_with_its_events_counts_as_one_batch_of_them() -> None:
+    # GIVEN a record with two events in its outbox
+    world = World()
+    world.lifecycle.submit(body(access_request()))
+    (record,) = world.store.requests_in({RequestState.RECEIVED})
+    record.emit(EventType.POLICY_EVALUATED, record.updated_at, {})
+    record.emit(EventType.REQUEST_APPROVED, record.updated_at, {})
+
+    class CommitsEvents:
+        """A store that writes a record's outbox with it, and hands the record back with it empty."""
+
+        def save_request(self, saved: RequestRecord) -> RequestRecord:
+            return saved.model_copy(update={"pending_events": [], "version": saved.version + 1})
+
+    class KeepsEvents:
+        """A store that writes the record alone (its outbox inside it) and hands the outbox back."""
+
+        def save_request(self, saved: RequestRecord) -> RequestRecord:
+            return saved.model_copy(update={"version": saved.version + 1})
+
+    tally = _common.Tally()
+    # WHEN each saves it
+    _common.Counted(CommitsEvents(), "store", tally).save_request(record)
+    _common.Counted(KeepsEvents(), "store", tally).save_request(record)
+    batch, single = tally.reset()
+    # THEN the first is a batch of the record and each event, the second one write of the record
+    assert (batch.kind, batch.items, len(batch.sizes)) == ("batch", 3, 3)
+    assert (single.kind, single.items, len(single.sizes)) == ("write", 1, 1)
+    assert single.sizes[0] > batch.sizes[0]  # the outbox is inside the record written alone
 
 
 def test_request_units_follow_the_published_charges() -> None:
