@@ -5,11 +5,12 @@
 
 The embedded runtime runs in this process. First one real lifecycle runs to the end (auto-approved, granted,
 revoked); its record and released hold are the template of every "finished" request, which are then written
-through the store's own port methods (`create_request`, `put_hold`) with fresh request ids and people, in one
-transaction, up to each size in turn. Then, per round: 100 real requests are granted (their revoke messages
-stay on the queue, as if lost) and left to expire, and one reconcile pass (the timer's body: flush outboxes,
-then reconcile) is timed and its port calls counted; it must revoke all 100. A pass with nothing due is timed
-too. Wall time and CPU time are both medians over the rounds; CPU time is the steadier on a shared machine.
+through the store's own port methods (`create_request`, and `put_grant` or, before issue #10, `put_hold`)
+with fresh request ids and people, in one transaction, up to each size in turn. Then, per round: 100 real
+requests are granted (their revoke messages stay on the queue, as if lost) and left to expire, and one
+reconcile pass (the timer's body: flush outboxes, then reconcile) is timed and its port calls counted; it must
+revoke all 100. A pass with nothing due is timed too. Wall time and CPU time are both medians over the rounds;
+CPU time is the steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -73,7 +74,18 @@ def seed_finished(embedded: Embedded, template: tuple[RequestRecord, Hold], coun
             embedded.store.create_request(record.model_copy(update={
                 "request_id": request_id, "request": request, "version": 0,
                 "grant_key": dataclasses.replace(record.grant_key, principal_id=principal)}))
-            embedded.store.put_hold(hold.model_copy(update={"request_id": request_id, "principal_id": principal}))
+            put_released(embedded.store, hold.model_copy(update={"request_id": request_id, "principal_id": principal}))
+
+
+def put_released(store: Any, hold: Hold) -> None:
+    """Record a released hold through the ledger port the store has: a grant key's document (issue #10), or
+    the hold itself (before it)."""
+    if hasattr(store, "put_grant"):
+        from shared.domain.ledger import Grant  # type: ignore[attr-defined]  # only there since issue #10
+
+        store.put_grant(Grant.new(hold.key).with_hold(hold))
+    else:
+        store.put_hold(hold)
 
 
 def make_due(embedded: Embedded, count: int, duration: float, seed: int) -> None:
