@@ -81,7 +81,7 @@ def put_released(store: Any, hold: Hold) -> None:
     """Record a released hold through the ledger port the store has: a grant key's document (issue #10), or
     the hold itself (before it)."""
     if hasattr(store, "put_grant"):
-        from shared.domain.ledger import Grant  # type: ignore[attr-defined]  # only there since issue #10
+        from shared.domain.ledger import Grant  # only there since issue #10
 
         store.put_grant(Grant.new(hold.key).with_hold(hold))
     else:
