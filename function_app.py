@@ -13,7 +13,7 @@ from typing import Any
 
 import azure.functions as func
 
-from functions import access_lifecycle, access_requests, archive, reconcile
+from functions import access_lifecycle, access_requests, access_revocations, archive, reconcile
 from functions._runtime import runtime
 
 Scope = MutableMapping[str, Any]
@@ -54,5 +54,6 @@ api = LazyApi()
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS, function_name="api")
 app.register_blueprint(access_requests.blueprint)
 app.register_blueprint(access_lifecycle.blueprint)
+app.register_blueprint(access_revocations.blueprint)
 app.register_blueprint(reconcile.blueprint)
 app.register_blueprint(archive.blueprint)

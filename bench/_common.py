@@ -654,12 +654,14 @@ def quiet() -> Iterator[None]:
 # What one port call is, as a store or bus operation. A method not named here is counted as "unclassified"
 # and named in the output, so that a port method added later is never silently left out.
 STORE_KINDS = {
-    "get_request": "point read", "get_hold": "point read",
-    "create_request": "write", "save_request": "write", "put_hold": "write", "append": "write",
-    "requests_in": "query", "requests_with_outbox": "query", "active_holds": "query", "holds_for_request": "query",
+    "get_request": "point read", "get_grant": "point read",
+    "create_request": "write", "save_request": "write", "put_grant": "write", "append": "write",
+    "requests_in": "query", "requests_with_outbox": "query", "holds_for_request": "query",
     "overdue_holds": "query", "all_active_holds": "query", "chain": "query", "query": "query",
     "request_ids": "query", "chain_documents": "query",
     "bulk_append": "batch",
+    # The ledger's port before issue #10 (a document per hold), so that the code before it is counted too.
+    "get_hold": "point read", "put_hold": "write", "active_holds": "query",
 }
 # Cosmos: the queries that stay in one partition (the rest fan out across partitions).
 SINGLE_PARTITION = {"active_holds", "chain", "chain_documents"}

@@ -1,28 +1,26 @@
 """Reconcile: one pass with 100,000 finished requests and 100 due should cost about the same as with 100 finished.
 
-    .venv/bin/python bench/reconcile.py                            # 100 and 100,000 finished (issue #10)
-    .venv/bin/python bench/reconcile.py --rounds 3               # make bench
+    .venv/bin/python bench/reconcile.py                                   # 100 and 100,000 finished (issue #10)
+    .venv/bin/python bench/reconcile.py --finished 100,30000 --rounds 3   # make bench
 
 The embedded runtime runs in this process. First one real lifecycle runs to the end (auto-approved, granted,
 revoked); its record and released hold are the template of every "finished" request, which are then written
 through the store's own port methods (`create_request`, and `put_grant` or, before issue #10, `put_hold`)
-with fresh request ids and people, in one transaction, up to each size in turn. Then, per round: 100 real
-requests are granted (their revoke messages stay on the queue, as if lost) and left to expire, and one
-reconcile pass (the timer's body: flush outboxes, then reconcile) is timed and its port calls counted; it must
-revoke all 100. A pass with nothing due is timed too. Wall time and CPU time are both medians over the rounds;
-CPU time is the steadier on a shared machine.
+with fresh request ids and people, up to each size in turn. Then, per round: 100 real requests are granted
+(their revoke messages stay on the queue, as if lost) and left to expire, and one reconcile pass (the timer's
+body: flush outboxes, then reconcile) is timed and its port calls counted; it must revoke all 100. A pass with
+nothing due is timed too. Wall time and CPU time are both medians over the rounds; CPU time is the steadier
+on a shared machine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 from _common import (
@@ -53,28 +51,18 @@ def finished_template(embedded: Embedded) -> tuple[RequestRecord, Hold]:
     return record, hold
 
 
-@contextlib.contextmanager
-def one_transaction(store: Any) -> Iterator[None]:
-    """Group many port calls into one SQLite transaction when the store allows it (bench-only introspection:
-    the calls are the port's own; only the commit is shared). Otherwise each call commits on its own."""
-    db = getattr(store, "_db", None)
-    with db.transaction() if db is not None else contextlib.nullcontext():
-        yield
-
-
 def seed_finished(embedded: Embedded, template: tuple[RequestRecord, Hold], count: int, rng: random.Random) -> None:
     record, hold = template
     assert record.request is not None and record.grant_key is not None
-    with one_transaction(embedded.store):
-        for _ in range(count):
-            request_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            principal = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            requester = record.request.requester.model_copy(update={"principal_id": principal})
-            request = record.request.model_copy(update={"request_id": request_id, "requester": requester})
-            embedded.store.create_request(record.model_copy(update={
-                "request_id": request_id, "request": request, "version": 0,
-                "grant_key": dataclasses.replace(record.grant_key, principal_id=principal)}))
-            put_released(embedded.store, hold.model_copy(update={"request_id": request_id, "principal_id": principal}))
+    for _ in range(count):
+        request_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        principal = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        requester = record.request.requester.model_copy(update={"principal_id": principal})
+        request = record.request.model_copy(update={"request_id": request_id, "requester": requester})
+        embedded.store.create_request(record.model_copy(update={
+            "request_id": request_id, "request": request, "version": 0,
+            "grant_key": dataclasses.replace(record.grant_key, principal_id=principal)}))
+        put_released(embedded.store, hold.model_copy(update={"request_id": request_id, "principal_id": principal}))
 
 
 def put_released(store: Any, hold: Hold) -> None:

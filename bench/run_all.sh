@@ -18,8 +18,10 @@ OUT=${BENCH_JSON:-${TMPDIR:-/tmp}/jitgate-bench.jsonl}
 : "${BURST_REQUESTS:=2000}"
 : "${CPU_LIFECYCLES:=1000}"
 : "${OPERATIONS_LIFECYCLES:=20}"
-: "${RECONCILE_FINISHED:=100,100000}"
+: "${RECONCILE_FINISHED:=100,30000}"
 : "${RECONCILE_ROUNDS:=3}"
+: "${DATABASE_GRANTS:=40}"
+: "${DATABASE_RATE:=5}"
 
 rm -f "$OUT"
 failed=()
@@ -44,6 +46,7 @@ run burst      bench/burst.py --requests "$BURST_REQUESTS"
 run cpu        bench/cpu.py --lifecycles "$CPU_LIFECYCLES"
 run operations bench/operations.py --lifecycles "$OPERATIONS_LIFECYCLES"
 run reconcile  bench/reconcile.py --finished "$RECONCILE_FINISHED" --rounds "$RECONCILE_ROUNDS"
+run database   bench/database.py --grants "$DATABASE_GRANTS" --rate "$DATABASE_RATE"
 
 echo
 echo "bench: total $(( $(date +%s) - started )) s, load $(cut -d' ' -f1-3 /proc/loadavg); figures in $OUT"

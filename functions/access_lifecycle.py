@@ -1,4 +1,5 @@
-"""`access-lifecycle` queue → grant, revoke or expire-request."""
+"""`access-lifecycle` queue → grant or expire-request (and a revoke scheduled here before revokes had a queue of
+their own, functions/access_revocations.py)."""
 
 from __future__ import annotations
 

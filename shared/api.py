@@ -80,7 +80,7 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 _INTERNAL_FIELDS = ("version", "fingerprint", "auditSeq", "auditHead", "pendingEvents", "revokeSequence",
-                    "revokeN")
+                    "revokeQueue", "revokeN")
 
 
 class UnsupportedMediaType(JitgateError):

@@ -11,7 +11,10 @@ import re
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_ADMIN = "00000000-0000-4000-8000-0000000000ad"
@@ -142,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
     dsub = dl.add_subparsers(metavar="ACTION")
     dll = dsub.add_parser("list", help="dead-lettered messages with their reasons")
-    dll.add_argument("--queue", action="append", help="default: both queues")
+    dll.add_argument("--queue", action="append", help="default: every queue")
     dll.add_argument("--json", action="store_true")
     _local_options(dll)
     dll.set_defaults(run=_dlq_list)
@@ -158,6 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
     ir.add_argument("--write", action="store_true", help="write infra/allowed-roles.json instead of printing it")
     ir.set_defaults(run=_infra_roles)
+
+    db = sub.add_parser("databases", help="database servers jitgate grants on, PostgreSQL and Azure SQL "
+                                          "(JITGATE_DATABASES_FILE)")
+    dbsub = db.add_subparsers(metavar="ACTION")
+    dbc = dbsub.add_parser("check", help="per server: can jitgate sign in, does it hold the rights it needs, "
+                                         "and how to fix what it lacks")
+    dbc.add_argument("--servers", type=Path, default=None, help="default: $JITGATE_DATABASES_FILE")
+    dbc.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
+    dbc.set_defaults(run=_databases_check)
 
     rc = sub.add_parser("reconcile", help="run one reconcile pass against the local store")
     _local_options(rc)
@@ -522,7 +534,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
             "deadLetteredAt": d.dead_lettered_at.isoformat(),
             "body": d.body.decode("utf-8", "replace"),
         }
-        for queue in args.queue or [settings.requests_queue, settings.lifecycle_queue]
+        for queue in _queues(settings, args.queue)
         for d in runtime.bus.dead_letters(queue)
     ]
     if args.json:
@@ -538,11 +550,20 @@ def _dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queues(settings: Settings, asked: list[str] | None) -> list[str]:
+    """The queues asked for (default: all of jitgate's); CliError naming jitgate's queues for any other."""
+    unknown = [queue for queue in asked or [] if queue not in settings.queues]
+    if unknown:
+        raise CliError(f"no queue {', '.join(unknown)}: jitgate's queues are {', '.join(settings.queues)}")
+    return asked or list(settings.queues)
+
+
 def _dlq_replay(args: argparse.Namespace) -> int:
     from .domain.errors import NotFound
     from .runtime import build
 
     runtime = build(_settings(args))
+    _queues(runtime.settings, [args.queue])
     numbers = args.sequence_number or [d.sequence_number for d in runtime.bus.dead_letters(args.queue)]
     for number in numbers:
         try:
@@ -570,6 +591,27 @@ def _infra_roles(args: argparse.Namespace) -> int:
         return 1
     print(f"{ALLOWED_ROLES_FILE} {'updated' if changed else 'already current'} from {path}")
     return 0
+
+
+def _databases_check(args: argparse.Namespace) -> int:
+    from .adapters.databases.check import check_all, render
+    from .adapters.databases.servers import Servers, ServersFileError
+    from .domain.errors import PolicyError
+    from .domain.policy import Policy
+
+    settings = _settings(args)
+    path = args.servers or settings.databases_file
+    if path is None:
+        raise CliError("no servers file: pass --servers FILE or set JITGATE_DATABASES_FILE (docs/databases.md)")
+    try:
+        servers = Servers.load(path)
+        policy = Policy.load(settings.policy_path)
+    except (ServersFileError, PolicyError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    results = check_all(servers, policy)
+    print(render(results, servers))
+    return 0 if all(f.ok for findings in results.values() for f in findings) else 1
 
 
 def _reconcile(args: argparse.Namespace) -> int:

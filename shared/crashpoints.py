@@ -10,13 +10,13 @@ import os
 import signal
 
 POINTS = (
-    "after_state.approved",  # decided and written; grant command not sent, audit outbox not flushed
+    "after_state.approved",  # decided and written with its audit events; grant command not sent
     "grant.after_provider",  # assignment created; revoke not scheduled, state still `approved`
     "grant.after_schedule",  # revoke scheduled; state still `approved`
-    "after_state.active",  # state `active` written; audit outbox not yet flushed
-    "revoke.after_release",  # hold released; assignment not yet deleted
-    "revoke.after_delete",  # assignment deleted and confirmed gone; state still `active`
-    "after_state.revoked",  # state `revoked` written; audit outbox not yet flushed
+    "after_state.active",  # state `active` written with its audit events; nobody told yet
+    "revoke.after_release",  # hold released with the intent to delete the assignment; not yet deleted
+    "revoke.after_delete",  # assignment deleted and confirmed gone; intent not cleared, state still `active`
+    "after_state.revoked",  # state `revoked` written with its audit events; nobody told yet
 )
 
 

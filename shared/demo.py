@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from .adapters.postgres.throwaway import INSTALL_HINT, NoPostgres, ThrowawayPostgres
 from .settings import DEFAULT_POLICY, Settings
 from .teams import outgoing_payload, sign
 
@@ -63,6 +64,7 @@ class Story:
         duration: str,
         justification: str,
         ticket: str | None = None,
+        provider: str = "local",
         **extra: Any,
     ) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -75,7 +77,7 @@ class Story:
                 "email": f"{NAMES.get(who, 'x').lower()}@example.com",
                 "backstageRef": f"user:default/{NAMES.get(who, 'x').lower()}",
             },
-            "target": {"provider": "local", "scope": scope, "role": role},
+            "target": {"provider": provider, "scope": scope, "role": role},
             "duration": duration,
             "justification": justification,
             **({"ticket": ticket} if ticket else {}),
@@ -281,6 +283,69 @@ def play(story: Story) -> None:
     )
 
 
+def play_database(story: Story, pg: ThrowawayPostgres | None) -> None:
+    """Chapter 9: reading a PostgreSQL database for a few seconds, on a throwaway server the demo started."""
+    s = story
+    s.chapter("9. Reading the payments database for a few seconds")
+    if pg is None:
+        s.say(f"Skipped: no PostgreSQL server here. To see this chapter: {INSTALL_HINT}, then `make demo` again.")
+        return
+    import psycopg
+
+    s.say(f"A throwaway PostgreSQL {pg.version} runs on 127.0.0.1:{pg.port}; the servers file names it "
+          "payments-primary, and Jane's login there 'jane'.")
+    code, req = s.submit(JANE, "payments_read", "payments-primary/payments", "PT5S",
+                         "Chase the double charges of INC-4711", ticket="INC-4711", provider="postgres")
+    rid = req["requestId"]
+    s.expect(code == 202 and s.wait_state(rid, {"active"}) == "active",
+             "policy rule payments-db-read auto-approves an hour at most; the grant is active")
+    s.say("jitgate created the login jane (it did not exist) and granted it payments_read. How people sign in is "
+          "the server's business (certificates, LDAP, Entra): here the database admin gives jane a password.")
+    pg.sql("ALTER ROLE jane PASSWORD 'demo-only'")
+    conninfo = pg.admin.conninfo(dbname="payments", user="jane", password="demo-only")
+    session = psycopg.connect(conninfo, autocommit=True)
+    total = session.execute("SELECT count(*), sum(amount) FROM payments").fetchone()
+    s.expect(total is not None, f"jane signs in and reads the payments table: {total[0]} rows, {total[1]} in all"
+             if total else "jane reads the payments table")
+    s.expect(s.wait_state(rid, {"revoked"}, timeout=20) == "revoked", "at expiry the grant is revoked")
+    try:
+        session.execute("SELECT 1")
+        s.expect(False, "her open session is ended")
+    except psycopg.OperationalError:
+        s.expect(True, "her open session was ended at expiry (pg_terminate_backend), not at her next login")
+    try:
+        psycopg.connect(conninfo).close()
+        s.expect(False, "a new sign-in fails")
+    except psycopg.OperationalError:
+        s.expect(True, "a new sign-in fails: the login jitgate created is dropped with its last grant")
+    steps = [e["type"] for e in s.get(rid)["timeline"]]
+    s.expect(all(t in steps for t in ("request.approved", "grant.applied", "grant.revoked")),
+             "the audit trail: " + " → ".join(steps))
+
+
+def start_postgres(data_dir: Path) -> ThrowawayPostgres | None:
+    """A throwaway PostgreSQL for chapter 9 and the servers file naming it; None when PostgreSQL is missing."""
+    try:
+        pg = ThrowawayPostgres()
+    except NoPostgres:
+        return None
+    password = uuid.uuid4().hex
+    try:
+        pg.start()
+        pg.prepare_payments(password)
+    except (OSError, subprocess.SubprocessError, ImportError) as exc:
+        print(f"PostgreSQL is installed but a throwaway server did not start ({exc}); chapter 9 is skipped.")
+        pg.stop()
+        return None
+    (data_dir / "jitgate-pg-password").write_text(password)
+    (data_dir / "servers.yaml").write_text(
+        f"version: 1\nlogins:\n  {JANE}: jane\nservers:\n  - name: payments-primary\n    platform: self-managed\n"
+        f"    host: 127.0.0.1\n    port: {pg.port}\n    database: payments\n    user: jitgate\n"
+        f"    passwordFile: {data_dir / 'jitgate-pg-password'}\n"
+    )
+    return pg
+
+
 def _field(events: list[dict[str, Any]], name: str) -> object:
     return events[0]["data"].get(name) if events else "?"
 
@@ -303,6 +368,9 @@ def run(keep: bool = False) -> int:
         "JITGATE_MODE": "local",
     }
     log_path = data_dir / "server.log"
+    pg = start_postgres(data_dir)
+    if pg is not None:
+        env["JITGATE_DATABASES_FILE"] = str(data_dir / "servers.yaml")
     print(f"Starting a fresh jitgate on {url} (data in {data_dir}, server log in {log_path})")
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -318,6 +386,7 @@ def run(keep: bool = False) -> int:
             return 1
         story = Story(url, data_dir)
         play(story)
+        play_database(story, pg)
         elapsed = time.monotonic() - started
         if story.failures:
             print(f"\n✗ {story.failures} step(s) did not behave as described (server log: {log_path})")
@@ -334,6 +403,8 @@ def run(keep: bool = False) -> int:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+        if pg is not None:
+            pg.stop()
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:

@@ -5,6 +5,9 @@ by an ABAC condition to the role definitions some policy rule can grant, for use
 `render` writes those role definition ids and the condition to `infra/allowed-roles.json`, which both
 `infra/bicep` and `infra/terraform` load, so the policy stays the one source of truth: a role the
 policy does not allow is one Azure refuses to let jitgate assign.
+
+The same file lists, under `cosmosData`, the Cosmos DB data-plane role definitions the `cosmos-data` provider
+may assign (built-in names resolved, ids as given), for the permission on the accounts' sqlRoleAssignments.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from .adapters.azure.cosmos_data import COSMOS_BUILTIN_ROLES
 from .adapters.azure.roles import AZURE_BUILTIN_ROLES, resolve_builtin_role
 from .domain.decision import Outcome
 from .domain.errors import PermanentError, PolicyError
@@ -75,8 +79,41 @@ def render(policy: Policy) -> str:
         "principalTypes": list(PRINCIPAL_TYPES),
         "condition": grant_condition(role_ids),
         "conditionVersion": "2.0",
+        "cosmosData": cosmos_data_roles(policy),
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+def cosmos_data_roles(policy: Policy) -> dict[str, object]:
+    """The Cosmos DB data-plane role definitions some non-deny rule lets `cosmos-data` assign: role as written →
+    role definition GUID, and the GUIDs. PolicyError names a rule that allows any role, or names a role of its own
+    for cosmos-data that is no built-in's name (give its id). A rule for every provider contributes the roles
+    that can be Cosmos DB ones."""
+    builtin = {name.lower(): guid for name, guid in COSMOS_BUILTIN_ROLES.items()}
+    resolved: dict[str, str] = {}
+    errors: list[str] = []
+    for rule in policy.rules:
+        if rule.outcome is Outcome.DENY or (rule.providers is not None and "cosmos-data" not in rule.providers):
+            continue
+        for role in rule.roles if rule.roles is not None else (ANY,):
+            if role == ANY:
+                errors.append(f"{_where(policy, rule)} allows any role ('*') for cosmos-data; name the role "
+                              "definitions in the rule")
+                continue
+            guid = role.lower() if is_guid(role.lower()) else builtin.get(role.lower())
+            if guid is None:
+                if rule.providers is not None:
+                    errors.append(f"{_where(policy, rule)} names role {role!r}, which is not a Cosmos DB built-in "
+                                  "role name; give its role definition id (GUID) instead")
+                continue
+            resolved.setdefault(role, guid)
+    if errors:
+        raise PolicyError(errors)
+    return {
+        "$comment": "Cosmos DB data-plane role definitions the cosmos-data provider may assign (sqlRoleAssignments).",
+        "roles": dict(sorted(resolved.items(), key=lambda item: item[0].lower())),
+        "roleDefinitionIds": sorted(set(resolved.values())),
+    }
 
 
 def write_allowed_roles(policy: Policy, path: Path = ALLOWED_ROLES_FILE) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .domain.audit import AuditEvent
-    from .domain.ledger import Assignment, GrantKey, Hold
+    from .domain.ledger import Assignment, Grant, GrantKey, Hold
     from .domain.lifecycle import RequestRecord, RequestState
 
 
@@ -105,36 +105,43 @@ class Bus(MessageSender, Protocol):
 
 
 class RequestStore(Protocol):
-    """Request records with optimistic concurrency on `version`."""
+    """Request records with optimistic concurrency on `version`. A record and the audit events it emitted
+    (`pending_events`) are written together: the stores commit both in one transaction (one transactional batch
+    in Cosmos), and hand back the record with an empty outbox. Only a write a store cannot make atomic (too
+    large for one Cosmos batch) keeps its events in the record's outbox, for the caller to append."""
 
     def create_request(self, record: RequestRecord) -> RequestRecord:
-        """Insert; raises AlreadyExists if the id is taken. Returns the stored record (version 1)."""
+        """Insert the record and its pending events; raises AlreadyExists if the id is taken (and writes
+        nothing). Returns the stored record (version 1)."""
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 
     def save_request(self, record: RequestRecord) -> RequestRecord:
-        """Write if the stored version equals `record.version`, else raise ConcurrencyConflict.
-        Returns the stored record with its version incremented."""
+        """Write the record and its pending events if the stored version equals `record.version`, else raise
+        ConcurrencyConflict and write nothing. Returns the stored record with its version incremented."""
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
         """Records in any of the states (for reconcile), oldest update first."""
 
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
-        """Records whose audit outbox is not empty (a handler died between its state write and its audit
-        append), oldest update first. Cheap when there are none: reconcile asks on every tick."""
+        """Records whose audit outbox is not empty (written by an earlier jitgate that appended events after
+        the record, or too large to batch), oldest update first. Cheap when there are none: reconcile asks on
+        every tick."""
 
 
 class LedgerStore(Protocol):
-    """Holds on grant keys."""
+    """Grant keys, one document each (`Grant`: its holds, what jitgate asked of the provider, the intent to
+    delete its assignment). Every change is a conditional write of the whole document."""
 
-    def put_hold(self, hold: Hold) -> None:
-        """Insert or replace the hold of (key, request_id)."""
+    def get_grant(self, key: GrantKey) -> Grant | None:
+        """The key's document at its stored version; None when nothing was ever held on the key."""
 
-    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None: ...
+    def put_grant(self, grant: Grant) -> Grant:
+        """Write the document if the stored version equals `grant.version` (0: the key has no document yet),
+        else raise ConcurrencyConflict and write nothing. Returns the stored document, version incremented."""
 
-    def active_holds(self, key: GrantKey) -> list[Hold]: ...
-
-    def holds_for_request(self, request_id: str) -> list[Hold]: ...
+    def holds_for_request(self, request_id: str) -> list[Hold]:
+        """The request's holds still on record (released holds are pruned from busy keys after a while)."""
 
     def overdue_holds(self, now: datetime) -> list[Hold]:
         """Active holds whose expires_at <= now."""

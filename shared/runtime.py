@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -68,28 +68,32 @@ def build_local(settings: Settings) -> Runtime:
     queue = QueueSettings(
         lock_duration=settings.lock_duration, max_delivery_count=settings.max_delivery_count
     )
-    bus = SqliteBus(data / "bus.db", clock, {settings.requests_queue: queue, settings.lifecycle_queue: queue})
+    bus = SqliteBus(data / "bus.db", clock, dict.fromkeys(settings.queues, queue))
     store = SqliteStore(data / "store.db")
     rbac = LocalRbac(data / "rbac.db")
     directory = PolicyDirectory(policy)
+    providers: dict[str, GrantProvider] = {"local": rbac, **database_providers(settings)}
     backends = Backends(
         stale_after=settings.stale_after,
+        # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
+        delete_lease=timedelta(seconds=2),
         requests=store,
         ledger=store,
         audit=store,
         bus=bus,
-        providers={"local": rbac},
+        providers=providers,
         notifier=addressed(OutboxNotifier(data / "outbox.jsonl"), directory, settings),
         directory=directory,
         clock=clock,
         policy=policy,
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
+        revocations_queue=settings.revocations_queue,
     )
     names = {
         "bus": "sqlite",
         "store": "sqlite",
-        "grants": "local",
+        "grants": ",".join(providers),
         "notifier": "outbox",
         "directory": "policy",
     }
@@ -105,6 +109,7 @@ def build_azure(settings: Settings) -> Runtime:
     from .adapters.azure.arm import arm_token_provider
     from .adapters.azure.blob_archive import BlobAuditArchive
     from .adapters.azure.cosmos import CosmosStore
+    from .adapters.azure.cosmos_data import CosmosDataGrants
     from .adapters.azure.graph import GraphDirectory, graph_token_provider
     from .adapters.azure.monitor import AzureActivity
     from .adapters.azure.pim import AzurePim
@@ -116,13 +121,18 @@ def build_azure(settings: Settings) -> Runtime:
     credential = azure_credential(settings)
     arm = arm_token_provider(credential)
     known: dict[str, type[AzureRbac] | type[AzurePim]] = {"azure-rbac": AzureRbac, "azure-pim": AzurePim}
-    unknown = [name for name in settings.providers if name not in known]
+    databases = database_providers(settings, credential)
+    served = [*known, "cosmos-data", *databases]
+    unknown = [name for name in settings.providers if name not in served]
     if unknown:
         raise SettingsError([f"JITGATE_PROVIDERS: {', '.join(unknown)} cannot run in Azure mode; known: "
-                             f"{', '.join(known)}"])
+                             f"{', '.join(served)}"])
     providers: dict[str, GrantProvider] = {
-        name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers
+        name: known[name](arm, target_scopes=settings.grant_scopes) for name in settings.providers if name in known
     }
+    if "cosmos-data" in settings.providers:
+        providers["cosmos-data"] = CosmosDataGrants(arm, accounts=settings.cosmos_accounts)
+    providers.update({name: p for name, p in databases.items() if name in settings.providers})
     if not settings.teams_webhook_url:
         log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: approvers will not hear of requests")
     policy = Policy.load(settings.policy_path)
@@ -146,6 +156,7 @@ def build_azure(settings: Settings) -> Runtime:
         activity=activity,
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
+        revocations_queue=settings.revocations_queue,
     )
     names = {
         "bus": "servicebus",
@@ -161,6 +172,32 @@ def build_azure(settings: Settings) -> Runtime:
         archive = partial(archiver.archive_closed, store)
     names["archive"] = "blob" if archive is not None else "none"
     return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, archive=archive)
+
+
+def database_providers(settings: Settings, credential: TokenCredential | None = None) -> dict[str, GrantProvider]:
+    """The `postgres` and `azure-sql` providers over the servers file, each when the file names a server of it.
+    Nothing connects here; Azure SQL signs in with `credential` (the process's, in Azure mode)."""
+    if settings.databases_file is None:
+        return {}
+    from .adapters.databases.servers import Servers, ServersFileError
+
+    try:
+        servers = Servers.load(settings.databases_file)
+    except ServersFileError as exc:
+        raise SettingsError([f"JITGATE_DATABASES_FILE: {error}" for error in exc.errors]) from None
+    providers: dict[str, GrantProvider] = {}
+    if "postgres" in servers.providers:
+        from .adapters.postgres.provider import PostgresGrants
+        from .adapters.postgres.signin import sign_in_for
+
+        sign_in = partial(sign_in_for, azure_client_id=settings.azure_client_id)
+        providers["postgres"] = PostgresGrants(servers, sign_in=sign_in)
+    if "azure-sql" in servers.providers:
+        from .adapters.azure.sql import AzureSqlGrants, entra_connector
+
+        connect = entra_connector(credential or azure_credential(settings))
+        providers["azure-sql"] = AzureSqlGrants(servers, connect=connect)
+    return providers
 
 
 def addressed(notifier: Notifier, directory: Directory, settings: Settings) -> Notifier:

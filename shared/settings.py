@@ -37,6 +37,7 @@ class Settings:
     policy_path: Path = DEFAULT_POLICY
     requests_queue: str = "access-requests"
     lifecycle_queue: str = "access-lifecycle"
+    revocations_queue: str = "access-revocations"
     teams_secret: str = ""  # base64, as Teams shows it when the outgoing webhook is created
     reconcile_interval: timedelta = timedelta(seconds=60)
     stale_after: timedelta = timedelta(seconds=60)  # reconcile re-drives a request stuck this long
@@ -48,6 +49,7 @@ class Settings:
     workers: int = 2
     public_url: str = ""
     seed_file: Path | None = None
+    databases_file: Path | None = None  # the PostgreSQL servers file: with it, the `postgres` provider is served
     # Azure (JITGATE_MODE=azure). Every client authenticates as the managed identity; no keys anywhere.
     servicebus_namespace: str = ""  # <namespace>.servicebus.windows.net, the one the triggers use
     cosmos_endpoint: str = ""
@@ -59,6 +61,7 @@ class Settings:
     activity_workspace_id: str = ""  # Log Analytics workspace with the AzureActivity table
     providers: tuple[str, ...] = ("azure-rbac",)  # grant providers this deployment serves
     grant_scopes: tuple[str, ...] = ()  # subscriptions and resource groups jitgate grants in (and reconciles)
+    cosmos_accounts: tuple[str, ...] = ()  # the Cosmos DB accounts (ARM ids) `cosmos-data` grants on and reconciles
     group_object_ids: dict[str, str] = field(default_factory=dict)  # policy group name -> Entra group object id
     # Teams, for people (docs/teams.md): the outgoing webhook's name, which cards tell approvers to @mention,
     # and the portal (Backstage) base URL each card links the request's page under.
@@ -69,6 +72,11 @@ class Settings:
     @property
     def local(self) -> bool:
         return self.mode == "local"
+
+    @property
+    def queues(self) -> tuple[str, str, str]:
+        """jitgate's queues: access requests, lifecycle commands (grants, expiries), revocations."""
+        return self.requests_queue, self.lifecycle_queue, self.revocations_queue
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -87,6 +95,7 @@ class Settings:
             policy_path=Path(e.get("JITGATE_POLICY", str(base.policy_path))),
             requests_queue=e.get("JITGATE_REQUESTS_QUEUE", base.requests_queue),
             lifecycle_queue=e.get("JITGATE_LIFECYCLE_QUEUE", base.lifecycle_queue),
+            revocations_queue=e.get("JITGATE_REVOCATIONS_QUEUE", base.revocations_queue),
             # NB. Decoded where it is used (resolved_teams_secret): the API does so at start and refuses a bad
             # one; `jitgate teams check` reports it among its checks.
             teams_secret=e.get("JITGATE_TEAMS_SECRET", ""),
@@ -98,6 +107,7 @@ class Settings:
             workers=read.count("JITGATE_WORKERS", base.workers, minimum=0),
             public_url=e.get("JITGATE_PUBLIC_URL", ""),
             seed_file=Path(seed) if seed else None,
+            databases_file=Path(e["JITGATE_DATABASES_FILE"]) if e.get("JITGATE_DATABASES_FILE") else None,
             # NB. The same setting the Service Bus trigger binding reads (connection "ServiceBusConnection"),
             # so that the triggers and the sender can never point at two namespaces.
             servicebus_namespace=e.get("ServiceBusConnection__fullyQualifiedNamespace", ""),
@@ -110,10 +120,12 @@ class Settings:
             archive_container=e.get("JITGATE_ARCHIVE_CONTAINER", base.archive_container),
             providers=_listed(e.get("JITGATE_PROVIDERS", ",".join(base.providers))),
             grant_scopes=_listed(e.get("JITGATE_GRANT_SCOPES", "")),
+            cosmos_accounts=read.checked("JITGATE_COSMOS_ACCOUNTS", _cosmos_accounts, ()),
             group_object_ids=read.checked("JITGATE_GROUP_OBJECT_IDS", _pairs, {}),
             teams_webhook_name=e.get("JITGATE_TEAMS_WEBHOOK_NAME", "").strip() or base.teams_webhook_name,
             portal_url=read.checked("JITGATE_PORTAL_URL", _base_url, ""),
         )
+        read.problems += _queue_clashes(settings)
         if read.problems:
             raise SettingsError(read.problems)
         return settings
@@ -128,6 +140,8 @@ class Settings:
             # may create a group could name one after an approver group.
             "JITGATE_GROUP_OBJECT_IDS": self.group_object_ids,
         }
+        if "cosmos-data" in self.providers:
+            required["JITGATE_COSMOS_ACCOUNTS"] = self.cosmos_accounts
         return [name for name, value in required.items() if not value]
 
     @property
@@ -206,6 +220,17 @@ class _Reader:
             return default
 
 
+def _queue_clashes(settings: Settings) -> list[str]:
+    """Each queue carries one kind of message to one handler, so two settings may not name the same queue."""
+    named = {"JITGATE_REQUESTS_QUEUE": settings.requests_queue, "JITGATE_LIFECYCLE_QUEUE": settings.lifecycle_queue,
+             "JITGATE_REVOCATIONS_QUEUE": settings.revocations_queue}
+    by_queue: dict[str, list[str]] = {}
+    for name, queue in named.items():
+        by_queue.setdefault(queue, []).append(name)
+    return [f"{' and '.join(names)} name the same queue {queue!r}; each needs its own"
+            for queue, names in by_queue.items() if len(names) > 1]
+
+
 def _listed(text: str) -> tuple[str, ...]:
     """A comma-separated setting."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -220,6 +245,21 @@ def _base_url(name: str, text: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"{name} must be an http(s) base URL such as https://backstage.example.com, not {text!r}")
     return url
+
+
+def _cosmos_accounts(name: str, text: str) -> tuple[str, ...]:
+    """Cosmos DB account ARM ids, comma-separated."""
+    from .domain.request import Provider, validate_scope
+
+    accounts = _listed(text)
+    for account in accounts:
+        try:
+            validate_scope(Provider.COSMOS_DATA, account)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {account!r} is not a Cosmos DB account's ARM id: {exc}") from None
+        if "/dbs/" in account.lower():
+            raise ValueError(f"{name}: {account!r} is below an account; name the account")
+    return accounts
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -1,5 +1,9 @@
 """Consumes the embedded bus the way the Functions host consumes Service Bus: one message at a time
-under a peek-lock, settled by outcome. Also runs the reconcile timer."""
+under a peek-lock, settled by outcome. Also runs the reconcile timer.
+
+Due revokes come before anything else, twice over: every consumer takes the revocations queue first, and
+one more consumer serves nothing but that queue, so that neither a backlog of grants nor a grant held up
+in provider backoff can stand between a due revoke and its handler (docs/architecture.md §3)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ def on_access_request(lifecycle: Lifecycle, body: bytes) -> None:
 def on_lifecycle_command(
     lifecycle: Lifecycle, body: bytes, delivery_count: int, max_delivery_count: int
 ) -> None:
-    """`access-lifecycle` trigger body. On the last delivery a grant fails visibly instead of retrying."""
+    """`access-lifecycle` and `access-revocations` trigger body. On the last delivery a grant fails visibly
+    instead of retrying."""
     lifecycle.handle_command(body, final_attempt=delivery_count >= max_delivery_count)
 
 
@@ -40,7 +45,8 @@ def on_reconcile(lifecycle: Lifecycle) -> ReconcileReport:
 
 
 class Worker:
-    """Drains both queues and fires reconcile on its interval until `stop` is set."""
+    """Drains the three queues, due revokes first, and fires reconcile on its interval until `stop` is set.
+    It serves the revocations queue of the lifecycle it drives, where that lifecycle puts its revokes."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class Worker:
         self.bus = bus
         self.requests_queue = requests_queue
         self.lifecycle_queue = lifecycle_queue
+        self.revocations_queue = lifecycle.b.revocations_queue
         self.max_delivery_count = max_delivery_count
         self.reconcile_every = reconcile_every
         self.poll_interval = poll_interval
@@ -101,10 +108,26 @@ class Worker:
             log.warning("lock lost before settling; the message will be delivered again")
 
     def drain(self, limit: int = 1000) -> int:
-        """Handle every message due now (up to `limit`); returns how many were handled."""
+        """Handle every message due now (up to `limit`), every due revoke before each batch of other work;
+        returns how many were handled."""
         handled = 0
         while handled < limit:
+            handled += self.drain_revocations(limit - handled)
+            if handled >= limit:
+                break
             batch = self.bus.receive(self.lifecycle_queue, 16) + self.bus.receive(self.requests_queue, 16)
+            if not batch:
+                break
+            for message in batch:
+                self.handle(message)
+                handled += 1
+        return handled
+
+    def drain_revocations(self, limit: int = 1000) -> int:
+        """Handle every revoke due now (up to `limit`); returns how many were handled."""
+        handled = 0
+        while handled < limit:
+            batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
             if not batch:
                 break
             for message in batch:
@@ -119,9 +142,16 @@ class Worker:
             log.exception("reconcile failed; it runs again on the next tick")
 
     def run_consumer(self) -> None:
+        self._consume(self.drain)
+
+    def run_revocations(self) -> None:
+        """The consumer that serves only the revocations queue."""
+        self._consume(self.drain_revocations)
+
+    def _consume(self, drain: Callable[[int], int]) -> None:
         while not self.stop.is_set():
             try:
-                if not self.drain(64):
+                if not drain(64):
                     self.stop.wait(self.poll_interval)
             except Exception:
                 log.exception("consumer loop error")
@@ -132,10 +162,13 @@ class Worker:
             self.reconcile()
 
     def start(self, consumers: int = 2) -> list[threading.Thread]:
+        """`consumers` threads on every queue and, with them, one on the revocations queue alone; the timer."""
         threads = [
             threading.Thread(target=self.run_consumer, name=f"jitgate-consumer-{i}", daemon=True)
             for i in range(consumers)
         ]
+        if consumers:
+            threads.append(threading.Thread(target=self.run_revocations, name="jitgate-revocations", daemon=True))
         threads.append(threading.Thread(target=self.run_timer, name="jitgate-reconcile", daemon=True))
         for thread in threads:
             thread.start()

@@ -10,8 +10,10 @@ locals {
   resource_group_name = coalesce(var.resource_group_name, "rg-${var.name}")
   function_app_name   = "func-${var.name}"
 
-  requests_queue  = "access-requests"
-  lifecycle_queue = "access-lifecycle"
+  # Revokes have their own queue (and trigger), so that no backlog of grants delays one (docs/architecture.md §3).
+  requests_queue    = "access-requests"
+  lifecycle_queue   = "access-lifecycle"
+  revocations_queue = "access-revocations"
 
   # NB. lock_seconds and max_delivery_count are also app settings (JITGATE_LOCK_SECONDS, JITGATE_MAX_DELIVERIES):
   # the handlers and the queues must agree on them.
@@ -30,11 +32,12 @@ locals {
   # The grant providers this deployment serves (JITGATE_PROVIDERS); allowed-roles.json covers the Azure ones.
   providers = "azure-rbac"
 
-  # Partition keys: a request's record and its audit chain live with the request; a ledger document lives
-  # with its grant key (GrantKey.assignment_name(), a UUIDv5), so every hold on one assignment shares a
-  # partition and "is any other hold active?" is a single-partition query. The hold write is a separate
-  # upsert, not one transaction with that query: a revoke asks again after deleting the assignment and
-  # re-creates it for a hold written meanwhile (docs/architecture.md §5).
+  # Partition keys: a request's record and its audit chain live together in `audit`, in the request's
+  # partition, so a state change and its events are one transactional batch (docs/architecture.md §6). Each
+  # grant key is one document in `ledger`, partitioned by the key (GrantKey.assignment_name(), a UUIDv5) and
+  # written only under If-Match on its etag (§5). `requests` holds records written before they moved to
+  # `audit`: read, never written; jitgate moves each on its next write. Kept so that no apply destroys
+  # them; it may go once it is empty.
   cosmos_containers = {
     requests = "/requestId"
     ledger   = "/grantKey"
@@ -92,6 +95,7 @@ locals {
     JITGATE_POLICY                                = local.allowed_roles.policy
     JITGATE_REQUESTS_QUEUE                        = local.requests_queue
     JITGATE_LIFECYCLE_QUEUE                       = local.lifecycle_queue
+    JITGATE_REVOCATIONS_QUEUE                     = local.revocations_queue
     JITGATE_LOCK_SECONDS                          = tostring(local.lock_seconds)
     JITGATE_MAX_DELIVERIES                        = tostring(local.queue_settings.max_delivery_count)
     JITGATE_RECONCILE_SECONDS                     = tostring(local.reconcile_seconds)

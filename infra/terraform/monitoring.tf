@@ -54,7 +54,7 @@ resource "azurerm_monitor_metric_alert" "dead_letters" {
     dimension {
       name     = "EntityName"
       operator = "Include"
-      values   = [local.requests_queue, local.lifecycle_queue]
+      values   = [local.requests_queue, local.lifecycle_queue, local.revocations_queue]
     }
   }
 

@@ -14,7 +14,7 @@ resource "azurerm_servicebus_namespace" "this" {
 }
 
 resource "azurerm_servicebus_queue" "this" {
-  for_each = toset([local.requests_queue, local.lifecycle_queue])
+  for_each = toset([local.requests_queue, local.lifecycle_queue, local.revocations_queue])
 
   name                                    = each.value
   namespace_id                            = azurerm_servicebus_namespace.this.id

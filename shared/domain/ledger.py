@@ -1,17 +1,41 @@
-"""The grant ledger (ARCHITECTURE §5): grant keys, holds and the assignments they stand on."""
+"""The grant ledger (ARCHITECTURE §5): grant keys, holds and the assignments they stand on.
+
+One document per grant key (`Grant`) holds every hold on it, and every change to a key is one conditional
+write of that document, so two writers on one key can never both act on what they read.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
 from .ids import JITGATE_NAMESPACE
 
 MARKER_PREFIX = "jitgate:"
+# Planes whose grants have no names of their own (a database role membership): jitgate's handle on such a
+# grant is `<principal>/<role id>`, readable and reversible, so that a revoke that finds the grant already
+# gone still knows whose sessions to end. ARM-like planes get a UUIDv5, as they require GUID names.
+NAMELESS_PROVIDERS = frozenset({"postgres", "azure-sql"})
+# NB. A hot key (one person asking for the same role every day) must not grow its document without bound
+# (Cosmos items stop at 2 MB): only the most recently released holds are kept. The audit trail is the record.
+RELEASED_KEPT = 16
+_ROLE_ID_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def role_id(role: str) -> str:
+    """A database role's name as it stands in a grant key, which lower-cases it: every character but a-z, 0-9
+    and `_` percent-encoded (`Payments` → `%50ayments`), so that the name survives and can be read back."""
+    return "".join(ch if ch in _ROLE_ID_SAFE else "".join(f"%{b:02x}" for b in ch.encode()) for ch in role)
+
+
+def role_name(role_id: str) -> str:
+    """The role name a grant key's role id stands for."""
+    return unquote(role_id, errors="strict")
 
 
 @dataclass(frozen=True, order=True)
@@ -32,6 +56,8 @@ class GrantKey:
 
     def assignment_name(self) -> str:
         """Deterministic, so that a retried create is a no-op rather than a second assignment."""
+        if self.provider in NAMELESS_PROVIDERS:
+            return f"{self.principal_id}/{self.role_definition_id}"
         text = "|".join((self.provider, self.principal_id, self.role_definition_id, self.scope))
         return str(uuid.uuid5(JITGATE_NAMESPACE, text))
 
@@ -92,6 +118,78 @@ class Hold(BaseModel):
             preexisting=preexisting,
             principal_type=principal_type,
         )
+
+
+class Deletion(BaseModel):
+    """The intent to delete a grant key's assignment, written with the release of its last hold.
+
+    While it stands no hold is added to the key, so nothing is granted on an assignment about to go. Its
+    writer deletes the assignment, reads it back as gone and clears the intent; `since` is when it was written
+    or last renewed. An intent older than the lease is stale: its writer stopped (a crash) and will not delete
+    any more, so another writer may take it over, or a grant may cancel it and keep the assignment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: str
+    since: datetime
+    request_id: str | None = None  # whose release wrote it; None: reconcile removing an orphan
+
+    @classmethod
+    def begin(cls, at: datetime, request_id: str | None) -> Deletion:
+        return cls(token=uuid.uuid4().hex, since=at, request_id=request_id)
+
+    def stale(self, now: datetime, lease: timedelta) -> bool:
+        return now - self.since >= lease
+
+
+class Grant(BaseModel):
+    """One grant key's ledger document: its holds, the principal's type, the expiry jitgate last asked the
+    provider for (providers that expire grants themselves end it then), and the intent to delete its
+    assignment. `version` is the stored version a conditional write checks (0: not stored yet)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: GrantKey
+    holds: tuple[Hold, ...] = ()
+    principal_type: str | None = None
+    provider_expires_at: datetime | None = None
+    deleting: Deletion | None = None
+    version: int = 0
+
+    @classmethod
+    def new(cls, key: GrantKey) -> Grant:
+        return cls(key=key)
+
+    def hold_of(self, request_id: str) -> Hold | None:
+        return next((h for h in self.holds if h.request_id == request_id), None)
+
+    @property
+    def active_holds(self) -> list[Hold]:
+        return [h for h in self.holds if h.status is HoldStatus.ACTIVE]
+
+    def deleting_now(self, now: datetime, lease: timedelta) -> Deletion | None:
+        """The deletion intent standing on the key: one whose lease has not run out."""
+        return self.deleting if self.deleting is not None and not self.deleting.stale(now, lease) else None
+
+    def with_hold(self, hold: Hold) -> Grant:
+        """This document with `hold` put in place of the request's hold (or added), released holds pruned."""
+        if hold.key != self.key:
+            raise ValueError(f"hold of {hold.key} put on grant {self.key}")
+        holds = [h for h in self.holds if h.request_id != hold.request_id] + [hold]
+        active = [h for h in holds if h.status is HoldStatus.ACTIVE]
+        released = sorted(
+            (h for h in holds if h.status is not HoldStatus.ACTIVE),
+            key=lambda h: (h.released_at or h.granted_at, h.request_id),
+        )[-RELEASED_KEPT:]
+        ordered = tuple(sorted(active + released, key=lambda h: (h.expires_at, h.request_id)))
+        return self.model_copy(update={"holds": ordered})
+
+    def released(self, request_id: str, at: datetime) -> Grant:
+        """This document with the request's hold released at `at` (unchanged if it holds nothing)."""
+        hold = self.hold_of(request_id)
+        if hold is None or hold.status is not HoldStatus.ACTIVE:
+            return self
+        return self.with_hold(hold.model_copy(update={"status": HoldStatus.RELEASED, "released_at": at}))
 
 
 class Assignment(BaseModel):

@@ -73,7 +73,7 @@ class Approval(BaseModel):
 
 
 class LifecycleCommand(BaseModel):
-    """A message on the `access-lifecycle` queue."""
+    """A message on the lifecycle queue (`grant`, `expire-request`) or on the revocations queue (`revoke`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
@@ -131,6 +131,9 @@ class RequestRecord(BaseModel):
     revoke_reason: str | None = None
     revoke_requested_by: Actor | None = None
     revoke_sequence: int | None = None
+    # NB. The queue the scheduled revoke waits on: a sequence number cancels only on its own queue. None in a
+    # record stored before revokes had a queue of their own: its revoke waits on the lifecycle queue.
+    revoke_queue: str | None = None
     revoke_n: int = 0
     failure: str | None = None
     refusals: dict[str, datetime] = {}  # "what|verified caller" -> when it last provoked an event (see `provoked`)

@@ -38,10 +38,19 @@ class Provider(StrEnum):
     AZURE_PIM = "azure-pim"
     GCP_IAM = "gcp-iam"
     LOCAL = "local"
+    POSTGRES = "postgres"
+    AZURE_SQL = "azure-sql"
+    COSMOS_DATA = "cosmos-data"
 
     @property
-    def uses_arm_scopes(self) -> bool:
+    def has_arm_scopes(self) -> bool:
+        """Whether some scope of this provider is an ARM path (starting with '/')."""
         return self is not Provider.GCP_IAM
+
+    @property
+    def has_plain_scopes(self) -> bool:
+        """Whether some scope of this provider is a path without a leading '/' (a GCP resource, a server)."""
+        return self in (Provider.GCP_IAM, Provider.POSTGRES)
 
 
 class PrincipalType(StrEnum):
@@ -85,6 +94,48 @@ _GCP_ROLE = re.compile(
     r"^(roles/[A-Za-z][A-Za-z0-9_.]{2,99}"
     r"|(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations/[0-9]{1,20})/roles/[A-Za-z0-9_.]{3,64})$"
 )
+
+
+# NB. A database's name in a scope: what PostgreSQL allows unquoted plus '-' and '.', ASCII, up to 63 bytes.
+_DATABASE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}"
+_AZURE_POSTGRES = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.DBforPostgreSQL"
+    rf"/flexibleServers/[a-z0-9][a-z0-9-]{{1,61}}[a-z0-9]/databases/{_DATABASE}$",
+    re.IGNORECASE,
+)
+_CLOUD_SQL_DATABASE = re.compile(
+    rf"^projects/[a-z][a-z0-9-]{{4,28}}[a-z0-9]/instances/[a-z][a-z0-9-]{{0,97}}/databases/{_DATABASE}$"
+)
+_SERVER_DATABASE = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,62}}/{_DATABASE}$")
+PG_NAME_BYTES = 63
+# NB. An Azure SQL Database is an ARM resource: the logical server's name as ARM allows it, any database name
+# `_arm_scope` lets through. A Cosmos DB data-plane scope is the account's ARM id, optionally /dbs/<database>
+# and /colls/<container>, as the data-plane role assignment's `scope` names it.
+_AZURE_SQL_DATABASE = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.Sql"
+    r"/servers/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/databases/[^/]+$",
+    re.IGNORECASE,
+)
+_COSMOS_SCOPE = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.DocumentDB"
+    r"/databaseAccounts/[a-z0-9](?:[a-z0-9-]{1,48}[a-z0-9])(?:/dbs/[^/]+(?:/colls/[^/]+)?)?$",
+    re.IGNORECASE,
+)
+SQL_NAME_CHARS = 128  # sysname
+
+
+def _database_role(role: str, kind: str = "a PostgreSQL role name", limit: int = PG_NAME_BYTES,
+                   unit: str = "bytes") -> str:
+    """A database role's name: printable ASCII (quotes, ']', ';' and '--' are legal in a quoted identifier and
+    never reach SQL text: identifiers are composed by one quoting function), at most `limit` bytes (one per
+    character here), no leading or trailing space."""
+    if len(role.encode()) > limit:
+        raise ValueError(f"{kind} is at most {limit} {unit}")
+    if any(not " " <= char <= "~" for char in role):
+        raise ValueError(f"{kind} must be printable ASCII (no control characters)")
+    if role != role.strip():
+        raise ValueError(f"{kind} must not start or end with a space")
+    return role
 
 
 def _model_config() -> ConfigDict:
@@ -147,15 +198,58 @@ class Requester(BaseModel):
 
 
 def validate_scope(provider: Provider, scope: str) -> str:
-    """Refuse anything that is not one literal resource path: no wildcards, `..`, empty or trailing segments."""
+    """Refuse anything that is not one literal resource path of the provider's kind: no wildcards, `..`,
+    empty or trailing segments."""
     if len(scope) > 512:
         raise ValueError("scope is longer than 512 characters")
     if not scope.isascii():
         raise ValueError("scope must be ASCII")
-    if not provider.uses_arm_scopes:
+    if provider is Provider.POSTGRES:
+        return _database_scope(scope)
+    if provider is Provider.AZURE_SQL:
+        _arm_scope(scope)
+        if not _AZURE_SQL_DATABASE.fullmatch(scope):
+            raise ValueError("an Azure SQL scope must be /subscriptions/<guid>/resourceGroups/<name>/providers"
+                             "/Microsoft.Sql/servers/<server>/databases/<database>")
+        return scope
+    if provider is Provider.COSMOS_DATA:
+        _arm_scope(scope)
+        if not _COSMOS_SCOPE.fullmatch(scope):
+            raise ValueError("a Cosmos DB scope must be /subscriptions/<guid>/resourceGroups/<name>/providers"
+                             "/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]")
+        return scope
+    if provider is Provider.GCP_IAM:
         if not _GCP_SCOPE.fullmatch(scope):
             raise ValueError("scope must be projects/<id>, folders/<number> or organizations/<number>")
         return scope
+    return _arm_scope(scope)
+
+
+def _database_scope(scope: str) -> str:
+    """A database the way its platform names it: an Azure flexible server's ARM id + /databases/<db>, a Cloud
+    SQL instance's projects/<p>/instances/<i>/databases/<db>, or <server>/<db> for a self-managed server
+    (the name its entry has in the servers file)."""
+    if scope.startswith("/"):
+        _arm_scope(scope)
+        if not _AZURE_POSTGRES.fullmatch(scope):
+            raise ValueError(
+                "a PostgreSQL scope starting with '/' must be /subscriptions/<guid>/resourceGroups/<name>"
+                "/providers/Microsoft.DBforPostgreSQL/flexibleServers/<server>/databases/<database>"
+            )
+        return scope
+    if scope.startswith("projects/"):
+        if not _CLOUD_SQL_DATABASE.fullmatch(scope):
+            raise ValueError("a Cloud SQL scope must be projects/<project>/instances/<instance>/databases/<database>")
+        return scope
+    if not _SERVER_DATABASE.fullmatch(scope):
+        raise ValueError(
+            "a PostgreSQL scope must be <server>/<database> (as named in the servers file), an Azure flexible "
+            "server's ARM id + /databases/<database>, or projects/<p>/instances/<i>/databases/<database>"
+        )
+    return scope
+
+
+def _arm_scope(scope: str) -> str:
     if not scope.startswith("/") or scope.endswith("/"):
         raise ValueError("scope must start with '/' and must not end with '/'")
     segments = scope[1:].split("/")
@@ -187,7 +281,11 @@ def validate_role(provider: Provider, role: str) -> str:
     """A role name from the provider's catalog or a role definition id; ASCII only (no look-alikes)."""
     if not role.isascii():
         raise ValueError("role must be ASCII (look-alike characters are refused)")
-    if provider.uses_arm_scopes:
+    if provider is Provider.POSTGRES:
+        return _database_role(role)
+    if provider is Provider.AZURE_SQL:
+        return _database_role(role, "an Azure SQL role name", SQL_NAME_CHARS, "characters")
+    if provider is not Provider.GCP_IAM:
         if is_guid(role.lower()) or (len(role) <= 128 and _ARM_ROLE_NAME.fullmatch(role)):
             return role
         raise ValueError("role must be a role name such as 'Contributor' or a role definition GUID")

@@ -25,7 +25,7 @@ from ..domain.audit import Actor
 from ..domain.lifecycle import LifecycleCommand
 from .access import Access
 from .approvals import Approvals
-from .backends import LIFECYCLE_QUEUE, REQUESTS_QUEUE, Backends, Result
+from .backends import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE, Backends, Result
 from .grants import Grants
 from .intake import Intake
 from .notices import Notices
@@ -33,7 +33,9 @@ from .reconcile import Reconcile, ReconcileReport
 from .records import Records
 from .refusals import Refusals
 
-__all__ = ["LIFECYCLE_QUEUE", "REQUESTS_QUEUE", "Backends", "Lifecycle", "ReconcileReport", "Result"]
+__all__ = [
+    "LIFECYCLE_QUEUE", "REQUESTS_QUEUE", "REVOCATIONS_QUEUE", "Backends", "Lifecycle", "ReconcileReport", "Result",
+]
 
 
 class Lifecycle:
@@ -81,12 +83,13 @@ class Lifecycle:
         return self.refusals.refuse_access(request_id, caller, action, reason)
 
     def handle_command(self, body: bytes, final_attempt: bool = False) -> Result | None:
-        """`access-lifecycle` handler; InvalidRequest, saying why, for a body that is not a command."""
+        """`access-lifecycle` and `access-revocations` handler; InvalidRequest, saying why, for a body that is not
+        a command."""
         cmd = LifecycleCommand.parse(body)
         if cmd.command == "grant":
             return self.access.grant(cmd.request_id, final_attempt)
         if cmd.command == "revoke":
-            return self.access.revoke(cmd.request_id, cmd.reason or "expired")
+            return self.access.revoke_command(cmd.request_id, cmd.reason or "expired")
         return self.approvals.expire_request(cmd.request_id)
 
     def reconcile(self) -> ReconcileReport:

@@ -63,6 +63,10 @@ class Access:
             raise
         if overdue and hold.status != HoldStatus.ACTIVE:
             return self.revoke(request_id, "expired before the grant completed")
+        if hold.status is not HoldStatus.ACTIVE:
+            # NB. A revoke released the hold while this grant ran (`apply` removed what it made): the state is
+            # that revoke's to write. Had it died, reconcile re-drives this grant, which finds the hold released.
+            return Result(request_id, record.state, "revoked while the grant ran")
         result = self._activate(request_id, key, hold)
         if overdue:
             # The assignment was made before a crash: record that truthfully, then end it now.
@@ -72,9 +76,8 @@ class Access:
     def _activate(self, request_id: str, key: GrantKey, hold: Hold) -> Result:
         now = self.b.clock.now()
         crashpoint("grant.after_provider")
-        seq = self.b.schedule_command(
-            LifecycleCommand(command="revoke", request_id=request_id, n=1, reason="expired"), hold.expires_at
-        )
+        revoke = LifecycleCommand(command="revoke", request_id=request_id, n=1, reason="expired")
+        seq = self.b.schedule_command(revoke, hold.expires_at)
         crashpoint("grant.after_schedule")
 
         def mutate(record: RequestRecord) -> bool:
@@ -85,6 +88,7 @@ class Access:
             record.granted_at = hold.granted_at
             record.expires_at = hold.expires_at
             record.revoke_sequence = seq
+            record.revoke_queue = self.b.queue_of(revoke)
             record.revoke_n = 1
             record.emit(
                 EventType.GRANT_APPLIED,
@@ -157,11 +161,25 @@ class Access:
         saved = self.records.update(request_id, remember)
         if saved is not None and saved.grant_key is not None:
             self.grants.make_due(saved.grant_key, request_id)
-        result, ended = self._revoke(request_id, reason, actor)
+        try:
+            result, ended = self._revoke(request_id, reason, actor)
+        except TransientError:
+            # NB. It goes on the revocations queue, whose consumer retries it within a lock duration, where
+            # reconcile would wait for its next pass. n=2: the revoke at expiry is n=1.
+            self.b.send_command(LifecycleCommand(command="revoke", request_id=request_id, n=2, reason=reason))
+            raise
         if not ended and result.state.terminal:
             # It ended by other means (the revoke at expiry) between this call's read and its write.
             return self._too_late(self.records.load(request_id), actor)
         return result
+
+    def revoke_command(self, request_id: str, reason: str) -> Result:
+        """A revoke from the bus: at expiry in jitgate's name, or an early revoke that `request_revoke` could
+        not finish at once, in the name of who asked for it."""
+        actor = SYSTEM
+        if reason != "expired":
+            actor = self.records.load(request_id).revoke_requested_by or SYSTEM
+        return self.revoke(request_id, reason, actor)
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then
@@ -183,10 +201,11 @@ class Access:
                 outcome |= self.grants.release(record.grant_key, request_id)
             except PermanentError as exc:
                 return self._revoke_failed(record, reason, actor, str(exc)), False
+            now = self.b.clock.now()  # NB. the assignment is confirmed gone only now (it may have waited)
             if record.expires_at is not None:
                 outcome["latenessSeconds"] = round((now - record.expires_at).total_seconds(), 3)
             if reason != "expired" and record.revoke_sequence is not None:
-                self.b.bus.cancel_scheduled(self.b.lifecycle_queue, record.revoke_sequence)
+                self.b.bus.cancel_scheduled(record.revoke_queue or self.b.lifecycle_queue, record.revoke_sequence)
                 outcome["cancelledSequenceNumber"] = record.revoke_sequence
         else:
             outcome["note"] = f"nothing was granted (request was {record.state.value})"

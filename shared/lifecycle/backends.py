@@ -1,4 +1,4 @@
-"""What the lifecycle talks to (`Backends`), what a handler answers (`Result`), and the two queues."""
+"""What the lifecycle talks to (`Backends`), what a handler answers (`Result`), and the three queues."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from ..ports import (
 
 REQUESTS_QUEUE = "access-requests"
 LIFECYCLE_QUEUE = "access-lifecycle"
+# NB. Revokes have a queue of their own so that no backlog of grants can stand between a due revoke and
+# its consumer (docs/architecture.md §3).
+REVOCATIONS_QUEUE = "access-revocations"
 
 
 @dataclass
@@ -41,19 +44,27 @@ class Backends:
     activity: ActivityReader | None = None
     requests_queue: str = REQUESTS_QUEUE
     lifecycle_queue: str = LIFECYCLE_QUEUE
+    revocations_queue: str = REVOCATIONS_QUEUE
     sleep: Callable[[float], None] = time.sleep
     provider_attempts: int = 4
     max_backoff: float = 8.0
     verify_attempts: int = 6
     stale_after: timedelta = timedelta(seconds=60)
+    # NB. Longer than one provider call can take (ARM's client timeout is 30 s): a deletion intent older than
+    # this is taken to be abandoned, and another writer may take it over or a grant cancel it.
+    delete_lease: timedelta = timedelta(seconds=45)
+
+    def queue_of(self, command: LifecycleCommand) -> str:
+        """Where a command goes: a revoke on the revocations queue, any other on the lifecycle queue."""
+        return self.revocations_queue if command.command == "revoke" else self.lifecycle_queue
 
     def send_command(self, command: LifecycleCommand) -> None:
-        """Put a command on the lifecycle queue now; bus duplicate detection drops a repeat."""
-        self.bus.send(self.lifecycle_queue, command.message_id, command.body())
+        """Put a command on its queue now; bus duplicate detection drops a repeat."""
+        self.bus.send(self.queue_of(command), command.message_id, command.body())
 
     def schedule_command(self, command: LifecycleCommand, at: datetime) -> int:
-        """Put a command on the lifecycle queue for `at`; the sequence number cancels it."""
-        return self.bus.schedule(self.lifecycle_queue, command.message_id, command.body(), at)
+        """Put a command on its queue for `at`; the sequence number cancels it, on that queue only."""
+        return self.bus.schedule(self.queue_of(command), command.message_id, command.body(), at)
 
 
 @dataclass(frozen=True)

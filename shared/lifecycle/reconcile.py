@@ -118,7 +118,7 @@ class Reconcile:
         (a crash between releasing the hold and writing the state); a revoke still running is not."""
         if record.grant_key is None:
             return False
-        hold = self.b.ledger.get_hold(record.grant_key, record.request_id)
+        hold = self.grants.grant_of(record.grant_key).hold_of(record.request_id)
         if hold is None:
             return True
         released = hold.status != HoldStatus.ACTIVE
@@ -146,9 +146,9 @@ class Reconcile:
 
     def _remove_orphans(self, provider: GrantProvider, report: ReconcileReport) -> None:
         for assignment in self.grants.orphans(provider):
-            self.grants.remove(provider, assignment)
-            report.orphans_removed.append(assignment.name)
-            self._audit_orphan(assignment)
+            if self.grants.remove(provider, assignment):
+                report.orphans_removed.append(assignment.name)
+                self._audit_orphan(assignment)
 
     def _audit_orphan(self, assignment: Assignment) -> None:
         now = self.b.clock.now()

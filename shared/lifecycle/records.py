@@ -1,7 +1,9 @@
 """The request record's persistence: load, create, update with optimistic concurrency, and the audit outbox.
 
-Audit events are born inside the record (`RequestRecord.emit`) and written to the audit store after the
-record (`flush`), so a state change and its events are one atomic write and no event is lost or doubled.
+Audit events are born inside the record (`RequestRecord.emit`) and the store writes the record and its new
+events in one transaction (ARCHITECTURE §6): a state change and its events commit together or not at all.
+The outbox (`flush`) remains for what a store cannot write at once (a Cosmos batch too large) and for
+records an earlier jitgate left with events not yet appended.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ class Records:
         record = self.b.requests.get_request(request_id)
         if record is None:
             raise NotFound(f"no request {request_id}")
-        return record
+        return self._flushed(record)
 
     def create(self, record: RequestRecord) -> RequestRecord:
         saved = self.b.requests.create_request(record)
         return self.flush(saved)
 
     def commit(self, record: RequestRecord) -> RequestRecord:
+        """Write the record and its new audit events (one transaction where the store can)."""
         saved = self.b.requests.save_request(record)
         crashpoint(f"after_state.{saved.state.value}")
         return self.flush(saved)
@@ -52,13 +55,24 @@ class Records:
             record = self.b.requests.get_request(request_id)
             if record is None:
                 return None
+            record = self._flushed(record)
             if not mutate(record):
-                return self.flush(record) if record.pending_events else record
+                return record
             try:
                 return self.commit(record)
             except ConcurrencyConflict:
                 continue
         raise ConcurrencyConflict(f"request {request_id}: too many concurrent writers")
+
+    def _flushed(self, record: RequestRecord) -> RequestRecord:
+        """The record with the outbox an earlier write left flushed first: a store commits a record's pending
+        events as new ones, and some of these may already have been appended. TransientError if it cannot be."""
+        if not record.pending_events:
+            return record
+        flushed = self.flush(record)
+        if flushed.pending_events:
+            raise TransientError(f"request {record.request_id}: its audit outbox cannot be flushed yet")
+        return flushed
 
     @staticmethod
     def retrying(fn: Callable[[], T]) -> T:

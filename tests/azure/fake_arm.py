@@ -22,6 +22,7 @@ role assignment schedule requests and schedules (api-version 2020-10-01):
   (400 RoleAssignmentDoesNotExist when there is none); AdminRemove ends it (400 RoleAssignmentDoesNotExist
   when there is none); a subscription-level schedule reports its scope in PIM's
   `/providers/Microsoft.Subscription/subscriptions/{id}` form.
+- Cosmos DB data-plane role assignments and definitions (tests/azure/fake_arm_cosmos.py).
 - Every call needs `Authorization: Bearer <token>`; a wrong api-version answers 400.
 
 Each test gets its own tenant (`new_tenant()`): a path prefix on one server with state of its own.
@@ -38,8 +39,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from shared.adapters.azure.cosmos_data import CosmosDataGrants
 from shared.adapters.azure.rbac import AzureRbac
 from shared.adapters.azure.roles import AZURE_BUILTIN_ROLES
+from tests.azure.fake_arm_cosmos import CosmosRoutes, CosmosTenant
 from tests.azure.fake_http import Call, FakeHttpService, Reply, error
 
 TOKEN = "fake-arm-token"
@@ -96,9 +99,10 @@ class Tenant:
     principals: dict[str, str] = field(default_factory=dict)  # the directory: principal -> its type
     ghost_deletes: int = 0  # DELETEs that answer 200 but leave the assignment in place
     max_pim_duration: timedelta | None = None  # the role management policy's ExpirationRule
+    cosmos: CosmosTenant = field(default_factory=CosmosTenant)  # Cosmos DB accounts' data-plane RBAC
 
 
-class FakeArm(FakeHttpService):
+class FakeArm(FakeHttpService, CosmosRoutes):
     """ARM on 127.0.0.1. `now` is the clock PIM expiry is judged by; `page_size` makes lists page."""
 
     def __init__(self, page_size: int = 2) -> None:
@@ -148,6 +152,9 @@ class FakeArm(FakeHttpService):
         tenant, path = self.tenants[found.group(1)], found.group(2)
         if call.headers.get("authorization") != f"Bearer {TOKEN}":
             return error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        cosmos = self.cosmos_route(tenant.cosmos, f"{self.url}/t/{found.group(1)}", path, call)
+        if cosmos is not None:
+            return cosmos
         match = ROUTE.match(path)
         if match is None:
             return error(404, "NotFound", path)
@@ -423,3 +430,17 @@ def fake_rbac(tmp: Path | None = None, target_scopes: tuple[str, ...] = (CONTRAC
     """An AzureRbac against a fresh tenant of the shared fake ARM (the grant-provider contract's factory)."""
     _, base_url = shared_arm().new_tenant()
     return AzureRbac(lambda: TOKEN, base_url, target_scopes=target_scopes)
+
+
+CONTRACT_COSMOS = f"{CONTRACT_SUBSCRIPTION}/resourceGroups/rg-payments-prod/providers/Microsoft.DocumentDB" \
+                  "/databaseAccounts/cosmos-payments"
+
+
+def fake_cosmos_data(accounts: tuple[str, ...] = (CONTRACT_COSMOS,)) -> tuple[CosmosDataGrants, Tenant]:
+    """A CosmosDataGrants against a fresh tenant of the shared fake ARM that has these accounts."""
+    arm = shared_arm()
+    tenant, base_url = arm.new_tenant()
+    for account in accounts:
+        arm.seed_cosmos_account(tenant.cosmos, account)
+        arm.seed_cosmos_database(tenant.cosmos, account, "payments", ("ledger",))
+    return CosmosDataGrants(lambda: TOKEN, base_url, accounts=accounts, poll_interval=0.0), tenant

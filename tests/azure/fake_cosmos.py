@@ -1,11 +1,17 @@
 """A hand-written Cosmos DB account behind the slice of `azure-cosmos`'s ContainerProxy that CosmosStore calls.
 
 Service semantics kept: an item is identified by (partition key value, id); create of a taken id is 409;
-replace with a stale etag under If-Match is 412; every write gives the item a new `_etag`; items come back
-with the system properties (`_rid`, `_self`, `_etag`, `_attachments`, `_ts`); a query is scoped to one
-partition when given a partition key and is cross-partition otherwise; results are paged by
+replace or delete with a stale etag under If-Match is 412; every write gives the item a new `_etag`; items
+come back with the system properties (`_rid`, `_self`, `_etag`, `_attachments`, `_ts`); a query is scoped to
+one partition when given a partition key and is cross-partition otherwise; results are paged by
 `max_item_count` behind the SDK's own `ItemPaged`, with a continuation token between pages; a container
 that does not exist answers 404 with sub-status 1003.
+
+A transactional batch (`execute_item_batch`) is all or nothing within one partition key: at most 100
+operations and 2 MB (else 400 / 413 for the whole request), every body in that partition; the first
+operation that fails makes it raise `CosmosBatchOperationError` with that operation's index and status
+(409 taken id, 404 missing item, 412 etag mismatch under `if_match_etag`), the others answering 424, and
+nothing is written. A successful batch returns one result per operation: statusCode, eTag, resourceBody.
 
 Queries: only the exact parameterised statements CosmosStore issues are understood. The statement is
 parsed into SELECT [DISTINCT VALUE c.x | TOP @p *] FROM c [WHERE clause AND clause ...] [ORDER BY c.x], and
@@ -27,6 +33,7 @@ from azure.core import MatchConditions
 from azure.core.paging import ItemPaged
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
     CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
@@ -66,9 +73,24 @@ def _compare(field: str, op: str, param: str) -> Predicate:
     return predicate
 
 
+def _contains(field: str, param: str) -> Predicate:
+    def predicate(doc: dict[str, Any], params: dict[str, Any]) -> bool:
+        values = _path(doc, field)
+        return isinstance(values, list) and params[param] in values
+
+    return predicate
+
+
 CLAUSES: dict[str, Predicate] = {
     "ARRAY_CONTAINS(@states, c.state)": lambda doc, p: _path(doc, "state") in p["@states"],
     "ARRAY_LENGTH(c.pendingEvents) > 0": lambda doc, p: bool(doc.get("pendingEvents")),
+    "c.docType = @record": _compare("docType", "=", "@record"),
+    "(NOT IS_DEFINED(c.docType) OR c.docType = @event)": lambda doc, p: (
+        _path(doc, "docType") is _UNDEFINED or _compare("docType", "=", "@event")(doc, p)
+    ),
+    "c.activeHolds > 0": lambda doc, p: type(doc.get("activeHolds")) is int and doc["activeHolds"] > 0,
+    "c.nextExpiry <= @now": _compare("nextExpiry", "<=", "@now"),
+    "ARRAY_CONTAINS(c.requestIds, @requestId)": _contains("requestIds", "@requestId"),
     "c.status = @active": _compare("status", "=", "@active"),
     "c.expiresAt <= @now": _compare("expiresAt", "<=", "@now"),
     "c.requestId = @requestId": _compare("requestId", "=", "@requestId"),
@@ -114,7 +136,8 @@ class FakeCosmosAccount:
 
 
 class FakeContainer:
-    """`ContainerProxy`: create_item, read_item, replace_item, upsert_item, query_items."""
+    """`ContainerProxy`: create_item, read_item, replace_item, upsert_item, delete_item, execute_item_batch,
+    query_items."""
 
     def __init__(self, account: FakeCosmosAccount, name: str, partition_key: str | None) -> None:
         self.account, self.name, self.partition_key = account, name, partition_key
@@ -167,6 +190,81 @@ class FakeContainer:
         with self._lock:
             self._enter("upsert_item")
             return self._store(self._key_of(body), body)
+
+    def delete_item(
+        self,
+        item: str,
+        partition_key: Any,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+        **_: Any,
+    ) -> None:
+        with self._lock:
+            self._enter("delete_item")
+            stored = self._items.get((partition_key, item))
+            if stored is None:
+                raise _not_found()
+            if match_condition == MatchConditions.IfNotModified and etag != stored["_etag"]:
+                raise CosmosAccessConditionFailedError(status_code=412, message="precondition failed")
+            del self._items[(partition_key, item)]
+
+    def execute_item_batch(
+        self, batch_operations: list[tuple[Any, ...]], partition_key: Any, **_: Any
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            self._enter("execute_item_batch")
+            if len(batch_operations) > 100:
+                raise CosmosHttpResponseError(
+                    status_code=400, message="Batch request has more operations than what is supported."
+                )
+            if sum(len(repr(operation)) for operation in batch_operations) > 2 * 1024 * 1024:
+                raise CosmosHttpResponseError(status_code=413, message="Request size is too large.")
+            saved = dict(self._items)
+            results: list[dict[str, Any]] = []
+            for index, operation in enumerate(batch_operations):
+                status, result = self._operation(operation, partition_key)
+                if status >= 400:
+                    self._items = saved  # all or nothing
+                    responses = [{"statusCode": 424}] * len(batch_operations)
+                    responses[index] = {"statusCode": status}
+                    raise CosmosBatchOperationError(
+                        error_index=index,
+                        headers={},
+                        status_code=status,
+                        message=f"There was an error in the transactional batch on index {index}.",
+                        operation_responses=responses,
+                    )
+                results.append({"statusCode": status, **result})
+            return results
+
+    def _operation(self, operation: tuple[Any, ...], partition_key: Any) -> tuple[int, dict[str, Any]]:
+        """One batch operation as the SDK formats it: (kind, args[, {"if_match_etag": ...}])."""
+        kind, args = operation[0], operation[1]
+        options = operation[2] if len(operation) > 2 else {}
+        assert set(options) <= {"if_match_etag"}, f"the fake does not know the batch options {options}"
+        if kind in ("create", "upsert"):
+            (body,) = args
+            key = self._key_of(body)
+            assert key[0] == partition_key, "every operation of a batch must be in its partition key"
+            if kind == "create" and key in self._items:
+                return 409, {}
+            stored = self._store(key, body)
+            return (201 if kind == "create" else 200), {"eTag": stored["_etag"], "resourceBody": stored}
+        if kind in ("replace", "delete"):
+            item = args[0]
+            stored = self._items.get((partition_key, item))
+            if stored is None:
+                return 404, {}
+            if options.get("if_match_etag") not in (None, stored["_etag"]):
+                return 412, {}
+            if kind == "delete":
+                del self._items[(partition_key, item)]
+                return 204, {}
+            key = self._key_of(args[1])
+            assert key == (partition_key, item), "replace: the body's id and partition key must be the item's"
+            stored = self._store(key, args[1])
+            return 200, {"eTag": stored["_etag"], "resourceBody": stored}
+        raise AssertionError(f"the fake does not know the batch operation {kind!r}")
 
     # ------------------------------------------------------------ queries
 

@@ -434,7 +434,7 @@ def test_the_lifecycle_leaves_access_granted_outside_jitgate_alone(
     assert list(tenant[0].assignments.values()) == [seeded]
 
 
-def test_a_revoke_racing_a_grant_re_applies_it_through_arm_as_the_group_it_is(
+def test_a_grant_racing_a_revoke_waits_for_the_delete_then_assigns_through_arm_as_the_group_it_is(
     arm: FakeArm, tenant: tuple[Tenant, str], rbac: AzureRbac
 ) -> None:
     # GIVEN a group (a group in the directory) holding Contributor, and its second request for the same
@@ -450,14 +450,18 @@ def test_a_revoke_racing_a_grant_re_applies_it_through_arm_as_the_group_it_is(
 
     def grant_lands_mid_revoke(scope: str, name: str) -> None:
         rbac.delete_assignment = real_delete  # type: ignore[method-assign]
-        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
+        world.worker.drain()  # the second grant arrives while the first revoke deletes the assignment
         real_delete(scope, name)
 
     rbac.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
     # WHEN the first is revoked early
     world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
-    # THEN ARM has the assignment again, for the second request, as a group
-    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    # THEN the second grant waited for the delete instead of holding a key being deleted
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "approved")
+    assert tenant[0].assignments == {}
+    # WHEN the bus delivers it again, THEN ARM has the assignment, for the second request, as a group
+    world.advance(31)
+    assert world.state(second["requestId"]) == "active"
     [assigned] = tenant[0].assignments.values()
     assert assigned["properties"]["principalType"] == "Group"
     assert assigned["properties"]["description"] == marker_for(second["requestId"])

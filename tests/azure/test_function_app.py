@@ -21,16 +21,16 @@ from azure.functions.servicebus import ServiceBusMessage
 from azure.functions.timer import TimerRequest
 
 import function_app
-from functions import _runtime, access_lifecycle, access_requests, archive, reconcile
+from functions import _runtime, access_lifecycle, access_requests, access_revocations, archive, reconcile
 from shared.domain.audit import EventType
 from shared.domain.errors import TransientError
-from shared.domain.lifecycle import RequestState
+from shared.domain.lifecycle import LifecycleCommand, RequestState
 from shared.runtime import Runtime
 from tests.fakes.clock import FakeClock
 from tests.fakes.world import DEV_RG, POLICY, access_request, body
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUESTS, LIFECYCLE = "jit-requests", "jit-lifecycle"
+REQUESTS, LIFECYCLE, REVOCATIONS = "jit-requests", "jit-lifecycle", "jit-revocations"
 MAX_DELIVERIES = 3
 
 
@@ -40,6 +40,7 @@ INDEXED = {function.get_function_name(): function for function in function_app.a
 HANDLERS: dict[str, Callable[..., Any]] = {
     "access_requests": access_requests.access_requests.build().get_user_function(),
     "access_lifecycle": access_lifecycle.access_lifecycle.build().get_user_function(),
+    "access_revocations": access_revocations.access_revocations.build().get_user_function(),
     "reconcile": reconcile.reconcile.build().get_user_function(),
     "archive": archive.archive.build().get_user_function(),
     "api": INDEXED["api"].get_user_function(),
@@ -77,6 +78,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
         "JITGATE_POLICY": str(policy),
         "JITGATE_REQUESTS_QUEUE": REQUESTS,
         "JITGATE_LIFECYCLE_QUEUE": LIFECYCLE,
+        "JITGATE_REVOCATIONS_QUEUE": REVOCATIONS,
         "JITGATE_MAX_DELIVERIES": str(MAX_DELIVERIES),
     }.items():
         monkeypatch.setenv(name, value)
@@ -115,19 +117,24 @@ def state(runtime: Runtime, request_id: str) -> RequestState:
 
 def test_the_app_indexes_one_function_per_trigger_and_the_http_api() -> None:
     names = sorted(INDEXED)
-    assert names == ["access_lifecycle", "access_requests", "api", "archive", "reconcile"]
+    assert names == ["access_lifecycle", "access_requests", "access_revocations", "api", "archive", "reconcile"]
 
 
 def test_the_queue_triggers_bind_by_setting_name_through_the_managed_identity_connection() -> None:
     [requests] = bindings("access_requests")
     [lifecycle] = bindings("access_lifecycle")
+    [revocations] = bindings("access_revocations")
     assert (requests["type"], requests["queueName"], requests["connection"]) == (
         "serviceBusTrigger", "%JITGATE_REQUESTS_QUEUE%", "ServiceBusConnection",
     )
     assert (lifecycle["type"], lifecycle["queueName"], lifecycle["connection"]) == (
         "serviceBusTrigger", "%JITGATE_LIFECYCLE_QUEUE%", "ServiceBusConnection",
     )
-    assert "autoComplete" not in requests  # host.json decides, for both queues
+    assert (revocations["type"], revocations["queueName"], revocations["connection"]) == (
+        "serviceBusTrigger", "%JITGATE_REVOCATIONS_QUEUE%", "ServiceBusConnection",
+    )
+    for binding in (requests, lifecycle, revocations):
+        assert "autoComplete" not in binding  # host.json decides, for every queue
 
 
 def test_the_reconcile_timer_takes_its_schedule_from_a_setting() -> None:
@@ -195,6 +202,35 @@ def test_an_invalid_request_is_rejected_and_audited_without_raising(runtime: Run
     [event] = runtime.audit.chain(request_id)
     assert event.type is EventType.REQUEST_REJECTED
     assert {e["loc"] for e in event.data["errors"]} >= {"requester", "justification"}
+
+
+def test_the_revoke_at_expiry_arrives_through_the_revocations_function(runtime: Runtime) -> None:
+    # GIVEN an active grant: the lifecycle function scheduled its revoke on the revocations queue, not its own
+    request_id = submit_and_evaluate(runtime, duration="PT1H")
+    deliver_lifecycle_commands(runtime)
+    assert (runtime.bus.scheduled_count(REVOCATIONS), runtime.bus.scheduled_count(LIFECYCLE)) == (1, 0)
+    # WHEN its expiry comes and the revocations function gets the revoke, as the host hands it over
+    record = runtime.requests.get_request(request_id)
+    assert record is not None and record.expires_at is not None and record.revoke_queue == REVOCATIONS
+    runtime.backends.clock = FakeClock(record.expires_at)
+    revoke = LifecycleCommand(command="revoke", request_id=request_id, reason="expired")
+    user_function("access_revocations")(service_bus_message(revoke.body(), revoke.message_id))
+    # THEN the grant is revoked on time and the assignment is gone
+    assert state(runtime, request_id) is RequestState.REVOKED
+    assert runtime.audit.chain(request_id)[-1].data["latenessSeconds"] == 0
+    assert runtime.rbac is not None and runtime.rbac.list_marked() == []
+
+
+def test_a_revoke_scheduled_on_the_lifecycle_queue_before_the_upgrade_still_revokes(runtime: Runtime) -> None:
+    # GIVEN an active grant whose revoke was scheduled on the lifecycle queue, as before revocations had a queue
+    request_id = submit_and_evaluate(runtime, duration="PT1H")
+    deliver_lifecycle_commands(runtime)
+    old = LifecycleCommand(command="revoke", request_id=request_id, reason="expired")
+    # WHEN the lifecycle function gets that revoke command
+    user_function("access_lifecycle")(service_bus_message(old.body(), old.message_id))
+    # THEN it revokes, as it always did
+    assert state(runtime, request_id) is RequestState.REVOKED
+    assert runtime.rbac is not None and runtime.rbac.list_marked() == []
 
 
 def test_a_transient_fault_raises_so_that_service_bus_redelivers(runtime: Runtime) -> None:

@@ -28,7 +28,7 @@ from shared.adapters.azure.cosmos import CosmosStore
 from shared.adapters.azure.servicebus import ServiceBusBus
 from shared.domain.audit import SYSTEM, EventType, make_event
 from shared.domain.errors import ConcurrencyConflict
-from shared.domain.ledger import GrantKey, Hold
+from shared.domain.ledger import Grant, GrantKey, Hold
 from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditQuery, ReceivedMessage
 from shared.runtime import azure_credential
@@ -164,9 +164,14 @@ def test_live_holds(store: CosmosStore) -> None:
     key = GrantKey.of("azure-rbac", str(uuid.uuid4()), "acdd72a7-3385-48ef-bd42-f606fba81ae7",
                       f"/subscriptions/{uuid.uuid4()}/resourceGroups/rg-live-{RUN}")
     now = datetime.now(UTC)
+    grant = Grant.new(key)
     for suffix, expires_at in (("a", now - timedelta(minutes=1)), ("b", now + timedelta(hours=1))):
-        store.put_hold(Hold.for_key(key, f"live-{RUN}-{suffix}", now, expires_at, False, "User"))
-    assert [h.request_id for h in store.active_holds(key)] == [f"live-{RUN}-a", f"live-{RUN}-b"]
+        grant = grant.with_hold(Hold.for_key(key, f"live-{RUN}-{suffix}", now, expires_at, False, "User"))
+    stored = store.put_grant(grant)
+    with pytest.raises(ConcurrencyConflict):
+        store.put_grant(grant)
+    assert store.get_grant(key) == stored
+    assert [h.request_id for h in stored.active_holds] == [f"live-{RUN}-a", f"live-{RUN}-b"]
     assert f"live-{RUN}-a" in [h.request_id for h in store.overdue_holds(now)]
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.adapters.azure.cosmos import CosmosStore
+from shared.adapters.azure.cosmos_data import CosmosDataGrants
 from shared.adapters.azure.graph import GraphDirectory
 from shared.adapters.azure.pim import AzurePim
 from shared.adapters.azure.rbac import AzureRbac
 from shared.adapters.azure.servicebus import ServiceBusBus
+from shared.adapters.azure.sql import AzureSqlGrants
 from shared.adapters.teams.workflows import TeamsNotifier
 from shared.notices import AddressedNotifier
 from shared.runtime import build
@@ -92,3 +96,47 @@ def test_azure_mode_names_every_missing_setting() -> None:
 def test_a_provider_azure_cannot_serve_is_refused() -> None:
     with pytest.raises(ValueError, match="local"):
         build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,local"}))
+
+
+COSMOS_ACCOUNT_SUBSCRIPTION = "/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649"
+COSMOS_ACCOUNT = (f"{COSMOS_ACCOUNT_SUBSCRIPTION}/resourceGroups/rg-data/providers/Microsoft.DocumentDB"
+                  "/databaseAccounts/cosmos-payments")
+SQL_SERVERS_FILE = f"""\
+version: 1
+servers:
+  - name: payments-sql
+    platform: azure-sql
+    resourceId: {COSMOS_ACCOUNT_SUBSCRIPTION}/resourceGroups/rg-data/providers/Microsoft.Sql/servers/sql-payments
+    host: sql-payments.database.windows.net
+    database: payments
+    user: jitgate-identity
+"""
+
+
+def test_azure_mode_wires_the_data_plane_providers_without_connecting(tmp_path: Path) -> None:
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(SQL_SERVERS_FILE)
+    env = {**ENV, "JITGATE_PROVIDERS": "azure-rbac,cosmos-data,azure-sql", "JITGATE_COSMOS_ACCOUNTS": COSMOS_ACCOUNT,
+           "JITGATE_DATABASES_FILE": str(servers)}
+
+    runtime = build(Settings.from_env(env))
+
+    cosmos, sql = runtime.backends.providers["cosmos-data"], runtime.backends.providers["azure-sql"]
+    assert isinstance(cosmos, CosmosDataGrants) and cosmos.accounts == (COSMOS_ACCOUNT,)
+    assert isinstance(sql, AzureSqlGrants) and [s.name for s in sql.servers.servers] == ["payments-sql"]
+    assert runtime.backend_names["grants"] == "azure-rbac,cosmos-data,azure-sql"
+
+
+def test_cosmos_data_needs_its_accounts_named_and_each_must_be_one() -> None:
+    with pytest.raises(ValueError, match="JITGATE_COSMOS_ACCOUNTS"):
+        build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,cosmos-data"}))
+    with pytest.raises(ValueError, match=r"JITGATE_COSMOS_ACCOUNTS: '/subscriptions/x' is not a Cosmos DB account"):
+        Settings.from_env({**ENV, "JITGATE_COSMOS_ACCOUNTS": "/subscriptions/x"})
+    with pytest.raises(ValueError, match="is below an account"):
+        Settings.from_env({**ENV, "JITGATE_COSMOS_ACCOUNTS": f"{COSMOS_ACCOUNT}/dbs/payments"})
+
+
+def test_azure_sql_is_served_only_when_the_servers_file_names_an_azure_sql_server() -> None:
+    with pytest.raises(ValueError, match=r"azure-sql cannot run in Azure mode; known: azure-rbac, azure-pim, "
+                                         r"cosmos-data$"):
+        build(Settings.from_env({**ENV, "JITGATE_PROVIDERS": "azure-rbac,azure-sql"}))

@@ -1,6 +1,7 @@
-"""The GrantProvider contract, written once and run against every adapter; then what only simulated
-planes offer (seed, fault injection), LocalRbac's persistence, and the notifier side: Teams cards and
-the outbox."""
+"""The GrantProvider contract, written once and run against every adapter (the `postgres` one against a
+real, throwaway PostgreSQL server, `azure-sql` against a fake database that parses every statement as T-SQL,
+`azure-rbac` and `cosmos-data` against a fake ARM); then what only simulated planes offer (seed, fault
+injection), LocalRbac's persistence, and the notifier side: Teams cards and the outbox."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +24,8 @@ from shared.cards import ADAPTIVE_CARD_CONTENT_TYPE, adaptive_card, render_text,
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import MARKER_PREFIX, Assignment, GrantKey, marker_for
 from shared.ports import GrantProvider, Notice
+from tests.azure import fake_arm, sql_world
+from tests.azure.fake_arm_cosmos import DATA_CONTRIBUTOR, DATA_READER
 from tests.fakes.clock import FakeClock
 from tests.fakes.grants import FakeDirectory, FakeGrantProvider, FakeNotifier
 
@@ -41,12 +45,50 @@ class SimulatedPlane(GrantProvider, Protocol):
     def inject_fault(self, operation: str, error: Exception, times: int = 1) -> None: ...
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What the contract needs to know of a plane: two scopes, two roles (as a request names them and as
+    the provider resolves them), and whether it follows ARM further (GUID names, a role catalog, principal
+    types it remembers, the requesting request in each assignment's description)."""
+
+    scope: str = SCOPE
+    other_scope: str = SCOPE + "-dr"
+    role_name: str = "Contributor"
+    role: str = CONTRIBUTOR
+    other_role: str = READER
+    arm: bool = True
+
+
+ARM = Profile()
+POSTGRES = Profile(scope="pg-main/payments", other_scope="pg-dr/payments", role_name="payments_write",
+                   role="payments_write", other_role="payments_read", arm=False)
+AZURE_SQL = Profile(scope=sql_world.SCOPE, other_scope=sql_world.OTHER_SCOPE, role_name="PAYMENTS_WRITE",
+                    role="payments_write", other_role="payments_read", arm=False)
+COSMOS_DATA = Profile(scope=fake_arm.CONTRACT_COSMOS, other_scope=f"{fake_arm.CONTRACT_COSMOS}/dbs/payments",
+                      role_name="cosmos db built-in data contributor", role=DATA_CONTRIBUTOR, other_role=DATA_READER,
+                      arm=False)
+
+
+@dataclass(frozen=True)
+class Plane:
+    provider: GrantProvider
+    profile: Profile
+
+
+def _postgres(request: pytest.FixtureRequest, tmp: Path) -> GrantProvider:
+    world = request.getfixturevalue("pg_world")
+    return world.provider()  # type: ignore[no-any-return]
+
+
 # Every adapter the contract runs against. A cloud adapter joins with one line (its factory may skip
 # when its test subscription is not configured).
-PROVIDERS: dict[str, Callable[[Path], GrantProvider]] = {
-    "fake": lambda tmp: FakeGrantProvider(),
-    "local": lambda tmp: LocalRbac(tmp / "rbac.sqlite"),
-    "azure-rbac": lambda tmp: __import__("tests.azure.fake_arm", fromlist=["fake_rbac"]).fake_rbac(tmp),
+PROVIDERS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], GrantProvider], Profile]] = {
+    "fake": (lambda request, tmp: FakeGrantProvider(), ARM),
+    "local": (lambda request, tmp: LocalRbac(tmp / "rbac.sqlite"), ARM),
+    "azure-rbac": (lambda request, tmp: fake_arm.fake_rbac(tmp), ARM),
+    "cosmos-data": (lambda request, tmp: fake_arm.fake_cosmos_data()[0], COSMOS_DATA),
+    "postgres": (_postgres, POSTGRES),
+    "azure-sql": (lambda request, tmp: sql_world.SqlWorld().provider(), AZURE_SQL),
 }
 SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
     "fake": lambda tmp: FakeGrantProvider(),
@@ -54,12 +96,24 @@ SIMULATED: dict[str, Callable[[Path], SimulatedPlane]] = {
 }
 
 
-@pytest.fixture(params=sorted(PROVIDERS))
-def provider(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GrantProvider]:
-    built = PROVIDERS[request.param](tmp_path)
-    yield built
+def _plane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
+    factory, profile = PROVIDERS[request.param]
+    built = factory(request, tmp_path)
+    yield Plane(built, profile)
     if isinstance(built, LocalRbac):
         built.close()
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+                        for name in sorted(PROVIDERS)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
+    yield from _plane(request, tmp_path)
+
+
+@pytest.fixture(params=sorted(name for name, (_, profile) in PROVIDERS.items() if profile.arm))
+def arm_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plane]:
+    """The planes with ARM's further semantics (see Profile)."""
+    yield from _plane(request, tmp_path)
 
 
 @pytest.fixture(params=sorted(SIMULATED))
@@ -75,6 +129,13 @@ def grant_key(provider: GrantProvider, role_id: str = CONTRIBUTOR, scope: str = 
     return GrantKey.of(provider.name, principal_id or str(uuid.uuid4()), role_id, scope)
 
 
+def key_in(target: Plane, other_role: bool = False, other_scope: bool = False,
+           principal_id: str | None = None) -> GrantKey:
+    p = target.profile
+    return grant_key(target.provider, p.other_role if other_role else p.role,
+                     p.other_scope if other_scope else p.scope, principal_id)
+
+
 def create(provider: GrantProvider, key: GrantKey, request_id: str = REQUEST_ID) -> Assignment:
     return provider.create_assignment(key, key.assignment_name(), marker_for(request_id))
 
@@ -82,14 +143,18 @@ def create(provider: GrantProvider, key: GrantKey, request_id: str = REQUEST_ID)
 # ---------------------------------------------------------------- contract: roles
 
 
+def test_resolve_role_by_its_name(target: Plane) -> None:
+    assert target.provider.resolve_role(target.profile.scope, target.profile.role_name) == target.profile.role
+
+
 @pytest.mark.parametrize("role", ["Contributor", "contributor", "CONTRIBUTOR", " Contributor "])
-def test_resolve_role_by_name_ignores_case(provider: GrantProvider, role: str) -> None:
-    assert provider.resolve_role(SCOPE, role) == CONTRIBUTOR
+def test_resolve_role_by_name_ignores_case(arm_target: Plane, role: str) -> None:
+    assert arm_target.provider.resolve_role(SCOPE, role) == CONTRIBUTOR
 
 
-def test_resolve_role_knows_the_catalog(provider: GrantProvider) -> None:
+def test_resolve_role_knows_the_catalog(arm_target: Plane) -> None:
     for name, role_id in AZURE_BUILTIN_ROLES.items():
-        assert provider.resolve_role(SCOPE, name.lower()) == role_id
+        assert arm_target.provider.resolve_role(SCOPE, name.lower()) == role_id
 
 
 @pytest.mark.parametrize("role", [
@@ -97,46 +162,53 @@ def test_resolve_role_knows_the_catalog(provider: GrantProvider) -> None:
     f"/providers/Microsoft.Authorization/roleDefinitions/{CONTRIBUTOR}",
     f"/subscriptions/00000000-0000-0000-0000-00000000c0de/providers/Microsoft.Authorization/roleDefinitions/{CONTRIBUTOR}",
 ])
-def test_resolve_role_by_id_returns_the_lower_cased_guid(provider: GrantProvider, role: str) -> None:
-    assert provider.resolve_role(SCOPE, role) == CONTRIBUTOR
+def test_resolve_role_by_id_returns_the_lower_cased_guid(arm_target: Plane, role: str) -> None:
+    assert arm_target.provider.resolve_role(SCOPE, role) == CONTRIBUTOR
 
 
 @pytest.mark.parametrize("role", ["Chief Wizard", "00000000-0000-0000-0000-000000000000", ""])
-def test_resolve_unknown_role_is_permanent_and_names_the_role(provider: GrantProvider, role: str) -> None:
+def test_resolve_unknown_role_is_permanent_and_names_the_role(target: Plane, role: str) -> None:
     with pytest.raises(PermanentError, match=f"unknown role '{role}'"):
-        provider.resolve_role(SCOPE, role)
+        target.provider.resolve_role(target.profile.scope, role)
 
 
 # ---------------------------------------------------------------- contract: assignments
 
 
-def test_created_assignment_is_visible_by_name_by_key_and_as_marked(provider: GrantProvider) -> None:
+def test_created_assignment_is_visible_by_name_by_key_and_as_marked(target: Plane) -> None:
+    provider, scope = target.provider, target.profile.scope
     # GIVEN a grant key
-    key = grant_key(provider)
+    key = key_in(target)
     # WHEN it is created under its deterministic name with jitgate's marker
     created = create(provider, key)
     # THEN it can be read back every way
     assert created.name == key.assignment_name()
     assert created.key == key
-    assert created.marked_request_id == REQUEST_ID
-    assert provider.get_assignment(SCOPE, key.assignment_name()) == created
+    assert created.description.startswith(MARKER_PREFIX)
+    assert provider.get_assignment(scope, key.assignment_name()) == created
     assert provider.find_assignment(key) == created
     assert provider.list_marked() == [created]
 
 
-def test_creating_the_same_name_again_is_a_no_op(provider: GrantProvider) -> None:
-    key = grant_key(provider)
-    first = create(provider, key)
+def test_creating_the_same_name_again_is_a_no_op(target: Plane) -> None:
+    key = key_in(target)
+    first = create(target.provider, key)
 
-    again = create(provider, key)
+    again = create(target.provider, key)
 
     assert again == first
-    assert provider.list_marked() == [first]
+    assert target.provider.list_marked() == [first]
 
 
-def test_the_same_name_again_for_another_request_moves_the_marker_to_it(provider: GrantProvider) -> None:
+def test_an_assignment_names_the_request_that_made_it(arm_target: Plane) -> None:
+    created = create(arm_target.provider, key_in(arm_target))
+    assert created.marked_request_id == REQUEST_ID
+
+
+def test_the_same_name_again_for_another_request_moves_the_marker_to_it(arm_target: Plane) -> None:
+    provider = arm_target.provider
     # GIVEN jitgate's assignment for one request
-    key = grant_key(provider)
+    key = key_in(arm_target)
     first = create(provider, key)
     # WHEN a second request holding the same grant creates it again (as ARM lets a PUT change a description)
     again = create(provider, key, request_id="2b4e28ba-2fa1-11d2-883f-0016d3cca427")
@@ -146,7 +218,8 @@ def test_the_same_name_again_for_another_request_moves_the_marker_to_it(provider
     assert provider.list_marked() == [again]
 
 
-def test_a_principal_type_other_than_the_principals_own_is_refused_for_good(provider: GrantProvider) -> None:
+def test_a_principal_type_other_than_the_principals_own_is_refused_for_good(arm_target: Plane) -> None:
+    provider = arm_target.provider
     # GIVEN a group holding one role through jitgate
     key = grant_key(provider)
     provider.create_assignment(key, key.assignment_name(), marker_for(REQUEST_ID), "Group")
@@ -163,29 +236,39 @@ def test_a_principal_type_other_than_the_principals_own_is_refused_for_good(prov
     assert again.principal_type == "Group"
 
 
-def test_the_same_grant_under_another_name_raises_assignment_exists(provider: GrantProvider) -> None:
-    key = grant_key(provider)
-    first = create(provider, key)
+def test_the_same_grant_under_another_name_raises_assignment_exists(target: Plane) -> None:
+    key = key_in(target)
+    first = create(target.provider, key)
 
     with pytest.raises(AssignmentExists) as raised:
-        provider.create_assignment(key, str(uuid.uuid4()), marker_for("another-request"))
+        target.provider.create_assignment(key, str(uuid.uuid4()), marker_for("another-request"))
 
     assert raised.value.existing_name == first.name
-    assert provider.list_marked() == [first]
+    assert target.provider.list_marked() == [first]
 
 
-def test_the_same_name_for_another_grant_is_refused_for_good(provider: GrantProvider) -> None:
-    key = grant_key(provider)
-    create(provider, key)
-    other = grant_key(provider, role_id=READER, principal_id=key.principal_id)
+def test_the_same_name_for_another_grant_is_refused_for_good(target: Plane) -> None:
+    key = key_in(target)
+    create(target.provider, key)
+    other = key_in(target, other_role=True, principal_id=key.principal_id)
+
+    with pytest.raises(PermanentError):
+        target.provider.create_assignment(other, key.assignment_name(), marker_for(REQUEST_ID))
+
+    assert target.provider.find_assignment(other) is None
+
+
+def test_the_same_name_for_another_grant_is_refused_as_arm_does(arm_target: Plane) -> None:
+    key = key_in(arm_target)
+    create(arm_target.provider, key)
+    other = key_in(arm_target, other_role=True, principal_id=key.principal_id)
 
     with pytest.raises(PermanentError, match="RoleAssignmentUpdateNotPermitted"):
-        provider.create_assignment(other, key.assignment_name(), marker_for(REQUEST_ID))
-
-    assert provider.find_assignment(other) is None
+        arm_target.provider.create_assignment(other, key.assignment_name(), marker_for(REQUEST_ID))
 
 
-def test_access_granted_outside_jitgate_blocks_the_grant_and_is_not_marked(provider: GrantProvider) -> None:
+def test_access_granted_outside_jitgate_blocks_the_grant_and_is_not_marked(arm_target: Plane) -> None:
+    provider = arm_target.provider
     # GIVEN someone already holds the role through an assignment jitgate did not make
     key = grant_key(provider)
     manual_name = str(uuid.uuid4())
@@ -200,85 +283,89 @@ def test_access_granted_outside_jitgate_blocks_the_grant_and_is_not_marked(provi
     assert found is not None and found.marked_request_id is None
 
 
-def test_grants_differ_by_principal_role_and_scope(provider: GrantProvider) -> None:
-    key = grant_key(provider)
+def test_grants_differ_by_principal_role_and_scope(target: Plane) -> None:
+    key = key_in(target)
     keys = [
         key,
-        grant_key(provider, principal_id=str(uuid.uuid4())),
-        grant_key(provider, principal_id=key.principal_id, role_id=READER),
-        grant_key(provider, principal_id=key.principal_id, scope=SCOPE + "-dr"),
+        key_in(target),
+        key_in(target, other_role=True, principal_id=key.principal_id),
+        key_in(target, other_scope=True, principal_id=key.principal_id),
     ]
     for each in keys:
-        create(provider, each)
+        create(target.provider, each)
 
-    assert sorted(a.key for a in provider.list_marked()) == sorted(keys)
+    assert sorted(a.key for a in target.provider.list_marked()) == sorted(keys)
 
 
-def test_deleted_assignment_is_gone(provider: GrantProvider) -> None:
-    key = grant_key(provider)
+def test_deleted_assignment_is_gone(target: Plane) -> None:
+    provider, scope = target.provider, target.profile.scope
+    key = key_in(target)
     create(provider, key)
 
-    provider.delete_assignment(SCOPE, key.assignment_name())
+    provider.delete_assignment(scope, key.assignment_name())
 
-    assert provider.get_assignment(SCOPE, key.assignment_name()) is None
+    assert provider.get_assignment(scope, key.assignment_name()) is None
     assert provider.find_assignment(key) is None
     assert provider.list_marked() == []
 
 
-def test_deleting_a_missing_assignment_is_a_no_op(provider: GrantProvider) -> None:
-    key = grant_key(provider)
-    other = create(provider, grant_key(provider))
+def test_deleting_a_missing_assignment_is_a_no_op(target: Plane) -> None:
+    provider, scope = target.provider, target.profile.scope
+    key = key_in(target)
+    other = create(provider, key_in(target))
 
-    provider.delete_assignment(SCOPE, key.assignment_name())
-    provider.delete_assignment(SCOPE, key.assignment_name())
+    provider.delete_assignment(scope, key.assignment_name())
+    provider.delete_assignment(scope, key.assignment_name())
 
     assert provider.list_marked() == [other]
 
 
-def test_an_assignment_is_not_found_at_another_scope(provider: GrantProvider) -> None:
-    key = grant_key(provider)
+def test_an_assignment_is_not_found_at_another_scope(target: Plane) -> None:
+    provider, scope, elsewhere = target.provider, target.profile.scope, target.profile.other_scope
+    key = key_in(target)
     create(provider, key)
-    elsewhere = SCOPE + "-dr"
 
     provider.delete_assignment(elsewhere, key.assignment_name())
 
     assert provider.get_assignment(elsewhere, key.assignment_name()) is None
-    assert provider.get_assignment(SCOPE, key.assignment_name()) is not None
+    assert provider.get_assignment(scope, key.assignment_name()) is not None
 
 
-def test_scopes_compare_case_insensitively(provider: GrantProvider) -> None:
+def test_scopes_compare_case_insensitively(target: Plane) -> None:
+    provider, scope, role = target.provider, target.profile.scope, target.profile.role
     # GIVEN an assignment created with a mixed-case scope (GrantKey() keeps case, GrantKey.of lowers it)
     principal = str(uuid.uuid4())
-    mixed = GrantKey(provider.name, principal, CONTRIBUTOR, SCOPE)
-    name = GrantKey.of(provider.name, principal, CONTRIBUTOR, SCOPE).assignment_name()
+    mixed = GrantKey(provider.name, principal, role, scope.title())
+    name = GrantKey.of(provider.name, principal, role, scope).assignment_name()
     provider.create_assignment(mixed, name, marker_for(REQUEST_ID))
     # THEN any casing of the scope finds it, and the same grant in other casing is the same grant
-    assert provider.get_assignment(SCOPE.upper(), name) is not None
-    assert provider.get_assignment(SCOPE.lower(), name) is not None
-    upper = GrantKey(provider.name, principal, CONTRIBUTOR, SCOPE.upper())
+    assert provider.get_assignment(scope.upper(), name) is not None
+    assert provider.get_assignment(scope.lower(), name) is not None
+    upper = GrantKey(provider.name, principal, role, scope.upper())
     assert provider.find_assignment(upper) is not None
     with pytest.raises(AssignmentExists):
-        provider.create_assignment(GrantKey.of(provider.name, principal, CONTRIBUTOR, SCOPE.upper()),
+        provider.create_assignment(GrantKey.of(provider.name, principal, role, scope.upper()),
                                    str(uuid.uuid4()), marker_for(REQUEST_ID))
     # WHEN deleted through another casing THEN it is gone
-    provider.delete_assignment(SCOPE.upper(), name)
-    assert provider.find_assignment(GrantKey.of(provider.name, principal, CONTRIBUTOR, SCOPE)) is None
+    provider.delete_assignment(scope.upper(), name)
+    assert provider.find_assignment(GrantKey.of(provider.name, principal, role, scope)) is None
 
 
-def test_assignment_names_must_be_guids(provider: GrantProvider) -> None:
-    key = grant_key(provider)
+def test_assignment_names_must_be_guids(arm_target: Plane) -> None:
+    key = grant_key(arm_target.provider)
 
     with pytest.raises(PermanentError, match="InvalidRoleAssignmentId"):
-        provider.create_assignment(key, "not-a-guid", marker_for(REQUEST_ID))
+        arm_target.provider.create_assignment(key, "not-a-guid", marker_for(REQUEST_ID))
 
-    assert provider.find_assignment(key) is None
+    assert arm_target.provider.find_assignment(key) is None
 
 
-def test_an_unknown_role_definition_cannot_be_assigned(provider: GrantProvider) -> None:
-    key = grant_key(provider, role_id="00000000-0000-0000-0000-000000000000")
+def test_an_unknown_role_definition_cannot_be_assigned(target: Plane) -> None:
+    role = "00000000-0000-0000-0000-000000000000" if target.profile.arm else "no_such_role"
+    key = grant_key(target.provider, role_id=role, scope=target.profile.scope)
 
     with pytest.raises(PermanentError, match="RoleDefinitionDoesNotExist"):
-        create(provider, key)
+        create(target.provider, key)
 
 
 # ---------------------------------------------------------------- simulated planes: seed and faults

@@ -21,7 +21,7 @@ from shared.adapters.embedded.store import SqliteStore
 from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, make_event, verify_chain
 from shared.domain.decision import Decision, Outcome
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
-from shared.domain.ledger import GrantKey, Hold, HoldStatus
+from shared.domain.ledger import RELEASED_KEPT, Deletion, Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import Approval, RequestRecord, RequestState
 from shared.domain.request import parse_access_request
 from shared.ports import AuditQuery, AuditStore, LedgerStore, RequestStore
@@ -155,6 +155,15 @@ def hold(
     )
 
 
+def put(store: Store, *holds: Hold, **changes: Any) -> Grant:
+    """Put `holds` (of one key) on the stored document of their key, as one conditional write."""
+    key = holds[0].key
+    grant = store.get_grant(key) or Grant.new(key)
+    for h in holds:
+        grant = grant.with_hold(h)
+    return store.put_grant(grant.model_copy(update=changes))
+
+
 def all_pages(store: Store, query: AuditQuery) -> tuple[list[AuditEvent], int]:
     events: list[AuditEvent] = []
     pages = 0
@@ -184,14 +193,14 @@ def test_a_created_record_round_trips_every_field_at_version_1(store: Store) -> 
     created = store.create_request(record)
     got = store.get_request(record.request_id)
 
-    # THEN it is the same record, at version 1, in the model and in its document
+    # THEN it is the same record, at version 1, in the model and in its document, its events committed with it
     assert created.version == 1
     assert created.document()["version"] == 1
     assert got == created
     assert got is not None
-    assert got.model_copy(update={"version": 7}) == record
-    assert got.document() == {**record.document(), "version": 1}
-    assert [verify_chain(got.request_id, got.pending_events).ok] == [True]
+    assert got.model_copy(update={"version": 7, "pending_events": record.pending_events}) == record
+    assert got.document() == {**record.document(), "version": 1, "pendingEvents": []}
+    assert verify_chain(got.request_id, store.chain(got.request_id)).ok
 
 
 def test_save_writes_the_next_version_and_returns_it(store: Store) -> None:
@@ -205,7 +214,7 @@ def test_save_writes_the_next_version_and_returns_it(store: Store) -> None:
     assert saved.document()["version"] == 2
     assert saved.state is RequestState.PENDING_APPROVAL
     assert store.get_request(created.request_id) == saved
-    assert saved.model_copy(update={"version": 1}) == created
+    assert saved.model_copy(update={"version": 1, "pending_events": created.pending_events}) == created
     again = store.save_request(saved)
     assert again.version == 3
 
@@ -301,116 +310,257 @@ def test_requests_in_follows_state_changes(store: Store) -> None:
     assert [r.version for r in store.requests_in({RequestState.APPROVED})] == [2]
 
 
-def test_requests_with_outbox_are_those_whose_audit_events_are_not_yet_appended(store: Store) -> None:
-    # GIVEN one record written with an unflushed outbox (a handler died before appending) and one without
-    crashed = RequestRecord(request_id="crashed", state=RequestState.RECEIVED, created_at=T0, updated_at=T0)
-    crashed.emit(EventType.REQUEST_RECEIVED, T0, {})
-    store.create_request(crashed)
-    store.create_request(RequestRecord(request_id="clean", state=RequestState.ACTIVE, created_at=T0, updated_at=T0))
-    # THEN only the first is found, with its events, until its outbox is cleared
-    [found] = store.requests_with_outbox()
-    assert (found.request_id, len(found.pending_events)) == ("crashed", 1)
-    found.pending_events = []
-    store.save_request(found)
+def test_a_record_and_its_events_are_committed_together(store: Store) -> None:
+    # GIVEN a record with two events in its outbox
+    record = full_record()
+    emitted = list(record.pending_events)
+
+    # WHEN it is created
+    created = store.create_request(record)
+
+    # THEN the events are in the audit log, indexed under the requester, and no outbox is left anywhere
+    assert store.chain(record.request_id) == emitted
+    assert store.query(AuditQuery(principal_id=JANE)).events == emitted
+    assert created.pending_events == []
+    assert store.get_request(record.request_id) == created
     assert store.requests_with_outbox() == []
-    assert store.requests_with_outbox(limit=0) == []
+    # AND a save commits the next event with the next version, in the same way
+    created.move_to(RequestState.PENDING_APPROVAL, T0 + timedelta(minutes=1))
+    event = created.emit(EventType.APPROVAL_REQUESTED, T0 + timedelta(minutes=1), {"groups": ["payments-leads"]})
+    saved = store.save_request(created)
+    assert (saved.version, saved.pending_events) == (2, [])
+    assert store.chain(record.request_id) == [*emitted, event]
+    assert verify_chain(record.request_id, store.chain(record.request_id)).ok
+    assert store.requests_with_outbox() == [] and store.requests_with_outbox(limit=0) == []
+
+
+def test_a_write_whose_event_is_taken_writes_nothing(store: Store) -> None:
+    # GIVEN a stored record, and an event appended on its chain behind its back at the next seq
+    created = store.create_request(full_record())
+    chain = store.chain(created.request_id)
+    intruder = make_event(created.request_id, len(chain), chain[-1].hash, EventType.ACCESS_REFUSED, T0, SYSTEM, {})
+    store.append(intruder)
+
+    # WHEN a save emits its own event at that seq
+    created.move_to(RequestState.APPROVED, T0 + timedelta(minutes=1))
+    created.emit(EventType.REQUEST_APPROVED, T0 + timedelta(minutes=1), {"by": "policy"})
+    with pytest.raises(AlreadyExists):
+        store.save_request(created)
+
+    # THEN neither the record nor the event was written
+    stored = store.get_request(created.request_id)
+    assert stored is not None and (stored.version, stored.state) == (1, RequestState.RECEIVED)
+    assert store.chain(created.request_id) == [*chain, intruder]
+    # AND a new record whose event is taken is not created
+    taken = full_record("0f0f0f0f-0000-4000-8000-000000000000")
+    store.append(taken.pending_events[0])
+    with pytest.raises(AlreadyExists):
+        store.create_request(taken)
+    assert store.get_request(taken.request_id) is None
+    assert store.chain(taken.request_id) == taken.pending_events[:1]
+
+
+def test_a_stale_save_writes_none_of_its_events(store: Store) -> None:
+    created = store.create_request(full_record())
+    mine, theirs = created.model_copy(deep=True), created.model_copy(deep=True)
+    mine.emit(EventType.APPROVAL_REQUESTED, T0 + timedelta(minutes=1), {})
+    store.save_request(mine)
+    theirs.emit(EventType.REQUEST_DENIED, T0 + timedelta(minutes=2), {})
+
+    with pytest.raises(ConcurrencyConflict):
+        store.save_request(theirs)
+
+    assert [e.type for e in store.chain(created.request_id)][-1] is EventType.APPROVAL_REQUESTED
 
 
 # ---------------------------------------------------------------- ledger
 
 
-def test_a_hold_round_trips_exactly(store: Store) -> None:
-    original = hold(preexisting=True, expires_at=T0 + timedelta(hours=2, microseconds=7))
+def test_a_grant_round_trips_exactly_at_version_1(store: Store) -> None:
+    # GIVEN a grant document with every field set, instants to the microsecond
+    deletion = Deletion(token="t-1", since=T0 + timedelta(minutes=3, microseconds=5), request_id="r0")
+    grant = (
+        Grant.new(KEY)
+        .with_hold(hold(request_id="r1", preexisting=True, expires_at=T0 + timedelta(hours=2, microseconds=7)))
+        .with_hold(hold(request_id="r0", status=HoldStatus.RELEASED, released_at=T0 + timedelta(minutes=3)))
+        .model_copy(update={"principal_type": "Group", "provider_expires_at": T0 + timedelta(hours=2),
+                            "deleting": deletion, "version": 0})
+    )
 
-    store.put_hold(original)
-    got = store.get_hold(KEY, "r1")
+    # WHEN it is written to a key that has no document and read back
+    stored = store.put_grant(grant)
+    got = store.get_grant(KEY)
 
-    assert got == original
-    assert got is not None
-    assert got.expires_at.utcoffset() == timedelta(0)
-    assert got.granted_at.tzinfo is not None and got.expires_at.microsecond == original.expires_at.microsecond
-    assert store.get_hold(KEY, "other") is None
-    assert store.get_hold(OTHER_KEY, "r1") is None
+    # THEN it is the same document at version 1, its instants UTC
+    assert stored == got == grant.model_copy(update={"version": 1})
+    assert got is not None and all(h.expires_at.utcoffset() == timedelta(0) for h in got.holds)
+    assert store.get_grant(OTHER_KEY) is None
 
 
-def test_a_hold_in_another_offset_is_the_same_instant(store: Store) -> None:
+def test_a_grant_in_another_offset_is_the_same_instant(store: Store) -> None:
     plus_two = timezone(timedelta(hours=2))
-    original = hold(expires_at=datetime(2026, 11, 26, 13, 0, tzinfo=plus_two))
+    put(store, hold(expires_at=datetime(2026, 11, 26, 13, 0, tzinfo=plus_two)))
 
-    store.put_hold(original)
-    got = store.get_hold(KEY, "r1")
+    got = store.get_grant(KEY)
 
-    assert got is not None and got.expires_at == datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+    assert got is not None and got.holds[0].expires_at == datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
 
 def test_a_naive_timestamp_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="timezone"):
-        store.put_hold(hold(expires_at=datetime(2026, 11, 26, 11, 0)))
+        put(store, hold(expires_at=datetime(2026, 11, 26, 11, 0)))
     with pytest.raises(ValueError, match="timezone"):
         store.overdue_holds(datetime(2026, 11, 26, 11, 0))
+    assert store.get_grant(KEY) is None
 
 
-def test_put_hold_upserts_and_release_takes_it_out_of_the_active_set(store: Store) -> None:
+def test_a_grant_write_is_conditional_on_the_version_it_read(store: Store) -> None:
+    # GIVEN two writers that read version 1 of a key's document
+    put(store, hold(request_id="r1"))
+    mine, theirs = store.get_grant(KEY), store.get_grant(KEY)
+    assert mine is not None and theirs is not None and mine.version == 1
+    winner = store.put_grant(mine.with_hold(hold(request_id="r2")))
+
+    # WHEN the other writes what it decided on the version it read, or writes as if the key had no document
+    with pytest.raises(ConcurrencyConflict):
+        store.put_grant(theirs.released("r1", T0 + timedelta(minutes=1)))
+    with pytest.raises(ConcurrencyConflict):
+        store.put_grant(Grant.new(KEY).with_hold(hold(request_id="r3")))
+    with pytest.raises(ConcurrencyConflict):
+        store.put_grant(winner.model_copy(update={"version": 7}))
+
+    # THEN the winner's write stands, whole
+    assert store.get_grant(KEY) == winner
+    assert winner.version == 2 and [h.request_id for h in winner.active_holds] == ["r1", "r2"]
+    assert sorted(h.request_id for h in store.all_active_holds()) == ["r1", "r2"]
+
+
+def test_a_released_hold_leaves_the_active_set_and_stays_on_record(store: Store) -> None:
     # GIVEN two requests holding one key, and a third holding another key
-    store.put_hold(hold(request_id="r1", expires_at=T0 + timedelta(hours=1)))
-    store.put_hold(hold(request_id="r2", expires_at=T0 + timedelta(hours=3)))
-    store.put_hold(hold(key=OTHER_KEY, request_id="r3"))
-    store.put_hold(hold(request_id="r1", expires_at=T0 + timedelta(hours=2)))  # extended, same hold
-
-    assert [(h.request_id, h.expires_at) for h in store.active_holds(KEY)] == [
+    put(
+        store,
+        hold(request_id="r1", expires_at=T0 + timedelta(hours=1)),
+        hold(request_id="r2", expires_at=T0 + timedelta(hours=3)),
+    )
+    put(store, hold(key=OTHER_KEY, request_id="r3"))
+    extended = put(store, hold(request_id="r1", expires_at=T0 + timedelta(hours=2)))  # the same hold, extended
+    assert [(h.request_id, h.expires_at) for h in extended.active_holds] == [
         ("r1", T0 + timedelta(hours=2)),
         ("r2", T0 + timedelta(hours=3)),
     ]
-    assert [h.request_id for h in store.active_holds(OTHER_KEY)] == ["r3"]
 
     # WHEN one is released
-    current = store.get_hold(KEY, "r1")
-    assert current is not None
-    released = current.model_copy(update={"status": HoldStatus.RELEASED, "released_at": T0 + timedelta(hours=1)})
-    store.put_hold(released)
+    released = store.put_grant(extended.released("r1", T0 + timedelta(hours=1)))
 
     # THEN only the other request still holds the key; the released hold stays on record
-    assert [h.request_id for h in store.active_holds(KEY)] == ["r2"]
-    assert store.holds_for_request("r1") == [released]
+    assert [h.request_id for h in released.active_holds] == ["r2"]
+    [r1] = store.holds_for_request("r1")
+    assert (r1.status, r1.released_at) == (HoldStatus.RELEASED, T0 + timedelta(hours=1))
     assert sorted(h.request_id for h in store.all_active_holds()) == ["r2", "r3"]
 
 
-def test_a_hold_keeps_its_principal_type_and_one_stored_without_it_loads(store: Store) -> None:
-    store.put_hold(hold(request_id="r1"))
-    store.put_hold(hold(request_id="r2", principal_type=None))  # as holds were written before they kept it
+def test_released_holds_beyond_the_kept_ones_are_pruned_from_the_store(store: Store) -> None:
+    # GIVEN a hot key: one active hold and more released holds than a document keeps
+    grant = Grant.new(KEY).with_hold(hold(request_id="active"))
+    for n in range(RELEASED_KEPT + 3):
+        grant = grant.with_hold(
+            hold(request_id=f"old-{n:02d}", status=HoldStatus.RELEASED, released_at=T0 + timedelta(minutes=n))
+        )
 
-    assert [(h.request_id, h.principal_type) for h in store.active_holds(KEY)] == [("r1", "Group"), ("r2", None)]
+    # WHEN it is written
+    store.put_grant(grant)
+
+    # THEN the oldest released holds are gone from every query; the active one and the newest released stay
+    assert store.holds_for_request("old-00") == [] and store.holds_for_request("old-02") == []
+    assert [h.request_id for h in store.holds_for_request(f"old-{RELEASED_KEPT + 2:02d}")] == [
+        f"old-{RELEASED_KEPT + 2:02d}"
+    ]
+    stored = store.get_grant(KEY)
+    assert stored is not None and len(stored.holds) == RELEASED_KEPT + 1
+    assert [h.request_id for h in store.all_active_holds()] == ["active"]
+
+
+def test_a_hold_keeps_its_principal_type_and_one_stored_without_it_loads(store: Store) -> None:
+    put(store, hold(request_id="r1"), hold(request_id="r2", principal_type=None))  # as holds were written before
+
+    got = store.get_grant(KEY)
+
+    assert got is not None
+    assert [(h.request_id, h.principal_type) for h in got.active_holds] == [("r1", "Group"), ("r2", None)]
+
+
+V1_HOLDS = """
+    CREATE TABLE holds (provider TEXT NOT NULL, principal_id TEXT NOT NULL,
+        role_definition_id TEXT NOT NULL, scope TEXT NOT NULL, request_id TEXT NOT NULL,
+        granted_at TEXT NOT NULL, expires_at TEXT NOT NULL, preexisting INTEGER NOT NULL,
+        status TEXT NOT NULL, released_at TEXT,
+        PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)) WITHOUT ROWID;
+    PRAGMA user_version = 1;
+"""
 
 
 def test_a_version_1_sqlite_store_is_upgraded_and_its_holds_still_load(tmp_path: Path) -> None:
     # GIVEN a store file written before holds kept the principal type
     path = tmp_path / "v1.db"
     with sqlite3.connect(path) as db:
-        db.executescript("""
-            CREATE TABLE holds (provider TEXT NOT NULL, principal_id TEXT NOT NULL,
-                role_definition_id TEXT NOT NULL, scope TEXT NOT NULL, request_id TEXT NOT NULL,
-                granted_at TEXT NOT NULL, expires_at TEXT NOT NULL, preexisting INTEGER NOT NULL,
-                status TEXT NOT NULL, released_at TEXT,
-                PRIMARY KEY (provider, principal_id, role_definition_id, scope, request_id)) WITHOUT ROWID;
-            PRAGMA user_version = 1;
-        """)
+        db.executescript(V1_HOLDS)
         db.execute("INSERT INTO holds VALUES (?, ?, ?, ?, 'r1', '2026-11-26T09:00:00.123456Z',"
                    " '2026-11-26T11:00:00.123456Z', 0, 'active', NULL)",
                    (KEY.provider, KEY.principal_id, KEY.role_definition_id, KEY.scope))
     # WHEN this jitgate opens it THEN the old hold loads without a type, and new holds keep theirs
     with SqliteStore(path) as store:
-        [old] = store.active_holds(KEY)
+        grant = store.get_grant(KEY)
+        assert grant is not None and grant.version == 1
+        [old] = grant.active_holds
         assert (old.request_id, old.principal_type) == ("r1", None)
-        store.put_hold(hold(request_id="r2"))
-        assert store.get_hold(KEY, "r2") == hold(request_id="r2")
+        put(store, hold(request_id="r2"))
+        stored = store.get_grant(KEY)
+        assert stored is not None and stored.hold_of("r2") == hold(request_id="r2")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+
+
+def test_a_version_2_sqlite_store_gets_one_grant_document_per_key_of_its_holds(tmp_path: Path) -> None:
+    # GIVEN a store file of the previous version: holds only, two on one key (one released), one on another
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_HOLDS.replace("released_at TEXT,", "released_at TEXT, principal_type TEXT,")
+                         .replace("user_version = 1", "user_version = 2"))
+        rows = [
+            (*_key_columns(KEY), "r1", "2026-11-26T09:00:00.000000Z", "2026-11-26T11:00:00.000000Z", 0, "active",
+             None, "Group"),
+            (*_key_columns(KEY), "r0", "2026-11-26T08:00:00.000000Z", "2026-11-26T08:30:00.000000Z", 0, "released",
+             "2026-11-26T08:30:00.000000Z", "User"),
+            (*_key_columns(OTHER_KEY), "r2", "2026-11-26T09:00:00.000000Z", "2026-11-26T10:00:00.000000Z", 1,
+             "active", None, None),
+        ]
+        db.executemany("INSERT INTO holds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    # WHEN this jitgate opens it
+    with SqliteStore(path) as store:
+        # THEN each key is one document at version 1, its holds as they were, typed as its latest hold
+        grant = store.get_grant(KEY)
+        assert grant is not None and (grant.version, grant.principal_type, grant.deleting) == (1, "Group", None)
+        assert [(h.request_id, h.status) for h in grant.holds] == [
+            ("r0", HoldStatus.RELEASED), ("r1", HoldStatus.ACTIVE)]
+        other = store.get_grant(OTHER_KEY)
+        assert other is not None and [(h.request_id, h.preexisting) for h in other.holds] == [("r2", True)]
+        assert sorted(h.request_id for h in store.all_active_holds()) == ["r1", "r2"]
+        # AND it is written like any other: conditionally
+        store.put_grant(grant.released("r1", T0))
+        with pytest.raises(ConcurrencyConflict):
+            store.put_grant(grant)
+    with SqliteStore(path) as reopened:  # opening again changes nothing
+        again = reopened.get_grant(KEY)
+        assert again is not None and again.version == 2
+
+
+def _key_columns(key: GrantKey) -> tuple[str, str, str, str]:
+    return key.provider, key.principal_id, key.role_definition_id, key.scope
 
 
 def test_holds_for_request_spans_keys_and_statuses(store: Store) -> None:
-    store.put_hold(hold(key=KEY, request_id="r1"))
-    store.put_hold(hold(key=OTHER_KEY, request_id="r1", status=HoldStatus.RELEASED, released_at=T0))
-    store.put_hold(hold(key=KEY, request_id="r2"))
+    put(store, hold(key=KEY, request_id="r1"), hold(key=KEY, request_id="r2"))
+    put(store, hold(key=OTHER_KEY, request_id="r1", status=HoldStatus.RELEASED, released_at=T0))
 
     assert sorted((h.key, h.status) for h in store.holds_for_request("r1")) == sorted(
         [(KEY, HoldStatus.ACTIVE), (OTHER_KEY, HoldStatus.RELEASED)]
@@ -420,17 +570,21 @@ def test_holds_for_request_spans_keys_and_statuses(store: Store) -> None:
 
 def test_overdue_includes_expiry_exactly_now_and_excludes_released_and_future(store: Store) -> None:
     now = T0 + timedelta(hours=2)
-    store.put_hold(hold(request_id="long-ago", expires_at=now - timedelta(hours=1)))
-    store.put_hold(hold(request_id="exactly-now", expires_at=now))
-    store.put_hold(hold(request_id="one-micro-later", expires_at=now + timedelta(microseconds=1)))
-    store.put_hold(
+    put(
+        store,
+        hold(request_id="long-ago", expires_at=now - timedelta(hours=1)),
+        hold(request_id="exactly-now", expires_at=now),
+        hold(request_id="one-micro-later", expires_at=now + timedelta(microseconds=1)),
+    )
+    put(
+        store,
         hold(
             key=OTHER_KEY,
             request_id="released",
             expires_at=now - timedelta(hours=1),
             status=HoldStatus.RELEASED,
             released_at=now - timedelta(hours=1),
-        )
+        ),
     )
 
     assert [h.request_id for h in store.overdue_holds(now)] == ["long-ago", "exactly-now"]
@@ -443,9 +597,10 @@ def test_overdue_includes_expiry_exactly_now_and_excludes_released_and_future(st
 
 
 def test_no_holds_means_empty_answers(store: Store) -> None:
-    assert store.active_holds(KEY) == []
     assert store.all_active_holds() == []
     assert store.overdue_holds(T0) == []
+    assert store.holds_for_request("r1") == []
+    assert store.get_grant(KEY) is None
 
 
 # ---------------------------------------------------------------- audit: append and chain
@@ -759,16 +914,16 @@ def test_a_continuation_resumes_after_the_last_event(store: Store) -> None:
 
 def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "jitgate.db"
+    record = full_record()
     with SqliteStore(path) as first:
-        created = first.create_request(full_record())
-        first.put_hold(hold())
-        first.append(created.pending_events[0], JANE)
+        created = first.create_request(record)
+        stored = put(first, hold())
 
     with SqliteStore(path) as reopened:
         assert reopened.get_request(created.request_id) == created
-        assert reopened.get_hold(KEY, "r1") == hold()
-        assert reopened.chain(created.request_id) == created.pending_events[:1]
-        assert reopened.query(AuditQuery(principal_id=JANE)).events == created.pending_events[:1]
+        assert reopened.get_grant(KEY) == stored
+        assert reopened.chain(created.request_id) == record.pending_events
+        assert reopened.query(AuditQuery(principal_id=JANE)).events == record.pending_events
 
 
 def test_sqlite_threads_racing_optimistic_saves_have_one_winner_per_round(tmp_path: Path) -> None:
@@ -813,6 +968,24 @@ def test_sqlite_threads_racing_optimistic_saves_have_one_winner_per_round(tmp_pa
         assert final.revoke_reason == f"{outcomes[-1][0]}-{rounds - 1}"
 
 
+def test_sqlite_a_record_left_with_an_outbox_by_an_earlier_jitgate_is_found_until_flushed(tmp_path: Path) -> None:
+    # GIVEN a record an earlier jitgate wrote before appending its events (they were appended after it)
+    record = full_record()
+    with SqliteStore(tmp_path / "jitgate.db") as store:
+        store.create_request(RequestRecord(request_id="clean", state=RequestState.ACTIVE, created_at=T0, updated_at=T0))
+        doc = {**record.document(), "version": 1}
+        store._db.connection().execute(
+            "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
+            (record.request_id, record.state.value, "2026-11-26T09:00:00.123456Z", json.dumps(doc)),
+        )
+        # THEN it is the one found, with its events, until its outbox is cleared
+        [found] = store.requests_with_outbox()
+        assert (found.request_id, found.pending_events) == (record.request_id, record.pending_events)
+        found.pending_events = []
+        store.save_request(found)
+        assert store.requests_with_outbox() == []
+
+
 def test_sqlite_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
     path = tmp_path / "jitgate.db"
     with SqliteStore(path) as a, SqliteStore(path) as b:
@@ -825,8 +998,10 @@ def test_sqlite_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) ->
         with pytest.raises(ConcurrencyConflict):
             a.save_request(created)
 
-        b.put_hold(hold())
-        assert a.active_holds(KEY) == [hold()]
+        stored = put(b, hold())
+        assert a.get_grant(KEY) == stored
+        with pytest.raises(ConcurrencyConflict):
+            a.put_grant(Grant.new(KEY).with_hold(hold(request_id="r2")))
 
         events = chain_of("r", 2)
         a.append(events[0], JANE)
@@ -834,7 +1009,7 @@ def test_sqlite_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) ->
             b.append(events[0], JANE)
         b.append(events[1], JANE)
         assert a.chain("r") == events
-        assert a.query(AuditQuery(principal_id=JANE)).events == events
+        assert a.query(AuditQuery(request_id="r", principal_id=JANE)).events == events
 
 
 def _append_racing(path: str, writer: str, links: int) -> None:

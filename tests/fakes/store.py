@@ -10,26 +10,25 @@ from datetime import datetime
 from shared.adapters.store_format import decode_continuation, encode_continuation
 from shared.domain.audit import AuditEvent, format_instant
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
-from shared.domain.ledger import GrantKey, Hold, HoldStatus
+from shared.domain.ledger import Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditPage, AuditQuery
 
 MAX_PAGE = 1000
 
-_HoldId = tuple[str, str, str, str, str]
-
 
 class FakeStore:
     """`RequestStore`, `LedgerStore` and `AuditStore` in dictionaries.
 
-    Records are kept as JSON documents and events as copies, so that a caller mutating what it got
-    back changes nothing stored, exactly as with a database.
+    Records are kept as JSON documents, grants as frozen models and events as copies, so that a caller
+    mutating what it got back changes nothing stored, exactly as with a database. A record is written with
+    its pending events under one lock: all of it or nothing, as the real stores do in one transaction.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[str, str] = {}
-        self._holds: dict[_HoldId, Hold] = {}
+        self._grants: dict[GrantKey, Grant] = {}
         self._events: dict[str, tuple[AuditEvent, str | None]] = {}
         self._chains: dict[str, dict[int, AuditEvent]] = {}
 
@@ -37,11 +36,22 @@ class FakeStore:
 
     def create_request(self, record: RequestRecord) -> RequestRecord:
         text = _document(record, version=1)
+        events = self._batch(record)
         with self._lock:
             if record.request_id in self._requests:
                 raise AlreadyExists(f"request {record.request_id} already exists")
+            self._check_new(events)
             self._requests[record.request_id] = text
+            self._add(events)
         return RequestRecord.model_validate_json(text)
+
+    def put_legacy_record(self, record: RequestRecord) -> None:
+        """Store `record` as an earlier jitgate left it: its outbox kept in the document, its events not
+        appended (tests of the outbox that `flush_pending` drains)."""
+        doc = record.document()
+        doc["version"] = record.version or 1
+        with self._lock:
+            self._requests[record.request_id] = json.dumps(doc)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         text = self._requests.get(request_id)
@@ -49,6 +59,7 @@ class FakeStore:
 
     def save_request(self, record: RequestRecord) -> RequestRecord:
         text = _document(record, version=record.version + 1)
+        events = self._batch(record)
         with self._lock:
             stored = self._requests.get(record.request_id)
             if stored is None:
@@ -56,7 +67,9 @@ class FakeStore:
             version = json.loads(stored)["version"]
             if version != record.version:
                 raise ConcurrencyConflict(f"request {record.request_id} is at version {version}, not {record.version}")
+            self._check_new(events)
             self._requests[record.request_id] = text
+            self._add(events)
         return RequestRecord.model_validate_json(text)
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
@@ -71,28 +84,36 @@ class FakeStore:
 
     # ------------------------------------------------------------ ledger
 
-    def put_hold(self, hold: Hold) -> None:
-        for instant in (hold.granted_at, hold.expires_at, hold.released_at):
-            if instant is not None:
-                _utc(instant)
+    def get_grant(self, key: GrantKey) -> Grant | None:
+        return self._grants.get(key)
+
+    def put_grant(self, grant: Grant) -> Grant:
+        for hold in grant.holds:
+            for instant in (hold.granted_at, hold.expires_at, hold.released_at):
+                if instant is not None:
+                    _utc(instant)
+        stored = grant.model_copy(update={"version": grant.version + 1})
         with self._lock:
-            self._holds[(*_key(hold.key), hold.request_id)] = hold
-
-    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None:
-        return self._holds.get((*_key(key), request_id))
-
-    def active_holds(self, key: GrantKey) -> list[Hold]:
-        return _ordered(h for h in self._holds.values() if h.key == key and h.status is HoldStatus.ACTIVE)
+            current = self._grants.get(grant.key)
+            version = 0 if current is None else current.version
+            if version != grant.version:
+                raise ConcurrencyConflict(f"grant {grant.key} is at version {version}, not {grant.version}")
+            self._grants[grant.key] = stored
+        return stored
 
     def holds_for_request(self, request_id: str) -> list[Hold]:
-        return _ordered(h for h in self._holds.values() if h.request_id == request_id)
+        return _ordered(h for h in self._holds() if h.request_id == request_id)
 
     def overdue_holds(self, now: datetime) -> list[Hold]:
         _utc(now)
-        return _ordered(h for h in self._holds.values() if h.status is HoldStatus.ACTIVE and h.expires_at <= now)
+        return _ordered(h for h in self._holds() if h.status is HoldStatus.ACTIVE and h.expires_at <= now)
 
     def all_active_holds(self) -> list[Hold]:
-        return _ordered(h for h in self._holds.values() if h.status is HoldStatus.ACTIVE)
+        return _ordered(h for h in self._holds() if h.status is HoldStatus.ACTIVE)
+
+    def _holds(self) -> list[Hold]:
+        with self._lock:
+            return [hold for grant in self._grants.values() for hold in grant.holds]
 
     # ------------------------------------------------------------ audit
 
@@ -103,23 +124,34 @@ class FakeStore:
         """Append many events, all or none; returns how many."""
         batch = [(event.model_copy(deep=True), principal) for event, principal in events_with_principal]
         with self._lock:
-            ids: set[str] = set()
-            links: set[tuple[str, int]] = set()
-            for event, _ in batch:
-                link = (event.request_id, event.seq)
-                if (
-                    event.id in self._events
-                    or event.id in ids
-                    or link in links
-                    or event.seq in self._chains.get(event.request_id, {})
-                ):
-                    raise AlreadyExists(f"an audit event with id {event.id} or its (requestId, seq) already exists")
-                ids.add(event.id)
-                links.add(link)
-            for event, principal in batch:
-                self._events[event.id] = (event, principal)
-                self._chains.setdefault(event.request_id, {})[event.seq] = event
+            self._check_new(batch)
+            self._add(batch)
         return len(batch)
+
+    @staticmethod
+    def _batch(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
+        principal = record.request.requester.principal_id if record.request is not None else None
+        return [(event.model_copy(deep=True), principal) for event in record.pending_events]
+
+    def _check_new(self, batch: list[tuple[AuditEvent, str | None]]) -> None:
+        ids: set[str] = set()
+        links: set[tuple[str, int]] = set()
+        for event, _ in batch:
+            link = (event.request_id, event.seq)
+            if (
+                event.id in self._events
+                or event.id in ids
+                or link in links
+                or event.seq in self._chains.get(event.request_id, {})
+            ):
+                raise AlreadyExists(f"an audit event with id {event.id} or its (requestId, seq) already exists")
+            ids.add(event.id)
+            links.add(link)
+
+    def _add(self, batch: list[tuple[AuditEvent, str | None]]) -> None:
+        for event, principal in batch:
+            self._events[event.id] = (event, principal)
+            self._chains.setdefault(event.request_id, {})[event.seq] = event
 
     def rewrite(self, event: AuditEvent) -> None:
         """Put `event` in place of the stored event with its request id and seq, unchecked: what someone
@@ -178,15 +210,13 @@ def _document(record: RequestRecord, version: int) -> str:
     _utc(record.updated_at)
     doc = record.document()
     doc["version"] = version
+    doc["pendingEvents"] = []  # committed with the record
     return json.dumps(doc)
 
 
-def _key(key: GrantKey) -> tuple[str, str, str, str]:
-    return key.provider, key.principal_id, key.role_definition_id, key.scope
-
-
 def _ordered(holds: Iterable[Hold]) -> list[Hold]:
-    return sorted(holds, key=lambda h: (h.expires_at, h.request_id, *_key(h.key)))
+    return sorted(holds, key=lambda h: (h.expires_at, h.request_id, h.provider, h.principal_id,
+                                        h.role_definition_id, h.scope))
 
 
 def _utc(value: datetime) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,7 @@ DEV_SUB = "11111111-1111-4111-8111-111111111111"
 PROD_SUB = "22222222-2222-4222-8222-222222222222"
 DEV_RG = f"/subscriptions/{DEV_SUB}/resourceGroups/rg-web-dev"
 PROD_RG = f"/subscriptions/{PROD_SUB}/resourceGroups/rg-payments-prod"
+QUEUES = ("access-requests", "access-lifecycle", "access-revocations")
 
 POLICY = f"""
 version: 1
@@ -74,15 +76,17 @@ def body(doc: dict[str, Any]) -> bytes:
 
 @dataclass
 class World:
-    """Fakes wired together exactly as `runtime.build_local` wires the real adapters."""
+    """Fakes wired together exactly as `runtime.build_local` wires the real adapters. `make_bus` builds the bus
+    from the clock and the queues (default: the in-memory fake)."""
 
     clock: FakeClock = field(default_factory=FakeClock)
     max_deliveries: int = 5
+    make_bus: Callable[[FakeClock, dict[str, QueueSettings]], Any] = FakeBus
 
     def __post_init__(self) -> None:
         self.store = FakeStore()
         settings = QueueSettings(lock_duration=timedelta(seconds=30), max_delivery_count=self.max_deliveries)
-        self.bus = FakeBus(self.clock, {"access-requests": settings, "access-lifecycle": settings})
+        self.bus = self.make_bus(self.clock, dict.fromkeys(QUEUES, settings))
         self.grants = FakeGrantProvider()
         self.notifier = FakeNotifier()
         self.policy = Policy.from_text(POLICY)
@@ -98,6 +102,7 @@ class World:
             clock=self.clock,
             policy=self.policy,
             sleep=self.sleeps.append,
+            delete_lease=timedelta(seconds=20),  # shorter than the lock, as in every deployment
         )
         self.lifecycle = Lifecycle(self.backends)
         self.worker = Worker(

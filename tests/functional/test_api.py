@@ -303,7 +303,7 @@ def test_requester_reads_state_holds_and_timeline(client: TestClient, runtime: R
     types = [e["type"] for e in doc["timeline"]]
     assert types[:3] == ["request.received", "policy.evaluated", "request.approved"]
     assert "grant.applied" in types
-    assert not {"version", "pendingEvents", "auditHead", "fingerprint"} & set(doc)
+    assert not {"version", "pendingEvents", "auditHead", "fingerprint", "revokeSequence", "revokeQueue"} & set(doc)
 
 
 def test_stranger_is_refused_and_the_refusal_is_audited(client: TestClient, runtime: Runtime):

@@ -21,6 +21,7 @@ from shared.infra_roles import (
     ALLOWED_ROLES_FILE,
     PRINCIPAL_TYPES,
     allowed_role_ids,
+    cosmos_data_roles,
     grant_condition,
     render,
     write_allowed_roles,
@@ -39,6 +40,8 @@ from .templates import (
 
 RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
+SERVICE_BUS_DATA_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
+SERVICE_BUS_DATA_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 IDENTITY = "${Microsoft.ManagedIdentity/userAssignedIdentities:id-${param:name}}"
 
 
@@ -94,7 +97,7 @@ def test_both_templates_deploy_the_same_kinds_of_resource(bicep: Inventory, terr
 
 def test_the_queues_are_the_same_and_safe_under_redelivery(bicep: Inventory, terraform: Inventory) -> None:
     assert bicep.queues == terraform.queues
-    assert set(bicep.queues) == {"access-requests", "access-lifecycle"}
+    assert set(bicep.queues) == {"access-requests", "access-lifecycle", "access-revocations"}
     for settings in bicep.queues.values():
         assert settings["requires_duplicate_detection"] is True
         assert parse_duration(settings["duplicate_detection_history_time_window"]) >= timedelta(minutes=10)
@@ -110,7 +113,8 @@ def test_the_handlers_are_told_the_queue_settings_they_run_under(inventory: Any)
     for name, queue in inv.queues.items():
         assert int(settings["JITGATE_LOCK_SECONDS"]) == parse_duration(queue["lock_duration"]).total_seconds(), name
         assert int(settings["JITGATE_MAX_DELIVERIES"]) == queue["max_delivery_count"], name
-    assert {settings["JITGATE_REQUESTS_QUEUE"], settings["JITGATE_LIFECYCLE_QUEUE"]} == set(inv.queues)
+    names = ("JITGATE_REQUESTS_QUEUE", "JITGATE_LIFECYCLE_QUEUE", "JITGATE_REVOCATIONS_QUEUE")
+    assert sorted(settings[name] for name in names) == sorted(inv.queues)
 
 
 @pytest.mark.parametrize("inventory", [bicep_inventory, terraform_inventory], ids=["bicep", "terraform"])
@@ -149,6 +153,10 @@ def test_the_role_assignments_are_the_same(bicep: Inventory, terraform: Inventor
         "${Microsoft.Storage/storageAccounts/blobServices/containers:audit-archive"
     )
     assert by_role["4633458b-17de-408a-b874-0445c86b69e6"].startswith("${Microsoft.KeyVault/vaults:")
+    # The identity sends to (intake, the handlers) and receives from (the three triggers) every queue, and the
+    # namespace holds jitgate's queues only: both data roles sit on the namespace, the revocations queue included.
+    namespace = "${Microsoft.ServiceBus/namespaces:sb-${param:name}}"
+    assert by_role[SERVICE_BUS_DATA_SENDER] == by_role[SERVICE_BUS_DATA_RECEIVER] == namespace
 
 
 def test_the_grant_permission_is_conditioned_on_allowed_roles_json(bicep: Inventory, terraform: Inventory) -> None:
@@ -261,6 +269,34 @@ def test_deny_rules_and_other_clouds_do_not_widen_the_grant() -> None:
 
     # THEN only the Azure rule's role is allowed
     assert allowed_role_ids(policy) == ["acdd72a7-3385-48ef-bd42-f606fba81ae7"]
+
+
+def test_the_cosmos_data_roles_are_listed_from_the_policy_for_the_data_plane_permission() -> None:
+    # GIVEN the example policy: Data Reader and Data Contributor, each by name and by id
+    cosmos = render_json(Policy.load(ROOT / "policies" / "example.yaml"))["cosmosData"]
+    assert cosmos["roleDefinitionIds"] == ["00000000-0000-0000-0000-000000000001",
+                                           "00000000-0000-0000-0000-000000000002"]
+    assert cosmos["roles"]["Cosmos DB Built-in Data Reader"] == "00000000-0000-0000-0000-000000000001"
+    # AND a custom role passes by id, a rule for every provider gives only what can be a Cosmos DB role
+    policy = policy_of(one_rule("[cosmos db built-in data reader, 11111111-2222-4333-8444-555555555555]",
+                                "[cosmos-data]").replace("/subscriptions/*/**", "/subscriptions/*/**"))
+    assert cosmos_data_roles(policy)["roleDefinitionIds"] == ["00000000-0000-0000-0000-000000000001",
+                                                              "11111111-2222-4333-8444-555555555555"]
+    assert cosmos_data_roles(policy_of(one_rule("[Reader]", '"*"')))["roleDefinitionIds"] == []
+
+
+@pytest.mark.parametrize(("roles", "problem"), [
+    ('"*"', r"allows any role \('\*'\) for cosmos-data"),
+    ("[Cosmos DB Data Reader]", "names role 'Cosmos DB Data Reader', which is not a Cosmos DB built-in role name"),
+])
+def test_cosmos_data_rules_must_name_roles_it_can_resolve(roles: str, problem: str) -> None:
+    with pytest.raises(PolicyError, match=problem):
+        render(policy_of(one_rule(roles, "[cosmos-data]")))
+
+
+def render_json(policy: Policy) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(render(policy))
+    return loaded
 
 
 def test_write_allowed_roles_reports_whether_the_file_changed(tmp_path: Path) -> None:

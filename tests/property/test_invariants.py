@@ -46,10 +46,10 @@ from shared.domain.audit import AuditEvent, EventType, verify_chain
 from shared.domain.errors import AuthError, LockLost, NotFound
 from shared.domain.ledger import Assignment, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE
+from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE
 from shared.ports import ReceivedMessage
 from shared.worker import on_access_request, on_lifecycle_command
-from tests.fakes.world import ALICE, BOB, CAROL, DEV_RG, JANE, PROD_RG, World, access_request, body
+from tests.fakes.world import ALICE, BOB, CAROL, DEV_RG, JANE, PROD_RG, QUEUES, World, access_request, body
 
 # The World's policy: the dev subscription auto-approves Reader and Contributor; prod Contributor needs
 # 2 approvals from Alice, Bob or Carol (deadline 1 h); prod Reader matches no rule and is rejected.
@@ -58,7 +58,7 @@ ROLES = ("Reader", "Contributor")
 SCOPES = (DEV_RG, PROD_RG)
 APPROVERS = (ALICE, BOB, CAROL)
 MAX_REQUESTS = 12
-LOCK_SECONDS = 30  # the World's lock duration on both queues
+LOCK_SECONDS = 30  # the World's lock duration on every queue
 PROVIDER = "local"
 
 R = RequestState
@@ -193,7 +193,7 @@ class LifecycleUnderChaos(RuleBasedStateMachine):
         # WHEN the same request is sent again (client retry; after 10 min the bus no longer drops it)
         self._send(self._request(pick), via_http)
 
-    @rule(queue=st.sampled_from([LIFECYCLE_QUEUE, REQUESTS_QUEUE]), count=st.integers(1, 4))
+    @rule(queue=st.sampled_from(QUEUES), count=st.integers(1, 4))
     def receive(self, queue: str, count: int) -> None:
         # WHEN a consumer locks some due messages and has not handled them yet
         self.inflight.extend(self.bus.receive(queue, count))
@@ -206,7 +206,7 @@ class LifecycleUnderChaos(RuleBasedStateMachine):
             return  # (no precondition: hypothesis would spend its time retrying draws)
         self._deliver(self.inflight.pop(pick % len(self.inflight)), how)
 
-    @rule(queue=st.sampled_from([LIFECYCLE_QUEUE, REQUESTS_QUEUE]), times=st.integers(1, 3))
+    @rule(queue=st.sampled_from(QUEUES), times=st.integers(1, 3))
     def crash_loop(self, queue: str, times: int) -> None:
         # WHEN consumers take the first due message and die before handling it, again and again
         # (abandoned: the bus redelivers it at once, and dead-letters it after the maximum deliveries)
@@ -371,7 +371,7 @@ class LifecycleUnderChaos(RuleBasedStateMachine):
         self.inflight.clear()
         self.world.clock.advance(LOCK_SECONDS + 1)
         self._drain()
-        for queue in (REQUESTS_QUEUE, LIFECYCLE_QUEUE):
+        for queue in QUEUES:
             for dead in self.bus.dead_letters(queue):
                 self.seen.add(f"dead-lettered on {queue}")
                 self.bus.replay_dead_letter(queue, dead.sequence_number)
@@ -477,7 +477,9 @@ class LifecycleUnderChaos(RuleBasedStateMachine):
     def _drain(self, pattern: list[str] | None = None) -> None:
         ways = itertools.cycle(pattern or ["complete"])
         for _ in range(100):
-            batch = self.bus.receive(LIFECYCLE_QUEUE, 16) + self.bus.receive(REQUESTS_QUEUE, 16)
+            batch = self.bus.receive(REVOCATIONS_QUEUE, 16) or (
+                self.bus.receive(LIFECYCLE_QUEUE, 16) + self.bus.receive(REQUESTS_QUEUE, 16)
+            )
             if not batch:
                 return
             for message in batch:

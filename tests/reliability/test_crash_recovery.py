@@ -8,7 +8,7 @@ has converged. Then the invariants of ARCHITECTURE §3-§6 must hold:
 - the request ends `revoked`, after its expiry (or at once for an early revoke);
 - nothing is lost or doubled: one `grant.applied`, one `grant.revoked`, no event twice, every chain verifies
   (read from `store.db` directly and through `GET /api/audit/verify`), no audit event left in an outbox;
-- nothing is left granted: no marked assignment in `rbac.db`, no active hold;
+- nothing is left granted: no marked assignment in `rbac.db`, no active hold, no deletion intent left standing;
 - no message is left on either queue and both dead-letter queues are empty.
 
 The lost-message scenarios remove a message from the bus while serve is down (a scheduled revoke cancelled
@@ -45,16 +45,16 @@ from shared.adapters.embedded.rbac import LocalRbac
 from shared.adapters.embedded.store import SqliteStore
 from shared.clock import SystemClock
 from shared.domain.audit import AuditEvent, canonical_json, verify_chain
-from shared.domain.ledger import Assignment, Hold, HoldStatus
+from shared.domain.ledger import Assignment, Grant, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE
+from shared.lifecycle import LIFECYCLE_QUEUE, REQUESTS_QUEUE, REVOCATIONS_QUEUE
 from shared.ports import DeadLetter, QueueSettings
 from tests.e2e.conftest import DEV_SUB, JANE, JitgateServer
 from tests.reliability.conftest import RECONCILE_SECONDS, Launcher, wait_for_death
 
 pytestmark = pytest.mark.e2e
 
-QUEUES = (REQUESTS_QUEUE, LIFECYCLE_QUEUE)
+QUEUES = (REQUESTS_QUEUE, LIFECYCLE_QUEUE, REVOCATIONS_QUEUE)
 KILLED = -signal.SIGKILL
 CONVERGE_TIMEOUT = 20.0  # seconds after the restart (plus the duration when the expiry is still ahead)
 EARLY_TIMEOUT = 10.0  # seconds after the restart for an interrupted early revoke (reconcile runs every second)
@@ -68,7 +68,8 @@ ONCE = (
     "grant.revoked",
 )
 # A crash between releasing the hold and deleting the assignment leaves a marked assignment without an
-# active hold: reconcile may remove it as an orphan before the redelivered revoke runs. Audited, once.
+# active hold: once the deletion intent's lease has run out, reconcile may remove it as an orphan before
+# the redelivered revoke takes it over. Audited, once.
 TOLERATED = ("reconcile.orphan_removed",)
 
 
@@ -82,6 +83,7 @@ class Snapshot:
     record: RequestRecord | None
     chain: list[AuditEvent]
     holds: list[Hold]
+    grants: list[Grant]  # the documents of the request's grant keys
     all_active_holds: list[Hold]
     marked: list[Assignment]
     queued: dict[str, int]
@@ -100,6 +102,10 @@ class Snapshot:
     def types(self) -> list[str]:
         return [e.type.value for e in self.chain]
 
+    @property
+    def deleting(self) -> bool:
+        return any(g.deleting is not None for g in self.grants)
+
     def mine(self, request_id: str) -> list[Assignment]:
         return [a for a in self.marked if a.marked_request_id == request_id]
 
@@ -108,6 +114,7 @@ class Snapshot:
             self.state is RequestState.REVOKED
             and not self.pending
             and all(h.status is HoldStatus.RELEASED for h in self.holds)
+            and not self.deleting
             and not self.all_active_holds
             and not self.marked
             and not any(self.queued.values())
@@ -120,6 +127,7 @@ class Snapshot:
                 "pendingEvents": self.pending,
                 "auditChain": self.types,
                 "holds": [f"{h.status.value}, expires {h.expires_at.isoformat()}" for h in self.holds],
+                "deletionIntents": [g.deleting.model_dump(mode="json") for g in self.grants if g.deleting],
                 "activeHoldsAnywhere": len(self.all_active_holds),
                 "markedAssignments": [a.description for a in self.marked],
                 "messages": self.queued,
@@ -137,10 +145,12 @@ def snapshot(data_dir: Path, request_id: str) -> Snapshot:
         closing(LocalRbac(data_dir / "rbac.db")) as rbac,
         closing(SqliteBus(data_dir / "bus.db", clock)) as bus,
     ):
+        holds = store.holds_for_request(request_id)
         return Snapshot(
             record=store.get_request(request_id),
             chain=store.chain(request_id),
-            holds=store.holds_for_request(request_id),
+            holds=holds,
+            grants=[g for g in (store.get_grant(k) for k in {h.key for h in holds}) if g is not None],
             all_active_holds=store.all_active_holds(),
             marked=[a for a in rbac.all_assignments() if a.marked_request_id],
             queued={q: bus.active_count(q) + bus.scheduled_count(q) for q in QUEUES},
@@ -304,26 +314,31 @@ def assert_died_at(point: str, snap: Snapshot, request_id: str) -> None:
     where = f"after the crash at {point}:\n{s.describe()}"
     assert s.record is not None, f"the request was not stored {where}"
     released = [h for h in s.holds if h.status is HoldStatus.RELEASED]
+    # NB. A state and the audit events it emitted are one transaction: written together, or not at all.
+    assert not s.pending, where
     if point == "after_state.approved":
-        assert s.state is RequestState.APPROVED and "request.approved" in s.pending, where
-        assert "request.approved" not in s.types and not s.holds and not s.mine(request_id), where
+        assert s.state is RequestState.APPROVED and "request.approved" in s.types, where
+        assert not s.holds and not s.mine(request_id), where
         assert s.queued[LIFECYCLE_QUEUE] == 0, f"the grant command was sent {where}"
     elif point == "grant.after_provider":
         assert s.state is RequestState.APPROVED and len(s.holds) == 1 and s.mine(request_id), where
-        assert s.scheduled[LIFECYCLE_QUEUE] == 0, f"the revoke was scheduled {where}"
+        assert s.scheduled[REVOCATIONS_QUEUE] == 0, f"the revoke was scheduled {where}"
     elif point == "grant.after_schedule":
         assert s.state is RequestState.APPROVED and len(s.holds) == 1 and s.mine(request_id), where
-        assert s.scheduled[LIFECYCLE_QUEUE] == 1, f"no revoke scheduled {where}"
+        assert s.scheduled[REVOCATIONS_QUEUE] == 1, f"no revoke scheduled {where}"
     elif point == "after_state.active":
         assert s.state is RequestState.ACTIVE and s.mine(request_id), where
-        assert {"grant.applied", "revoke.scheduled"} <= set(s.pending) and "grant.applied" not in s.types, where
+        assert {"grant.applied", "revoke.scheduled"} <= set(s.types), where
     elif point == "revoke.after_release":
+        # The release and the intent to delete are one write; nothing was deleted yet.
         assert s.state is RequestState.ACTIVE and len(released) == 1 and s.mine(request_id), where
+        assert s.deleting, f"no deletion intent {where}"
     elif point == "revoke.after_delete":
         assert s.state is RequestState.ACTIVE and len(released) == 1 and not s.mine(request_id), where
+        assert s.deleting, f"the deletion intent was cleared {where}"
     elif point == "after_state.revoked":
-        assert s.state is RequestState.REVOKED and "grant.revoked" in s.pending, where
-        assert "grant.revoked" not in s.types and not s.mine(request_id), where
+        assert s.state is RequestState.REVOKED and "grant.revoked" in s.types, where
+        assert not s.mine(request_id) and not s.deleting, where
     else:  # pragma: no cover
         raise AssertionError(f"no expectation for crash point {point}")
 
@@ -490,9 +505,9 @@ def lost_scheduled_revoke(ctx: Ctx) -> Outcome:
     server.process.send_signal(signal.SIGKILL)
     assert server.process.wait(10) == KILLED
     with closing(SqliteBus(data_dir / "bus.db", SystemClock())) as bus:
-        before = bus.scheduled_count(LIFECYCLE_QUEUE)
-        bus.cancel_scheduled(LIFECYCLE_QUEUE, sequence_number)
-        assert bus.scheduled_count(LIFECYCLE_QUEUE) == before - 1 == 1, "the scheduled revoke was not removed"
+        before = bus.scheduled_count(REVOCATIONS_QUEUE)
+        bus.cancel_scheduled(REVOCATIONS_QUEUE, sequence_number)
+        assert bus.scheduled_count(REVOCATIONS_QUEUE) == before - 1 == 1, "the scheduled revoke was not removed"
 
     server = ctx.launcher.start(data_dir)
     restarted = datetime.now(UTC)
@@ -533,8 +548,8 @@ def crash_in_reconcile_revoke(ctx: Ctx) -> Outcome:
     server.process.send_signal(signal.SIGKILL)
     assert server.process.wait(10) == KILLED
     with closing(SqliteBus(data_dir / "bus.db", SystemClock())) as bus:
-        bus.cancel_scheduled(LIFECYCLE_QUEUE, sequence_number)
-        assert bus.scheduled_count(LIFECYCLE_QUEUE) == 0, "the scheduled revoke was not removed"
+        bus.cancel_scheduled(REVOCATIONS_QUEUE, sequence_number)
+        assert bus.scheduled_count(REVOCATIONS_QUEUE) == 0, "the scheduled revoke was not removed"
 
     crashing = ctx.launcher.start(data_dir, crashpoint="revoke.after_release")
     assert wait_for_death(crashing, GRANT_SECONDS + START_ALLOWANCE, "revoke.after_release") == KILLED

@@ -5,6 +5,7 @@ record. The same over HTTP is in tests/functional/test_api.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,18 +130,21 @@ def test_a_truncated_tail_is_named_by_every_verifier(
 def test_events_still_in_the_outbox_are_not_a_truncated_chain(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN a request whose handler died after its state write, before its audit append: the record has
-    # emitted two events the audit store does not have yet (they wait in the record's outbox)
+    # GIVEN a request whose handler died after its state write, before its audit append (an earlier jitgate
+    # appended a record's events after writing it): the record has emitted two events the audit store does not
+    # have yet (they wait in the record's outbox)
     world, sqlite, rid = two_requests_in_both_stores(tmp_path)
     record = world.store.get_request(rid)
     assert record is not None
     before = len(world.store.chain(rid))
     for operations in (3, 4):
         record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": operations})
-    world.store.save_request(record)
+    world.store.put_legacy_record(record)
     stored = sqlite.get_request(rid)
     assert stored is not None
-    sqlite.save_request(record.model_copy(update={"version": stored.version}))
+    with sqlite._db.transaction() as conn:
+        doc = json.dumps({**record.document(), "version": stored.version})
+        conn.execute("UPDATE requests SET doc = ? WHERE request_id = ?", (doc, rid))
     # AND the first of them was appended before the handler died
     sqlite.append(record.pending_events[0])
 
@@ -203,11 +207,8 @@ class WrittenBetweenReads(SqliteStore):
             return
         record = self.get_request(request_id)
         assert record is not None
-        event = record.emit(EventType.ACTIVITY_SUMMARY, record.updated_at, {"operations": 1})
-        saved = self.save_request(record)
-        self.append(event)
-        saved.pending_events = []
-        self.save_request(saved)
+        record.emit(EventType.ACTIVITY_SUMMARY, record.updated_at, {"operations": 1})
+        self.save_request(record)  # the record and its event, in one transaction
 
     def chain_documents(self, request_id: str) -> list[str]:
         self._write_once()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.bus import SqliteBus
 from shared.cli import main
+from shared.clock import SystemClock
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = ROOT / "policies" / "example.yaml"
@@ -258,6 +261,37 @@ def test_dlq_replay_of_an_unknown_sequence_number_is_a_clear_error(
     assert "replayed" not in captured.out
     assert captured.err.startswith("jitgate: ")
     assert "999" in captured.err and "access-lifecycle" in captured.err
+
+
+def test_dlq_lists_and_replays_the_revocations_queue_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a revoke command dead-lettered on the revocations queue of a local store
+    data = tmp_path / "data"
+    data.mkdir()
+    options = ["--data-dir", str(data), "--policy", str(EXAMPLE_POLICY)]
+    with closing(SqliteBus(data / "bus.db", SystemClock())) as bus:
+        bus.send("access-revocations", "revoke:x:1", b"{}")
+        [message] = bus.receive("access-revocations")
+        bus.dead_letter(message, "InvalidCommand", "not a lifecycle command")
+        # WHEN the operator lists every dead letter, THEN it is there, with its queue
+        assert main(["dlq", "list", "--json", *options]) == 0
+        [row] = json.loads(capsys.readouterr().out)
+        assert (row["queue"], row["messageId"], row["reason"]) == ("access-revocations", "revoke:x:1", "InvalidCommand")
+        # AND it replays it onto that queue
+        assert main(["dlq", "replay", "access-revocations", str(row["sequenceNumber"]), *options]) == 0
+        assert capsys.readouterr().out.strip() == f"replayed access-revocations #{row['sequenceNumber']}"
+        assert bus.dead_letters("access-revocations") == [] and bus.active_count("access-revocations") == 1
+
+
+def test_dlq_on_a_queue_jitgate_does_not_have_names_its_queues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--data-dir", str(tmp_path / "data"), "--policy", str(EXAMPLE_POLICY)]
+    for argv in (["dlq", "replay", "access-revocation"], ["dlq", "list", "--queue", "access-revocation"]):
+        assert main([*argv, *options]) == 1
+        assert capsys.readouterr().err.strip() == (
+            "jitgate: no queue access-revocation: jitgate's queues are access-requests, access-lifecycle, "
+            "access-revocations"
+        )
 
 
 # ---------------------------------------------------------------------------------------- reconcile

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from shared.domain.audit import EventType
@@ -12,7 +14,7 @@ from shared.domain.errors import (
     PermanentError,
     TransientError,
 )
-from shared.domain.ledger import HoldStatus, marker_for
+from shared.domain.ledger import Assignment, Deletion, Grant, GrantKey, marker_for
 from shared.domain.lifecycle import LifecycleCommand, RequestState
 from tests.fakes.world import (
     ALICE,
@@ -38,7 +40,8 @@ def test_auto_approved_request_is_granted_then_revoked_at_expiry(world: World) -
     # THEN it is active with one marked assignment and a revoke scheduled at its expiry
     assert world.state(rid) == "active"
     assert [a.marked_request_id for a in world.marked()] == [rid]
-    assert world.bus.scheduled_count("access-lifecycle") == 1
+    assert world.bus.scheduled_count("access-revocations") == 1
+    assert world.bus.scheduled_count("access-lifecycle") == 0
     # WHEN the expiry passes
     world.advance(9)
     assert world.state(rid) == "active"
@@ -199,7 +202,7 @@ def test_early_revoke_by_requester_cancels_the_scheduled_revoke(world: World) ->
     result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
     assert result.state is RequestState.REVOKED
     assert world.marked() == []
-    assert world.bus.scheduled_count("access-lifecycle") == 0
+    assert world.bus.scheduled_count("access-revocations") == 0
     world.advance(3601)
     assert world.event_types(rid).count("grant.revoked") == 1
 
@@ -208,14 +211,14 @@ def test_a_revoke_arriving_just_after_expiry_says_it_had_already_ended_and_is_au
     # GIVEN a grant whose expiry has come, its scheduled revoke about to be delivered
     rid = world.submit(access_request(duration="PT1M"))
     world.clock.advance(60)
-    real_delete = world.grants.delete_assignment
+    real_put = world.store.put_grant
 
-    def delete_then_expiry_lands(scope: str, name: str) -> None:
-        real_delete(scope, name)
-        world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
+    def expiry_lands_then_put(grant: Grant) -> Grant:
+        world.store.put_grant = real_put  # type: ignore[method-assign]
         world.worker.drain()  # the revoke at expiry lands while Jane's own revoke is under way
+        return real_put(grant)  # her release, decided on what she read before: refused, decided again
 
-    world.grants.delete_assignment = delete_then_expiry_lands  # type: ignore[method-assign]
+    world.store.put_grant = expiry_lands_then_put  # type: ignore[method-assign]
     # WHEN Jane says she is done a few milliseconds late
     result = world.lifecycle.request_revoke(rid, JANE, is_admin=False, reason="done")
     # THEN the answer says the request had already ended at expiry, not that her revoke ended it
@@ -260,36 +263,83 @@ def test_withdrawing_a_request_never_granted_is_announced_as_withdrawn_not_revok
     assert world.lifecycle.request_revoke(rid, JANE, is_admin=False).message.startswith("already withdrawn at")
 
 
-@pytest.mark.parametrize("hold_has_type", [True, False], ids=["hold", "hold-stored-before-types"])
-def test_a_revoke_racing_a_grant_on_the_same_key_re_applies_it_as_the_holders_principal_type(
-    world: World, hold_has_type: bool
-) -> None:
-    # GIVEN a group holding Reader through jitgate, and a second request of that group for the same grant
+def test_a_grant_landing_while_the_last_hold_is_deleted_waits_then_grants_as_the_principal_it_is(world: World) -> None:
+    # GIVEN a group holding Reader through jitgate, and a second request of that group for the same grant,
+    # approved, its grant command waiting on the queue
     group = "99999999-0000-4000-8000-000000000099"
     first, second = (access_request(principal=group, duration=d) for d in ("PT1M", "PT1H"))
     for doc in (first, second):
         doc["requester"]["principalType"] = "Group"
     world.submit(first)
-    world.lifecycle.evaluate(body(second))  # approved; its grant command waits on the queue
+    world.lifecycle.evaluate(body(second))
     real_delete = world.grants.delete_assignment
+    held_while_deleting: list[list[str]] = []
 
-    def grant_lands_mid_revoke(scope: str, name: str) -> None:
+    def grant_lands_mid_delete(scope: str, name: str) -> None:
         world.grants.delete_assignment = real_delete  # type: ignore[method-assign]
-        world.worker.drain()  # the second grant holds the key while the first revoke deletes it
-        if not hold_has_type:
-            [held] = world.store.holds_for_request(second["requestId"])
-            world.store.put_hold(held.model_copy(update={"principal_type": None}))
+        world.worker.drain()  # the second grant runs while the first revoke deletes the assignment
+        held_while_deleting.append([h.request_id for h in world.store.all_active_holds()])
         real_delete(scope, name)
 
-    world.grants.delete_assignment = grant_lands_mid_revoke  # type: ignore[method-assign]
+    world.grants.delete_assignment = grant_lands_mid_delete  # type: ignore[method-assign]
     # WHEN the first request is revoked early
     world.lifecycle.request_revoke(first["requestId"], group, is_admin=False)
-    # THEN the assignment is put back for the second, as the group it is
-    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "active")
+    # THEN the second grant held nothing while the assignment was being deleted: it waited, and left its
+    # message to the bus
+    assert held_while_deleting == [[]]
+    assert (world.state(first["requestId"]), world.state(second["requestId"])) == ("revoked", "approved")
+    assert world.marked() == []
+    # WHEN the bus delivers the grant again
+    world.advance(31)
+    # THEN it is granted on an assignment of its own, made after the delete, as the group it is
+    assert world.state(second["requestId"]) == "active"
     [assignment] = world.marked()
-    assert assignment.principal_type == "Group"
-    revoked = world.store.chain(first["requestId"])[-1]
-    assert revoked.data["reappliedFor"] == second["requestId"]
+    assert (assignment.principal_type, assignment.marked_request_id) == ("Group", second["requestId"])
+    writes = [c.method for c in world.grants.calls if c.method in ("create_assignment", "delete_assignment")]
+    assert writes == ["create_assignment", "delete_assignment", "create_assignment"]
+
+
+def test_a_grant_whose_hold_a_revoke_released_meanwhile_removes_what_it_created_and_is_not_active(
+    world: World,
+) -> None:
+    # GIVEN an approved request, and a revoke of it that releases its hold (and deletes the assignment,
+    # there being none yet) just after the grant looked for the assignment and before it creates it
+    doc = access_request()
+    world.lifecycle.evaluate(body(doc))
+    rid = doc["requestId"]
+    real_find = world.grants.find_assignment
+
+    def revoke_releases_meanwhile(key: GrantKey) -> Assignment | None:
+        world.grants.find_assignment = real_find  # type: ignore[method-assign]
+        found = real_find(key)
+        world.lifecycle.access.grants.release(key, rid)
+        return found
+
+    world.grants.find_assignment = revoke_releases_meanwhile  # type: ignore[method-assign]
+    # WHEN the grant runs
+    result = world.lifecycle.grant(rid)
+    # THEN the assignment it created after the revoke's delete is removed again, by the grant itself
+    assert world.marked() == []
+    writes = [c.method for c in world.grants.calls if c.method in ("create_assignment", "delete_assignment")]
+    assert writes == ["delete_assignment", "create_assignment", "delete_assignment"]
+    # AND the request is not announced nor recorded as active: its state is the revoke's to write
+    assert (result.state, result.message) == (RequestState.APPROVED, "revoked while the grant ran")
+    assert world.state(rid) == "approved" and world.notifier.of_kind("granted") == []
+
+
+def test_a_grant_delivered_again_after_its_request_ended_removes_an_assignment_left_behind(world: World) -> None:
+    # GIVEN a revoked request whose assignment is still there (a grant cut short by its revoke created it
+    # after the revoke confirmed it gone, and could not remove it before the message was redelivered)
+    rid = world.submit(access_request(duration="PT1H"))
+    world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    key = _grant_of(world, rid).key
+    world.grants.create_assignment(key, key.assignment_name(), marker_for(rid))
+    # WHEN the grant message comes again
+    result = world.lifecycle.grant(rid)
+    # THEN nothing is granted, and what the request left is removed
+    assert result.message == "nothing to grant (revoked)"
+    assert world.marked() == []
+    assert _grant_of(world, rid).deleting is None
 
 
 def test_admin_revokes_someone_elses_grant(world: World) -> None:
@@ -328,7 +378,8 @@ def test_reconcile_revokes_overdue_holds_when_the_scheduled_revoke_is_lost(world
     rid = world.submit(access_request(duration="PT10S"))
     record = world.store.get_request(rid)
     assert record is not None and record.revoke_sequence is not None
-    world.bus.cancel_scheduled("access-lifecycle", record.revoke_sequence)
+    world.bus.cancel_scheduled("access-revocations", record.revoke_sequence)
+    assert world.bus.scheduled_count("access-revocations") == 0
     world.advance(20)
     assert world.state(rid) == "active"
     report = world.lifecycle.reconcile()
@@ -352,16 +403,65 @@ def test_reconcile_removes_orphans_and_audits_them(world: World) -> None:
 
 
 def test_reconcile_finishes_a_revoke_interrupted_after_the_hold_was_released(world: World) -> None:
-    # GIVEN an active request whose revoke died after releasing the hold (a crash)
+    # GIVEN an active request whose revoke died after releasing the hold (a crash of an earlier jitgate,
+    # which wrote no deletion intent)
     rid = world.submit(access_request(duration="PT1H"))
-    hold = world.store.holds_for_request(rid)[0]
-    world.store.put_hold(hold.model_copy(update={"status": HoldStatus.RELEASED}))
+    grant = _grant_of(world, rid)
+    world.store.put_grant(grant.released(rid, world.clock.now()))
+    world.clock.advance(10)
     # WHEN reconcile runs
     report = world.lifecycle.reconcile()
     # THEN the revoke is completed: assignment gone, request revoked, and said so in the trail
     assert report.revoked == [rid]
     assert world.state(rid) == "revoked" and world.marked() == []
     assert world.store.chain(rid)[-1].data["reason"] == "early (completed by reconcile)"
+
+
+def test_a_deletion_whose_writer_died_is_taken_over_once_its_lease_runs_out(world: World) -> None:
+    # GIVEN an active request whose revoke died after writing the release and its deletion intent
+    rid = world.submit(access_request(duration="PT1H"))
+    grant = _grant_of(world, rid)
+    dead = Deletion.begin(world.clock.now(), rid)
+    world.store.put_grant(grant.released(rid, world.clock.now()).model_copy(update={"deleting": dead}))
+    deletes = len(world.grants.calls_to("delete_assignment"))
+    # WHEN reconcile runs while the intent is younger than the lease
+    world.clock.advance(10)
+    report = world.lifecycle.reconcile()
+    # THEN nobody deletes under another writer's lease: the revoke waits, and is reported for the next pass
+    assert len(report.errors) == 1 and "still being deleted" in report.errors[0]
+    assert len(world.grants.calls_to("delete_assignment")) == deletes and len(world.marked()) == 1
+    # WHEN the lease has run out
+    world.clock.advance(world.backends.delete_lease.total_seconds())
+    report = world.lifecycle.reconcile()
+    # THEN the next pass takes the deletion over and finishes the revoke; the intent is gone
+    assert report.revoked == [rid] and report.errors == []
+    assert world.state(rid) == "revoked" and world.marked() == []
+    assert _grant_of(world, rid).deleting is None
+
+
+def test_a_revoke_that_waited_for_an_abandoned_deletion_is_as_late_as_the_confirmed_delete(world: World) -> None:
+    # GIVEN a grant at its expiry, whose key carries the intent of a deleting writer that died (reconcile,
+    # say), its lease running out in three seconds; and a clock that moves while jitgate waits
+    rid = world.submit(access_request(duration="PT1M"))
+    world.clock.advance(60)
+    since = world.clock.now() - world.backends.delete_lease + timedelta(seconds=3)
+    world.store.put_grant(_grant_of(world, rid).model_copy(update={"deleting": Deletion.begin(since, None)}))
+    world.backends.sleep = world.clock.advance
+    # WHEN the revoke at expiry runs
+    world.worker.drain()
+    # THEN it waited until the intent went stale, took the deletion over, and says how late it really was
+    assert world.state(rid) == "revoked" and world.marked() == []
+    [revoked] = [e for e in world.store.chain(rid) if e.type is EventType.GRANT_REVOKED]
+    record = world.store.get_request(rid)
+    assert record is not None and record.expires_at is not None
+    assert revoked.data["latenessSeconds"] == (revoked.at - record.expires_at).total_seconds() >= 3
+
+
+def _grant_of(world: World, request_id: str) -> Grant:
+    [hold] = world.store.holds_for_request(request_id)
+    grant = world.store.get_grant(hold.key)
+    assert grant is not None
+    return grant
 
 
 def test_reconcile_regrants_an_approved_request_whose_grant_message_was_lost(world: World) -> None:
@@ -381,11 +481,28 @@ def test_outbox_left_by_a_crash_is_flushed_exactly_once(world: World) -> None:
     record = world.store.get_request(rid)
     assert record is not None
     record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": 3})
-    world.store.save_request(record)  # crashed here: state written, event not yet appended
+    world.store.put_legacy_record(record)  # an earlier jitgate crashed here: state written, event not appended
     assert world.lifecycle.flush_pending() == 1
     assert world.lifecycle.flush_pending() == 0
     assert world.event_types(rid)[-1] == "activity.summary"
     assert world.chains_ok()
+
+
+def test_a_record_left_with_an_outbox_partly_appended_is_flushed_before_its_next_write(world: World) -> None:
+    # GIVEN an active request an earlier jitgate left with two events in its outbox, the first already appended
+    rid = world.submit(access_request())
+    record = world.store.get_request(rid)
+    assert record is not None
+    first = record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": 3})
+    record.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"operations": 4})
+    world.store.put_legacy_record(record)
+    world.store.append(first, JANE)
+    # WHEN the requester revokes it (a write of the record, before any reconcile ran)
+    result = world.lifecycle.request_revoke(rid, JANE, is_admin=False)
+    # THEN the outbox went first, each event once, and the revoke after it
+    assert result.state is RequestState.REVOKED
+    assert world.event_types(rid)[-3:] == ["activity.summary", "activity.summary", "grant.revoked"]
+    assert world.chains_ok() and world.store.requests_with_outbox() == []
 
 
 def test_refused_api_access_is_audited_on_the_request(world: World) -> None:

@@ -61,7 +61,7 @@ def test_a_revoke_is_done_only_when_the_assignment_is_read_back_as_gone(world: W
     # WHEN the bus gives up on the revoke message and reconcile runs while deletes still do nothing
     for _ in range(world.max_deliveries):
         world.advance(31)
-    assert [d.message_id for d in world.bus.dead_letters("access-lifecycle")] == [f"revoke:{rid}:1"]
+    assert [d.message_id for d in world.bus.dead_letters("access-revocations")] == [f"revoke:{rid}:1"]
     report = world.lifecycle.reconcile()
 
     # THEN reconcile does not call it revoked either, and says why
@@ -175,10 +175,11 @@ def test_expiry_counts_from_the_grant_not_from_the_submission(world: World) -> N
     assert (hold.granted_at, hold.expires_at) == (granted, granted + HOUR)
     applied, scheduled = world.store.chain(rid)[-2:]
     assert applied.data["expiresAt"] == scheduled.data["at"] == format_instant(granted + HOUR)
-    # ...and the bus was asked to deliver its revoke at that expiry
+    # ...and the bus was asked to deliver its revoke at that expiry, on the queue of revocations, where the
+    # record knows to cancel it
     [revoke] = [s for s in world.bus.scheduled if s.message_id.startswith("revoke:")]
-    assert (revoke.message_id, revoke.at) == (f"revoke:{rid}:1", granted + HOUR)
-    assert revoke.sequence_number == record.revoke_sequence
+    assert (revoke.queue, revoke.message_id, revoke.at) == ("access-revocations", f"revoke:{rid}:1", granted + HOUR)
+    assert (revoke.queue, revoke.sequence_number) == (record.revoke_queue, record.revoke_sequence)
 
     # WHEN an hour has passed since the submission, THEN it is still active; at its expiry it is revoked
     world.advance(30 * 60 + 1)
@@ -226,4 +227,4 @@ def test_a_grant_delivered_again_calls_the_provider_no_more(world: World) -> Non
     assert world.grants.calls == calls
     assert world.state(rid) == "active"
     assert {s.sequence_number for s in world.bus.scheduled if s.message_id.startswith("revoke:")} == {revoke}
-    assert world.bus.scheduled_count("access-lifecycle") == 1
+    assert world.bus.scheduled_count("access-revocations") == 1

@@ -624,6 +624,10 @@ def test_allowed_roles_lists_what_non_deny_rules_can_grant_per_provider() -> Non
         "azure-rbac": ["Contributor", "Reader"],
         "gcp-iam": ["roles/editor", "roles/logging.viewer", "roles/viewer"],
         "local": ["Contributor", "Reader"],
+        "postgres": ["payments_read", "payments_write"],
+        "azure-sql": ["payments_read", "payments_write"],
+        "cosmos-data": ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002",
+                        "Cosmos DB Built-in Data Contributor", "Cosmos DB Built-in Data Reader"],
     }
 
 
@@ -648,6 +652,10 @@ def test_allowed_roles_spreads_provider_wildcards_by_role_validity_and_shows_rol
         "azure-rbac": ["Reader"],
         "gcp-iam": ["roles/viewer"],
         "local": ["Reader"],
+        # NB. A database role may be any printable name, so a rule for every provider names one too.
+        "postgres": ["Reader", "roles/viewer"],
+        "azure-sql": ["Reader", "roles/viewer"],
+        "cosmos-data": ["Reader"],
     }
 
 

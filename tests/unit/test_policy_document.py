@@ -144,7 +144,8 @@ def test_roles_and_scopes_are_checked_against_the_valid_providers_even_when_anot
             reason: never
         """)
     assert errors == [
-        "p.yaml:5: unknown provider 'aws' in rule 'r'; known: azure-rbac, azure-pim, gcp-iam, local",
+        "p.yaml:5: unknown provider 'aws' in rule 'r'; known: azure-rbac, azure-pim, gcp-iam, local, postgres, "
+        "azure-sql, cosmos-data",
         "p.yaml:6: role 'Reader' in rule 'r' is not a valid role for gcp-iam",
         "p.yaml:7: scope pattern '/subscriptions/*' in rule 'r' is an ARM path (starting with '/'); it never "
         "matches gcp-iam",

@@ -47,3 +47,17 @@ def test_outside_local_mode_a_missing_secret_disables_the_webhook_instead_of_fai
     assert Settings(mode="azure", teams_secret=base64.b64encode(KEY).decode()).resolved_teams_secret() == KEY
     with pytest.raises(SettingsError, match="required outside local mode"):
         Settings(mode="azure").resolved_teams_secret()
+
+
+def test_revocations_have_a_queue_of_their_own_named_by_a_setting() -> None:
+    assert Settings.from_env({}).queues == ("access-requests", "access-lifecycle", "access-revocations")
+    assert Settings.from_env({"JITGATE_REVOCATIONS_QUEUE": "jit-revocations"}).revocations_queue == "jit-revocations"
+
+
+def test_two_settings_naming_the_same_queue_are_refused() -> None:
+    # A revoke on the requests queue would be read as an access request, and rejected.
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"JITGATE_REVOCATIONS_QUEUE": "access-requests"})
+    assert caught.value.problems == [
+        "JITGATE_REQUESTS_QUEUE and JITGATE_REVOCATIONS_QUEUE name the same queue 'access-requests'; each needs its own"
+    ]

@@ -53,6 +53,8 @@ param policyPath string
 
 var requestsQueue = 'access-requests'
 var lifecycleQueue = 'access-lifecycle'
+// Revokes have their own queue (and trigger), so that no backlog of grants delays one (docs/architecture.md §3).
+var revocationsQueue = 'access-revocations'
 
 // NB. lockSeconds and maxDeliveryCount are also app settings (JITGATE_LOCK_SECONDS, JITGATE_MAX_DELIVERIES):
 // the handlers and the queues must agree on them.
@@ -72,11 +74,12 @@ var reconcileSchedule = '0 */5 * * * *' // the reconcile timer (NCRONTAB), every
 var grantProviders = 'azure-rbac'
 var groupObjectIdPairs = [for group in items(groupObjectIds): '${group.key}=${group.value}']
 
-// Partition keys: a request's record and its audit chain live with the request; a ledger document lives
-// with its grant key (GrantKey.assignment_name(), a UUIDv5), so every hold on one assignment shares a
-// partition and "is any other hold active?" is a single-partition query. The hold write is a separate
-// upsert, not one transaction with that query: a revoke asks again after deleting the assignment and
-// re-creates it for a hold written meanwhile (docs/architecture.md §5).
+// Partition keys: a request's record and its audit chain live together in `audit`, in the request's
+// partition, so a state change and its events are one transactional batch (docs/architecture.md §6). Each
+// grant key is one document in `ledger`, partitioned by the key (GrantKey.assignment_name(), a UUIDv5) and
+// written only under If-Match on its etag (§5). `requests` holds records written before they moved to
+// `audit`: read, never written; jitgate moves each on its next write. Kept so that no update of this
+// template deletes them; it may go once it is empty.
 var cosmosContainers = [
   { name: 'requests', partitionKey: '/requestId' }
   { name: 'ledger', partitionKey: '/grantKey' }
@@ -188,6 +191,7 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               values: [
                 requestsQueue
                 lifecycleQueue
+                revocationsQueue
               ]
             }
           ]
@@ -392,7 +396,7 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   }
 }
 
-resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for queueName in [requestsQueue, lifecycleQueue]: {
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for queueName in [requestsQueue, lifecycleQueue, revocationsQueue]: {
   parent: serviceBus
   name: queueName
   properties: queueSettings
@@ -630,6 +634,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'JITGATE_LIFECYCLE_QUEUE'
           value: lifecycleQueue
+        }
+        {
+          name: 'JITGATE_REVOCATIONS_QUEUE'
+          value: revocationsQueue
         }
         {
           name: 'JITGATE_LOCK_SECONDS'

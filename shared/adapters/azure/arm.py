@@ -47,6 +47,9 @@ TOKEN_REFRESH_MARGIN: Final = 300.0
 
 # 409s that retrying cannot fix; every other conflict is another operation in flight.
 _PERMANENT_CONFLICTS: Final = frozenset({"RoleAssignmentUpdateNotPermitted", "ScopeLocked"})
+# The codes of a failed long-running operation that another try may not meet.
+_TRANSIENT_OPERATION_CODES: Final = frozenset({"InternalServerError", "ServiceUnavailable", "TooManyRequests",
+                                               "GatewayTimeout", "RequestTimeout", "Conflict"})
 _SCOPE_RE: Final = re.compile(r"(/[^/?#%\s\\]+)+")
 _SUBSCRIPTION_RE: Final = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 _PATH_SAFE: Final = "/()-._~!$&'*+,;=:@"
@@ -100,7 +103,10 @@ class ArmFailure:
     def of(cls, response: httpx.Response) -> ArmFailure:
         code, message = "", ""
         try:
-            error = response.json().get("error") or {}
+            body = response.json()
+            # NB. ARM wraps the error ({"error": {...}}); some resource providers (Cosmos DB's among them) have been
+            # seen answering with code and message at the top.
+            error = body.get("error") or body
             code, message = str(error.get("code") or ""), str(error.get("message") or "")
         except (ValueError, AttributeError):
             message = response.text[:300]
@@ -198,6 +204,14 @@ class ArmClient:
     def url(self, path: str) -> httpx.URL:
         return httpx.URL(self.base_url + quote(path, safe=_PATH_SAFE))
 
+    def may_reach(self, url: httpx.URL) -> bool:
+        """Whether a token for ARM may go to `url`: ARM itself, or over HTTPS one of its regional endpoints
+        (`<region>.management.azure.com`, where resource providers point their long-running operations)."""
+        origin = self._origin
+        regional = (url.scheme == "https" == origin.scheme and url.port == origin.port
+                    and url.host.endswith("." + origin.host))
+        return same_origin(url, origin) or regional
+
     def send(
         self,
         method: str,
@@ -209,7 +223,7 @@ class ArmClient:
     ) -> httpx.Response:
         """One call; `target` is a path under the base URL or an absolute URL of the same origin."""
         url = target if isinstance(target, httpx.URL) else self.url(target)
-        if not same_origin(url, self._origin):
+        if not self.may_reach(url):
             raise PermanentError(f"{what}: refusing to send a token to {url.scheme}://{url.host}")
         query = dict(params or {})
         if api_version is not None:
@@ -232,6 +246,46 @@ class ArmClient:
         if not response.is_success:
             raise ArmFailure.of(response).error(what)
         return json_object(response, what)
+
+    def finish(self, response: httpx.Response, what: str, timeout: float = 120.0, poll: float = 1.0) -> None:
+        """Wait for a long-running operation ARM accepted (202) to end, polling its Azure-AsyncOperation URL (a
+        status document) or else its Location URL (202 while running), as ARM's async pattern has it. Returns
+        when it succeeded; a failed or canceled operation raises its error; one still running after `timeout`
+        seconds is a TransientError (the caller reads the resource back and retries)."""
+        if response.status_code != 202:
+            return
+        status_url = response.headers.get("azure-asyncoperation")
+        location = response.headers.get("location")
+        if not status_url and not location:
+            raise TransientError(f"{what}: accepted (202) without an Azure-AsyncOperation or Location to follow")
+        target = httpx.URL(status_url or location or "")
+        deadline = time.monotonic() + timeout
+        wait = retry_after(response.headers)
+        while True:
+            time.sleep(min(wait if wait is not None else poll, max(0.0, deadline - time.monotonic())))
+            answer = self.send("GET", target, None, what)
+            if status_url:
+                if not answer.is_success:
+                    raise ArmFailure.of(answer).error(what)
+                state = json_object(answer, what)
+                status = str(state.get("status") or "")
+                if status == "Succeeded":
+                    return
+                if status in ("Failed", "Canceled"):
+                    error = state.get("error")
+                    error = error if isinstance(error, dict) else {}
+                    code, message = str(error.get("code") or status), str(error.get("message") or "")
+                    text = f"{what}: the operation {status.lower()}: {code}: {message}".rstrip(": ")
+                    if status == "Canceled" or code in _TRANSIENT_OPERATION_CODES:
+                        raise TransientError(text)
+                    raise PermanentError(text)
+            elif answer.status_code != 202:
+                if not answer.is_success:
+                    raise ArmFailure.of(answer).error(what)
+                return
+            if time.monotonic() >= deadline:
+                raise TransientError(f"{what}: still running after {timeout:.0f} s")
+            wait = retry_after(answer.headers)
 
     def pages(
         self, path: str, api_version: str, what: str, params: Mapping[str, str] | None = None

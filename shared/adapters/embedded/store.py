@@ -1,6 +1,9 @@
 """The embedded store: request records, the grant ledger and the audit log in one SQLite file.
 
 Safe for several threads (one connection each) and several processes (WAL, busy timeout) on one file.
+A record is written with its new audit events in one transaction; a grant key's document is its `grants`
+row (version, principal type, provider expiry, deletion intent) and its `holds` rows, written together in
+one transaction conditional on the row's version.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from shared.domain.audit import (
     verify_chain_documents,
 )
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
-from shared.domain.ledger import GrantKey, Hold, HoldStatus
+from shared.domain.ledger import Deletion, Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditPage, AuditQuery
 
@@ -34,7 +37,7 @@ from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
 
-SCHEMA_VERSION = 2  # 2: holds keep the principal type
+SCHEMA_VERSION = 3  # 2: holds keep the principal type; 3: one versioned grants row per grant key
 MAX_PAGE = 1000
 _BATCH = 2000
 
@@ -67,6 +70,22 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_by_request ON holds (request_id);
 CREATE INDEX IF NOT EXISTS holds_by_status_expiry ON holds (status, expires_at);
 
+-- NB. The head of a grant key's document: its holds are the rows of `holds` with the same key, and every
+-- write of the document checks and bumps `version` in the transaction that rewrites them.
+CREATE TABLE IF NOT EXISTS grants (
+    provider            TEXT NOT NULL,
+    principal_id        TEXT NOT NULL,
+    role_definition_id  TEXT NOT NULL,
+    scope               TEXT NOT NULL,
+    version             INTEGER NOT NULL,
+    principal_type      TEXT,
+    provider_expires_at TEXT,
+    deleting_token      TEXT,
+    deleting_since      TEXT,
+    deleting_request_id TEXT,
+    PRIMARY KEY (provider, principal_id, role_definition_id, scope)
+) WITHOUT ROWID;
+
 -- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan.
 CREATE TABLE IF NOT EXISTS audit_events (
     request_id TEXT NOT NULL,
@@ -96,6 +115,8 @@ _HOLD_COLUMNS = (
     "provider, principal_id, role_definition_id, scope, request_id,"
     " granted_at, expires_at, preexisting, status, released_at, principal_type"
 )
+_GRANT_COLUMNS = "version, principal_type, provider_expires_at, deleting_token, deleting_since, deleting_request_id"
+_KEY = "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ?"
 
 
 class SqliteStore:
@@ -121,6 +142,17 @@ class SqliteStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
             if "principal_type" not in columns:  # a version 1 file: its holds load with no type
                 conn.execute("ALTER TABLE holds ADD COLUMN principal_type TEXT")
+            if found < 3:
+                # A version 1 or 2 file: every key with holds gets its grants row, at version 1, typed as its
+                # latest hold is.
+                conn.execute(
+                    "INSERT OR IGNORE INTO grants (provider, principal_id, role_definition_id, scope, version,"
+                    " principal_type) SELECT provider, principal_id, role_definition_id, scope, 1,"
+                    " (SELECT h.principal_type FROM holds h WHERE h.provider = k.provider"
+                    " AND h.principal_id = k.principal_id AND h.role_definition_id = k.role_definition_id"
+                    " AND h.scope = k.scope ORDER BY h.granted_at DESC LIMIT 1)"
+                    " FROM (SELECT DISTINCT provider, principal_id, role_definition_id, scope FROM holds) k"
+                )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -136,16 +168,16 @@ class SqliteStore:
     # ------------------------------------------------------------ requests
 
     def create_request(self, record: RequestRecord) -> RequestRecord:
-        doc = record.document()
-        doc["version"] = 1
-        text = json.dumps(doc)
-        try:
-            self._db.connection().execute(
-                "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
-                (record.request_id, record.state.value, _instant(record.updated_at), text),
-            )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"request {record.request_id} already exists") from None
+        text = _record_text(record, version=1)
+        with self._db.transaction() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
+                    (record.request_id, record.state.value, _instant(record.updated_at), text),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"request {record.request_id} already exists") from None
+            self._insert_events(conn, _events_of(record))
         return _record(text)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
@@ -153,21 +185,20 @@ class SqliteStore:
         return None if row is None else _record(row[0])
 
     def save_request(self, record: RequestRecord) -> RequestRecord:
-        doc = record.document()
-        doc["version"] = record.version + 1
-        text = json.dumps(doc)
-        conn = self._db.connection()
-        updated = conn.execute(
-            "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
-            " WHERE request_id = ? AND version = ?",
-            (record.state.value, _instant(record.updated_at), text, record.request_id, record.version),
-        ).rowcount
-        if updated == 0:
-            row = conn.execute("SELECT version FROM requests WHERE request_id = ?", (record.request_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"request {record.request_id} does not exist")
-            raise ConcurrencyConflict(f"request {record.request_id} is at version {row[0]}, not {record.version}")
-        return record.model_copy(update={"version": record.version + 1})
+        text = _record_text(record, version=record.version + 1)
+        with self._db.transaction() as conn:
+            updated = conn.execute(
+                "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
+                " WHERE request_id = ? AND version = ?",
+                (record.state.value, _instant(record.updated_at), text, record.request_id, record.version),
+            ).rowcount
+            if updated == 0:
+                row = conn.execute("SELECT version FROM requests WHERE request_id = ?", (record.request_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"request {record.request_id} does not exist")
+                raise ConcurrencyConflict(f"request {record.request_id} is at version {row[0]}, not {record.version}")
+            self._insert_events(conn, _events_of(record))
+        return record.model_copy(update={"version": record.version + 1, "pending_events": []})
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
         if not states or limit < 1:
@@ -194,36 +225,52 @@ class SqliteStore:
 
     # ------------------------------------------------------------ ledger
 
-    def put_hold(self, hold: Hold) -> None:
-        self._db.connection().execute(
-            f"INSERT OR REPLACE INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                hold.provider,
-                hold.principal_id,
-                hold.role_definition_id,
-                hold.scope,
-                hold.request_id,
-                _instant(hold.granted_at),
-                _instant(hold.expires_at),
-                int(hold.preexisting),
-                hold.status.value,
-                None if hold.released_at is None else _instant(hold.released_at),
-                hold.principal_type,
+    def get_grant(self, key: GrantKey) -> Grant | None:
+        conn = self._db.connection()
+        conn.execute("BEGIN")  # one snapshot for the head and its holds
+        try:
+            row = conn.execute(f"SELECT {_GRANT_COLUMNS} FROM grants WHERE {_KEY}", _key(key)).fetchone()
+            holds = self._holds(_KEY, _key(key))
+        finally:
+            conn.execute("COMMIT")
+        if row is None:
+            return None
+        version, principal_type, provider_expires, token, since, deleting_request = row
+        return Grant(
+            key=key,
+            holds=tuple(holds),
+            principal_type=principal_type,
+            provider_expires_at=None if provider_expires is None else _parse_instant(provider_expires),
+            deleting=None if token is None else Deletion(
+                token=token, since=_parse_instant(since), request_id=deleting_request
             ),
+            version=version,
         )
 
-    def get_hold(self, key: GrantKey, request_id: str) -> Hold | None:
-        holds = self._holds(
-            "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ? AND request_id = ?",
-            (*_key(key), request_id),
+    def put_grant(self, grant: Grant) -> Grant:
+        key = _key(grant.key)
+        deleting = grant.deleting
+        head = (
+            grant.principal_type,
+            None if grant.provider_expires_at is None else _instant(grant.provider_expires_at),
+            None if deleting is None else deleting.token,
+            None if deleting is None else _instant(deleting.since),
+            None if deleting is None else deleting.request_id,
         )
-        return holds[0] if holds else None
-
-    def active_holds(self, key: GrantKey) -> list[Hold]:
-        return self._holds(
-            "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ? AND status = ?",
-            (*_key(key), HoldStatus.ACTIVE.value),
-        )
+        holds = [_hold_row(hold) for hold in grant.holds]
+        with self._db.transaction() as conn:
+            row = conn.execute(f"SELECT version FROM grants WHERE {_KEY}", key).fetchone()
+            found = 0 if row is None else row[0]
+            if found != grant.version:
+                raise ConcurrencyConflict(f"grant {grant.key} is at version {found}, not {grant.version}")
+            conn.execute(
+                f"INSERT OR REPLACE INTO grants (provider, principal_id, role_definition_id, scope, {_GRANT_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, grant.version + 1, *head),
+            )
+            conn.execute(f"DELETE FROM holds WHERE {_KEY}", key)
+            conn.executemany(f"INSERT INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", holds)
+        return grant.model_copy(update={"version": grant.version + 1})
 
     def holds_for_request(self, request_id: str) -> list[Hold]:
         return self._holds("request_id = ?", (request_id,))
@@ -253,6 +300,16 @@ class SqliteStore:
 
     def bulk_append(self, events_with_principal: Iterable[tuple[AuditEvent, str | None]]) -> int:
         """Append many events in one transaction (all or none); returns how many. Used to load benchmarks."""
+        batch = list(events_with_principal)
+        with self._db.transaction() as conn:
+            self._insert_events(conn, batch)
+        return len(batch)
+
+    @staticmethod
+    def _insert_events(
+        conn: sqlite3.Connection, events_with_principal: Sequence[tuple[AuditEvent, str | None]]
+    ) -> None:
+        """Insert events in the caller's transaction; AlreadyExists when an id or (requestId, seq) is taken."""
         events: list[tuple[str, int, str, str, str, str]] = []
         principals: list[tuple[str, str, str, str, int]] = []
         for event, principal_id in events_with_principal:
@@ -265,19 +322,16 @@ class SqliteStore:
             if principal_id is not None and principal_id != event.actor.principal_id:
                 principals.append((principal_id, at, event.id, event.request_id, event.seq))
         try:
-            with self._db.transaction() as conn:
-                conn.executemany(
-                    "INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)",
-                    events,
-                )
-                conn.executemany(
-                    "INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
-                    principals,
-                )
+            conn.executemany(
+                "INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)", events
+            )
+            conn.executemany(
+                "INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
+                principals,
+            )
         except sqlite3.IntegrityError:
             ids = ", ".join(e[2] for e in events[:3]) + (" ..." if len(events) > 3 else "")
             raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
-        return len(events)
 
     def chain(self, request_id: str) -> list[AuditEvent]:
         rows = (
@@ -519,6 +573,32 @@ def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainR
 # ---------------------------------------------------------------- helpers
 
 
+def _record_text(record: RequestRecord, version: int) -> str:
+    doc = record.document()
+    doc["version"] = version
+    doc["pendingEvents"] = []  # committed with the record, in the same transaction
+    return json.dumps(doc)
+
+
+def _events_of(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
+    principal = record.request.requester.principal_id if record.request is not None else None
+    return [(event, principal) for event in record.pending_events]
+
+
+def _hold_row(hold: Hold) -> tuple[Any, ...]:
+    return (
+        hold.provider,
+        hold.principal_id,
+        hold.role_definition_id,
+        hold.scope,
+        hold.request_id,
+        _instant(hold.granted_at),
+        _instant(hold.expires_at),
+        int(hold.preexisting),
+        hold.status.value,
+        None if hold.released_at is None else _instant(hold.released_at),
+        hold.principal_type,
+    )
 # The anchor of a record's chain (`RequestRecord.anchor`) read from its document without building the model.
 _ANCHOR_COLUMNS = (
     "request_id, json_extract(doc, '$.auditSeq'), json_extract(doc, '$.auditHead'),"

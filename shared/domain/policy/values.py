@@ -149,7 +149,7 @@ def scope_pattern(value: object, info: ValidationInfo) -> str:
     arm = pattern.startswith("/") or pattern.startswith("**")
     gcp = not pattern.startswith("/")
     possible = _possible_providers(info)
-    if possible and not any(arm if p.uses_arm_scopes else gcp for p in possible):
+    if possible and not any((arm and p.has_arm_scopes) or (gcp and p.has_plain_scopes) for p in possible):
         kind = "an ARM path (starting with '/')" if arm and not gcp else "a path without a leading '/'"
         raise Refusal("scope pattern {value!r} in {where} is {kind}; it never matches {possible}", kind=kind,
                       possible=", ".join(possible))

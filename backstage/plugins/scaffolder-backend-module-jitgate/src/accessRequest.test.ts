@@ -87,9 +87,73 @@ describe('validateAccessRequest', () => {
     expect(problemsOf(target(provider, scope, role))).toEqual([{ loc: 'target.role', msg: expect.stringContaining(expected) }]);
   });
 
+  const AZURE_PG = `${SUB}/resourceGroups/rg-payments-prod/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg-payments`;
+
+  it.each([
+    ['payments-primary/payments', 'payments_read'],
+    [`${AZURE_PG}/databases/payments`, 'payments_read'],
+    ['projects/acme-payments/instances/pg-main/databases/payments', 'payments_read'],
+    ['payments-primary/payments', "x'; DROP ROLE jitgate; --"],
+    ['payments-primary/payments', 'Pay "Read"'],
+  ])('accepts the postgres database %s and role %j', (scope, role) => {
+    expect(problemsOf(target('postgres', scope, role))).toEqual([]);
+  });
+
+  it.each([
+    ['payments-primary/payments;DROP DATABASE payments', 'payments_read', 'target.scope', 'a PostgreSQL scope must be <server>/<database>'],
+    [AZURE_PG, 'payments_read', 'target.scope', "a PostgreSQL scope starting with '/' must be"],
+    ['projects/acme-payments/instances/pg-main', 'payments_read', 'target.scope', 'a Cloud SQL scope must be'],
+    ['payments-primary/payments', 'payments\u0000read', 'target.role', 'printable ASCII'],
+    ['payments-primary/payments', 'pаyments_read', 'target.role', 'role must be ASCII'],
+    ['payments-primary/payments', 'r'.repeat(64), 'target.role', 'at most 63 bytes'],
+    ['payments-primary/payments', 'payments_read ', 'target.role', 'must not start or end with a space'],
+  ])('refuses the postgres database %j with role %j', (scope, role, loc, expected) => {
+    expect(problemsOf(target('postgres', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
+  });
+
+  const SQL = `${SUB}/resourceGroups/rg-payments-prod/providers/Microsoft.Sql/servers/sql-payments`;
+  const COSMOS = `${SUB}/resourceGroups/rg-payments-prod/providers/Microsoft.DocumentDB/databaseAccounts/cosmos-payments`;
+
+  it.each([
+    [`${SQL}/databases/payments`, 'payments_read'],
+    [`${SQL}/databases/payments`, 'db_datareader'],
+    [`${SQL}/databases/payments`, 'pay]ments; DROP USER [x]; --'],
+    [`${SQL}/databases/payments`, 'r'.repeat(128)],
+  ])('accepts the azure-sql database %s and role %j', (scope, role) => {
+    expect(problemsOf(target('azure-sql', scope, role))).toEqual([]);
+  });
+
+  it.each([
+    [SQL, 'payments_read', 'target.scope', 'an Azure SQL scope must be'],
+    [`${SQL}/databases/pay;ments`, 'payments_read', 'target.scope', "scope segment 'pay;ments' is not allowed"],
+    ['sql-payments/payments', 'payments_read', 'target.scope', "scope must start with '/'"],
+    [`${SQL}/databases/payments`, 'r'.repeat(129), 'target.role', 'at most 128 characters'],
+    [`${SQL}/databases/payments`, 'payments\tread', 'target.role', 'printable ASCII'],
+    [`${SQL}/databases/payments`, ' payments_read', 'target.role', 'must not start or end with a space'],
+  ])('refuses the azure-sql database %j with role %j', (scope, role, loc, expected) => {
+    expect(problemsOf(target('azure-sql', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
+  });
+
+  it.each([
+    [COSMOS, 'Cosmos DB Built-in Data Reader'],
+    [`${COSMOS}/dbs/payments`, '00000000-0000-0000-0000-000000000001'],
+    [`${COSMOS}/dbs/payments/colls/ledger`, 'Cosmos DB Built-in Data Contributor'],
+  ])('accepts the cosmos-data scope %s and role %j', (scope, role) => {
+    expect(problemsOf(target('cosmos-data', scope, role))).toEqual([]);
+  });
+
+  it.each([
+    [`${COSMOS}/colls/ledger`, 'Cosmos DB Built-in Data Reader', 'target.scope', 'a Cosmos DB scope must be'],
+    [`${COSMOS}/dbs/payments/colls/ledger/docs/x`, 'Cosmos DB Built-in Data Reader', 'target.scope', 'a Cosmos DB scope must be'],
+    ['/dbs/payments', 'Cosmos DB Built-in Data Reader', 'target.scope', 'scope must be a subscription'],
+    [COSMOS, "Cosmos DB Built-in Data Reader'; --", 'target.role', 'role must be a role name such as'],
+  ])('refuses the cosmos-data scope %j with role %j', (scope, role, loc, expected) => {
+    expect(problemsOf(target('cosmos-data', scope, role))).toEqual([{ loc, msg: expect.stringContaining(expected) }]);
+  });
+
   it('refuses an unknown provider without judging its scope or role', () => {
     expect(problemsOf(target('aws-iam', 'arn:aws:iam::123', 'Admin'))).toEqual([
-      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local' },
+      { loc: 'target.provider', msg: 'must be one of azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql, cosmos-data' },
     ]);
   });
 

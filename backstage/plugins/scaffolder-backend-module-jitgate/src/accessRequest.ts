@@ -10,7 +10,7 @@
 import { durationMicroseconds, MICROSECONDS_PER_DAY } from './durations';
 import type { FieldError } from './errors';
 
-export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local'] as const;
+export const PROVIDERS = ['azure-rbac', 'azure-pim', 'gcp-iam', 'local', 'postgres', 'azure-sql', 'cosmos-data'] as const;
 export type Provider = (typeof PROVIDERS)[number];
 
 export const PRINCIPAL_TYPES = ['User', 'Group'] as const;
@@ -74,6 +74,31 @@ const ASCII = /^[\x00-\x7f]*$/;
 const ARM_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$/;
 const ARM_ROLE_NAME = /^[A-Za-z][A-Za-z0-9._()-]*( [A-Za-z0-9._()-]+)*$/;
 const GCP_SCOPE = /^(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|folders\/[0-9]{1,20}|organizations\/[0-9]{1,20})$/;
+// `postgres` targets: a database the way its platform names it (shared/domain/request.py `_database_scope`).
+const DATABASE = '[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}';
+const AZURE_POSTGRES = new RegExp(
+  '^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.DBforPostgreSQL' +
+    `/flexibleServers/[a-z0-9][a-z0-9-]{1,61}[a-z0-9]/databases/${DATABASE}$`,
+  'i',
+);
+const CLOUD_SQL_DATABASE = new RegExp(
+  `^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/instances/[a-z][a-z0-9-]{0,97}/databases/${DATABASE}$`,
+);
+const SERVER_DATABASE = new RegExp(`^[a-z0-9][a-z0-9-]{0,62}/${DATABASE}$`);
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+const PG_NAME_BYTES = 63;
+// `azure-sql` targets: the database's ARM id; `cosmos-data`: the account's, optionally /dbs/<db>[/colls/<c>].
+const AZURE_SQL_DATABASE = new RegExp(
+  '^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.Sql' +
+    '/servers/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/databases/[^/]+$',
+  'i',
+);
+const COSMOS_SCOPE = new RegExp(
+  '^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.DocumentDB' +
+    '/databaseAccounts/[a-z0-9](?:[a-z0-9-]{1,48}[a-z0-9])(?:/dbs/[^/]+(?:/colls/[^/]+)?)?$',
+  'i',
+);
+const SQL_NAME_CHARS = 128;
 const GCP_ROLE =
   /^(roles\/[A-Za-z][A-Za-z0-9_.]{2,99}|(projects\/[a-z][a-z0-9-]{4,28}[a-z0-9]|organizations\/[0-9]{1,20})\/roles\/[A-Za-z0-9_.]{3,64})$/;
 
@@ -238,9 +263,53 @@ function durationProblem(value: unknown): string | undefined {
 /** `validate_scope`: one literal resource path, no wildcards, `..`, empty or trailing segments. */
 function scopeProblem(provider: Provider, scope: string): string | undefined {
   if (!ASCII.test(scope)) return 'scope must be ASCII';
+  if (provider === 'postgres') return databaseScopeProblem(scope);
+  if (provider === 'azure-sql') {
+    return (
+      armScopeProblem(scope) ??
+      (AZURE_SQL_DATABASE.test(scope)
+        ? undefined
+        : 'an Azure SQL scope must be /subscriptions/<guid>/resourceGroups/<name>/providers' +
+          '/Microsoft.Sql/servers/<server>/databases/<database>')
+    );
+  }
+  if (provider === 'cosmos-data') {
+    return (
+      armScopeProblem(scope) ??
+      (COSMOS_SCOPE.test(scope)
+        ? undefined
+        : 'a Cosmos DB scope must be /subscriptions/<guid>/resourceGroups/<name>/providers' +
+          '/Microsoft.DocumentDB/databaseAccounts/<account>[/dbs/<database>[/colls/<container>]]')
+    );
+  }
   if (provider === 'gcp-iam') {
     return GCP_SCOPE.test(scope) ? undefined : 'scope must be projects/<id>, folders/<number> or organizations/<number>';
   }
+  return armScopeProblem(scope);
+}
+
+/** `_database_scope`: an Azure flexible server database, a Cloud SQL database or <server>/<database>. */
+function databaseScopeProblem(scope: string): string | undefined {
+  if (scope.startsWith('/')) {
+    const arm = armScopeProblem(scope);
+    if (arm) return arm;
+    return AZURE_POSTGRES.test(scope)
+      ? undefined
+      : "a PostgreSQL scope starting with '/' must be /subscriptions/<guid>/resourceGroups/<name>" +
+          '/providers/Microsoft.DBforPostgreSQL/flexibleServers/<server>/databases/<database>';
+  }
+  if (scope.startsWith('projects/')) {
+    return CLOUD_SQL_DATABASE.test(scope)
+      ? undefined
+      : 'a Cloud SQL scope must be projects/<project>/instances/<instance>/databases/<database>';
+  }
+  return SERVER_DATABASE.test(scope)
+    ? undefined
+    : 'a PostgreSQL scope must be <server>/<database> (as named in the servers file), an Azure flexible ' +
+        "server's ARM id + /databases/<database>, or projects/<p>/instances/<i>/databases/<database>";
+}
+
+function armScopeProblem(scope: string): string | undefined {
   if (!scope.startsWith('/') || scope.endsWith('/')) return "scope must start with '/' and must not end with '/'";
   const segments = scope.slice(1).split('/');
   const bad = segments.find(s => s === '' || s === '.' || s === '..' || !ARM_SEGMENT.test(s));
@@ -266,9 +335,19 @@ function scopeProblem(provider: Provider, scope: string): string | undefined {
   return 'scope must be a subscription, resource group, resource or management group path';
 }
 
+/** `_database_role`: printable ASCII, at most `limit` bytes (one per character here), no edge spaces. */
+function databaseRoleProblem(role: string, kind: string, limit: number, unit: string): string | undefined {
+  if (new TextEncoder().encode(role).length > limit) return `${kind} is at most ${limit} ${unit}`;
+  if (!PRINTABLE_ASCII.test(role)) return `${kind} must be printable ASCII (no control characters)`;
+  if (role !== role.trim()) return `${kind} must not start or end with a space`;
+  return undefined;
+}
+
 /** `validate_role`: a catalog role name or a role definition id; ASCII only (no look-alikes). */
 function roleProblem(provider: Provider, role: string): string | undefined {
   if (!ASCII.test(role)) return 'role must be ASCII (look-alike characters are refused)';
+  if (provider === 'postgres') return databaseRoleProblem(role, 'a PostgreSQL role name', PG_NAME_BYTES, 'bytes');
+  if (provider === 'azure-sql') return databaseRoleProblem(role, 'an Azure SQL role name', SQL_NAME_CHARS, 'characters');
   if (provider === 'gcp-iam') {
     return GCP_ROLE.test(role) ? undefined : 'role must be roles/<name> or a custom role path';
   }

@@ -58,7 +58,12 @@ export function createRequestAccessAction({ sender, statusUrlOf }: RequestAccess
           z
             .object({
               provider: z.enum(PROVIDERS).describe('Where the role lives'),
-              scope: z.string().describe('ARM scope path, or projects/<id> | folders/<n> | organizations/<n> for gcp-iam'),
+              scope: z
+                .string()
+                .describe(
+                  'ARM scope path; projects/<id> | folders/<n> | organizations/<n> for gcp-iam; a database for postgres ' +
+                    'and azure-sql; a Cosmos DB account, database or container for cosmos-data',
+                ),
               role: z.string().describe('Role name (Contributor, roles/viewer) or role definition id'),
             })
             .describe('The role asked for, at which scope, of which provider'),

@@ -9,7 +9,7 @@ import type { CatalogService } from '@backstage/plugin-catalog-node';
 import express from 'express';
 import { isEntityRef } from './accessRequest';
 
-/** Which provider the component's scopes belong to: azure-rbac, azure-pim, gcp-iam or local. */
+/** Which provider the component's scopes belong to: azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql or cosmos-data. */
 export const PROVIDER_ANNOTATION = 'jitgate.io/provider';
 /** The scopes one may ask for, separated by commas or new lines. */
 export const SCOPES_ANNOTATION = 'jitgate.io/scopes';
