@@ -704,6 +704,7 @@ class Call:
     items: int = 1  # messages received, events in a batch
     sizes: list[int] = field(default_factory=list)  # bytes of each document written or read
     failed: bool = False
+    creates: bool = False  # a write of a document at version 0: it did not exist yet
 
 
 class Tally:
@@ -734,6 +735,7 @@ class Tally:
                 call.kind = "batch"
                 written = [record.model_copy(update={"pending_events": []}), *record.pending_events]
             call.items = max(len(written), 1)
+            call.creates = any(getattr(d, "version", None) == 0 for d in written[:1])
             if self.measure:
                 found = written or (result if isinstance(result, list) else [result])
                 call.sizes = [document_bytes(d) for d in found]

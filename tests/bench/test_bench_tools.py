@@ -155,6 +155,8 @@ def test_request_units_follow_the_published_charges() -> None:
     assert units("write", 100 * 1024) == pytest.approx(50.0)
     assert units("batch", 1024, 1024) == 10.0  # the sum of its operations
     assert units("query", 2048) == operations.QUERY_RU + 2.0
+    first = _common.Call("store", "put_grant", "write", sizes=[1024], creates=True)
+    assert operations.request_units(first) == operations.QUERY_RU + 5.0  # the adapter looks for older documents
 
 
 def test_servicebus_operations_count_deliveries_and_settlements_not_empty_polls() -> None:
