@@ -16,15 +16,20 @@ A lifecycle is counted until no message of it is left on any queue. Drains that 
 worker polls) are not counted: in Azure the Functions host long-polls per instance, not per request.
 
 Port call -> what the Azure adapters make of it (shared/adapters/azure/cosmos.py, servicebus.py):
-  point read   get_request, get_hold -> read_item (1 RU per KB, 10 RU at 100 KB; a miss ~1 RU)
+  point read   get_request, get_grant (get_hold before issue #10) -> read_item (1 RU up to 1 KB, 10 RU at
+               100 KB; a miss ~1 RU)
   write        create_request, append -> create_item; save_request -> replace_item with If-Match (the adapter
-               remembers the etag it read, so no extra read); put_hold -> upsert_item
-               (5 RU per KB, 50 RU at 100 KB: Microsoft's published point-write charges)
+               remembers the etag it read, so no extra read); put_grant -> replace_item with If-Match, or for a
+               key's first write a query of its partition and a create_item (put_hold -> upsert_item before
+               issue #10). 5 RU up to 1 KB, 50 RU at 100 KB: Microsoft's published point-write charges.
+  batch        a record the store writes together with its events (it hands the record back with an empty
+               outbox; since issue #10), or any call writing several documents: one transactional batch,
+               charged the sum of its operations
   query        requests_in, requests_with_outbox, overdue_holds, all_active_holds, holds_for_request (cross-
-               partition); active_holds, chain (one partition) -> query_items. Query charges are not published:
-               we assume 3 RU per query plus 1 RU per KB returned, on one physical partition (below 50 GB and
-               10,000 RU/s a container has one). Check with the x-ms-request-charge header on a real account.
-  batch        a method that writes several documents at once: the sum of its documents' write charges
+               partition); chain, active_holds before issue #10 (one partition) -> query_items. Query charges
+               are not published: we assume 3 RU per query plus 1 RU per KB returned, on one physical
+               partition (below 50 GB and 10,000 RU/s a container has one). Check with the x-ms-request-charge
+               header on a real account.
   bus          send, schedule, cancel, each delivery (receive), complete/abandon/dead-letter, lock renewal: one
                billable Service Bus operation each (messages are far below 64 KB); Standard tier.
 Document sizes are measured from the documents each call wrote or read, plus 200 bytes for the properties
