@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .adapters.databases.servers import Servers
+    from .domain.policy import Policy
     from .settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -161,6 +163,15 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
     ir.add_argument("--write", action="store_true", help="write infra/allowed-roles.json instead of printing it")
     ir.set_defaults(run=_infra_roles)
+    isq = isub.add_parser("sql", help="the one-time setup script of a database server of the servers file (infra/sql), "
+                                      "with a GRANT per role the policy lets jitgate grant there")
+    isq.add_argument("--server", required=True, help="the server's name in the servers file")
+    isq.add_argument("--servers", type=Path, default=None, help="default: $JITGATE_DATABASES_FILE")
+    isq.add_argument("--policy", type=Path, default=None, help="default: $JITGATE_POLICY or policies/example.yaml")
+    isq.add_argument("--identity-object-id", default="",
+                     help="object (principal) id of jitgate's managed identity, the deployment's identityPrincipalId "
+                          "(Azure flexible servers and Azure SQL)")
+    isq.set_defaults(run=_infra_sql)
 
     db = sub.add_parser("databases", help="database servers jitgate grants on, PostgreSQL and Azure SQL "
                                           "(JITGATE_DATABASES_FILE)")
@@ -593,8 +604,29 @@ def _infra_roles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _databases_check(args: argparse.Namespace) -> int:
-    from .adapters.databases.check import check_all, render
+def _infra_sql(args: argparse.Namespace) -> int:
+    from .domain.errors import PolicyError
+    from .infra_sql import setup_script
+
+    loaded = _servers_and_policy(args)
+    if loaded is None:
+        return 1
+    servers, policy = loaded
+    server = next((s for s in servers.servers if s.name == args.server), None)
+    if server is None:
+        known = ", ".join(s.name for s in servers.servers) or "none"
+        raise CliError(f"no server named {args.server!r} in {servers.source} (its servers: {known})")
+    try:
+        print(setup_script(server, policy, args.identity_object_id), end="")
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _servers_and_policy(args: argparse.Namespace) -> tuple[Servers, Policy] | None:
+    """The servers file (--servers or JITGATE_DATABASES_FILE) and the policy; None once their problems are
+    printed."""
     from .adapters.databases.servers import Servers, ServersFileError
     from .domain.errors import PolicyError
     from .domain.policy import Policy
@@ -604,11 +636,19 @@ def _databases_check(args: argparse.Namespace) -> int:
     if path is None:
         raise CliError("no servers file: pass --servers FILE or set JITGATE_DATABASES_FILE (docs/databases.md)")
     try:
-        servers = Servers.load(path)
-        policy = Policy.load(settings.policy_path)
+        return Servers.load(path), Policy.load(settings.policy_path)
     except (ServersFileError, PolicyError) as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _databases_check(args: argparse.Namespace) -> int:
+    from .adapters.databases.check import check_all, render
+
+    loaded = _servers_and_policy(args)
+    if loaded is None:
         return 1
+    servers, policy = loaded
     results = check_all(servers, policy)
     print(render(results, servers))
     return 0 if all(f.ok for findings in results.values() for f in findings) else 1

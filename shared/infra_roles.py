@@ -70,7 +70,7 @@ def render(policy: Policy) -> str:
     """The content of infra/allowed-roles.json for this policy (deterministic, so a stale file shows)."""
     resolved = _resolve(policy)
     role_ids = sorted(set(resolved.values()))
-    source = _project_path(policy.source)
+    source = project_path(policy.source)
     document = {
         "$comment": f"Generated from {source} by `jitgate infra roles --write`; do not edit by hand.",
         "policy": source,
@@ -167,7 +167,7 @@ def _where(policy: Policy, rule: Rule) -> str:
     return f"{policy.source}:{rule.line}: rule '{rule.name}'"
 
 
-def _project_path(source: str) -> str:
+def project_path(source: str) -> str:
     """The policy's path as the function app sees it (relative to the project root), else as given."""
     path = Path(source)
     try:

@@ -22,3 +22,10 @@ param teamsSecret = readEnvironmentVariable('JITGATE_TEAMS_SECRET')
 param tags = {
   app: 'jitgate'
 }
+
+// Databases (infra/README.md "Databases"): existing servers and accounts jitgate grants on; all optional.
+// param postgresServerIds = ['/subscriptions/22222222-2222-4222-8222-222222222222/resourceGroups/rg-payments-prod/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg-payments']
+// param sqlServerIds = ['/subscriptions/22222222-2222-4222-8222-222222222222/resourceGroups/rg-payments-prod/providers/Microsoft.Sql/servers/sql-payments']
+// param cosmosAccountIds = ['/subscriptions/22222222-2222-4222-8222-222222222222/resourceGroups/rg-payments-prod/providers/Microsoft.DocumentDB/databaseAccounts/cosmos-payments-prod']
+// param databaseAdminGroup = { objectId: 'dddddddd-4444-4444-8444-444444444444', displayName: 'payments-db-admins' }
+// param databasesFile = 'databases/servers.yaml'

@@ -1,17 +1,19 @@
--- One-time setup of an Azure SQL Database for jitgate (docs/databases.md). Run it in each database jitgate
--- grants in, connected to that database as its Microsoft Entra admin, with sqlcmd (-G: Entra sign-in):
+-- One-time setup of an Azure SQL Database for jitgate (docs/databases.md, infra/README.md "Databases").
 --
---   sqlcmd -S sql-payments.database.windows.net -d payments -G -i infra/sql/azure-sql-setup.sql \
---          -v jitgate_user="jitgate-identity" jitgate_object_id="<the managed identity's object (principal) id>"
+-- Do not run this file as it is: `jitgate infra sql` prints it for one database of the servers file, with the
+-- database's values and the managed identity's object id set at the top (:setvar) and, at the end, one GRANT per
+-- role the policy lets jitgate grant there, so the policy stays the one list of those roles. Run what it prints
+-- in that database, as its Microsoft Entra admin (a member of the group the infrastructure made the logical
+-- server's Entra admin), with sqlcmd (-G: Entra sign-in; -b: stop at the first error):
+--
+--   jitgate infra sql --server payments-sql --identity-object-id <identityPrincipalId> > setup.sql
+--   sqlcmd -S sql-payments.database.windows.net -d payments -G -b -i setup.sql
 --
 -- jitgate_user is the name jitgate's identity gets in the database: it must start with the identity's name in
 -- Microsoft Entra (Azure's rule for WITH OBJECT_ID), and is the servers file's `user`. The logical server's own
 -- identity must be able to read Microsoft Entra ID (the Directory Readers role, or Microsoft Graph User.Read.All,
 -- GroupMember.Read.All and Application.Read.All) for CREATE USER ... FROM EXTERNAL PROVIDER to work.
---
--- Then, for each role the policy lets jitgate grant here, run the statement `jitgate databases check` prints:
---   GRANT ALTER ON ROLE::[payments_read] TO [jitgate-identity];
--- (membership in db_securityadmin would do for every custom role at once, but it may change any permission).
+-- jitgate is never made db_owner nor a member of db_securityadmin (which could change any permission).
 
 -- jitgate's own user, bound to its managed identity.
 CREATE USER [$(jitgate_user)] FROM EXTERNAL PROVIDER WITH OBJECT_ID = '$(jitgate_object_id)';

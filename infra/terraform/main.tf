@@ -29,9 +29,6 @@ locals {
   reconcile_seconds  = 300
   reconcile_schedule = "0 */5 * * * *" # the reconcile timer (NCRONTAB), every reconcile_seconds
 
-  # The grant providers this deployment serves (JITGATE_PROVIDERS); allowed-roles.json covers the Azure ones.
-  providers = "azure-rbac"
-
   # Partition keys: a request's record and its audit chain live together in `audit`, in the request's
   # partition, so a state change and its events are one transactional batch (docs/architecture.md §6). Each
   # grant key is one document in `ledger`, partitioned by the key (GrantKey.assignment_name(), a UUIDv5) and
@@ -112,9 +109,18 @@ locals {
     JITGATE_ARCHIVE_ACCOUNT_URL   = azurerm_storage_account.archive.primary_blob_endpoint
     JITGATE_ARCHIVE_CONTAINER     = azurerm_storage_container.archive.name
     JITGATE_ACTIVITY_WORKSPACE_ID = azurerm_log_analytics_workspace.this.workspace_id
-    JITGATE_PROVIDERS             = local.providers
     JITGATE_GRANT_SCOPES          = join(",", var.grant_scopes)
     JITGATE_GROUP_OBJECT_IDS      = join(",", [for name, id in var.group_object_ids : "${name}=${id}"])
+    JITGATE_COSMOS_ACCOUNTS       = join(",", var.cosmos_account_ids)
+    JITGATE_DATABASES_FILE        = var.databases_file
+    # The grant providers this deployment serves: azure-rbac, and each database provider it was pointed at
+    # (postgres and azure-sql need the servers file too).
+    JITGATE_PROVIDERS = join(",", concat(
+      ["azure-rbac"],
+      var.databases_file == "" || length(var.postgres_server_ids) == 0 ? [] : ["postgres"],
+      var.databases_file == "" || length(var.sql_server_ids) == 0 ? [] : ["azure-sql"],
+      length(var.cosmos_account_ids) == 0 ? [] : ["cosmos-data"],
+    ))
   }
 }
 

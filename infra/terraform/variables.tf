@@ -114,3 +114,53 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+# ---------------------------------------------------------------- databases (infra/README.md "Databases")
+
+variable "postgres_server_ids" {
+  description = "ARM ids of existing Azure Database for PostgreSQL flexible servers jitgate grants on (the servers file's `platform: azure` entries). Azure gives jitgate nothing there: it signs in with an Entra token, and an admin runs the setup script `jitgate infra sql` prints."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.postgres_server_ids : can(regex("^(?i)/subscriptions/[0-9a-f-]{36}/resourcegroups/[-\\w.()]+/providers/microsoft\\.dbforpostgresql/flexibleservers/[a-z0-9-]+$", id))])
+    error_message = "Each PostgreSQL server id must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.DBforPostgreSQL/flexibleServers/<name>."
+  }
+}
+
+variable "sql_server_ids" {
+  description = "ARM ids of existing Azure SQL logical servers jitgate grants on (the servers file's `platform: azure-sql` entries). As for PostgreSQL, everything jitgate needs is given inside each database by the setup script."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.sql_server_ids : can(regex("^(?i)/subscriptions/[0-9a-f-]{36}/resourcegroups/[-\\w.()]+/providers/microsoft\\.sql/servers/[a-z0-9-]+$", id))])
+    error_message = "Each Azure SQL server id must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Sql/servers/<name>."
+  }
+}
+
+variable "cosmos_account_ids" {
+  description = "ARM ids of existing Cosmos DB accounts (API for NoSQL) the cosmos-data provider grants on (JITGATE_COSMOS_ACCOUNTS). The function identity gets, at each account, a custom role that allows data-plane role assignments and nothing else."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.cosmos_account_ids : can(regex("^(?i)/subscriptions/[0-9a-f-]{36}/resourcegroups/[-\\w.()]+/providers/microsoft\\.documentdb/databaseaccounts/[a-z0-9-]+$", id))])
+    error_message = "Each Cosmos DB account id must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.DocumentDB/databaseAccounts/<name>."
+  }
+}
+
+variable "database_admin_group" {
+  description = "Entra group made Microsoft Entra administrator of every server in postgres_server_ids and sql_server_ids; its members run the setup scripts. null: the servers' administrators are left as they are. An Azure SQL server has one Entra administrator, which this replaces."
+  type = object({
+    object_id    = string
+    display_name = string
+  })
+  default = null
+}
+
+variable "databases_file" {
+  description = "Path of the servers file inside the deployed package (JITGATE_DATABASES_FILE, docs/databases.md). The app serves postgres and azure-sql when it is set and postgres_server_ids or sql_server_ids names servers."
+  type        = string
+  default     = ""
+}

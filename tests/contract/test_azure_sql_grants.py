@@ -5,6 +5,7 @@ and the fake itself refuses what SQL Server would not parse."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from shared.adapters.databases.servers import Servers
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for, role_id
 from shared.domain.policy import Policy
+from shared.infra_sql import setup_script as setup_script_for
 from tests.azure.fake_sql import JITGATE_OID, JITGATE_USER, FakeSqlDatabase, FakeSqlSyntaxError
 from tests.azure.sql_world import SCOPE, SqlWorld
 from tests.fakes.world import JANE, World, access_request
@@ -322,11 +324,21 @@ def run_as_admin(db: FakeSqlDatabase, *statements: str) -> None:
         cursor.execute(statement)
 
 
-def setup_script(user: str, object_id: str) -> list[str]:
-    """infra/sql/azure-sql-setup.sql as sqlcmd runs it: variables substituted, one statement at a time."""
-    text = SETUP.read_text().replace("$(jitgate_user)", user).replace("$(jitgate_object_id)", object_id)
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+def sqlcmd(text: str, **variables: str) -> list[str]:
+    """A script as sqlcmd runs it: `:setvar` lines and -v variables substituted, one statement at a time."""
+    lines = []
+    for line in text.splitlines():
+        setvar = re.fullmatch(r':setvar (\w+) "([^"]*)"', line)
+        if setvar:
+            variables[setvar[1]] = setvar[2]
+        elif not line.lstrip().startswith("--"):
+            lines.append(re.sub(r"\$\((\w+)\)", lambda m: variables[m[1]], line))
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+
+
+def setup_script(user: str, object_id: str) -> list[str]:
+    """infra/sql/azure-sql-setup.sql as sqlcmd runs it with -v."""
+    return sqlcmd(SETUP.read_text(), jitgate_user=user, jitgate_object_id=object_id)
 
 
 def test_the_setup_script_and_the_printed_fixes_give_jitgate_every_right_the_check_asks_for() -> None:
@@ -359,6 +371,36 @@ def test_the_setup_script_and_the_printed_fixes_give_jitgate_every_right_the_che
     assert len(findings) == 7
     # AND the custom role made from the advice really is a member of the fixed one
     assert db.roles_of("db_datareader_jitgate") == ["db_datareader"]
+
+
+SETUP_POLICY = """\
+version: 1
+groups:
+  engineers: [dddddddd-0000-4000-8000-00000000000d]
+rules:
+  - name: sql-main-roles
+    match:
+      providers: [azure-sql]
+      roles: [payments_read, "pay]ments's"]
+      scopes: ["/subscriptions/*/resourceGroups/*/providers/Microsoft.Sql/servers/sql-main/databases/payments"]
+      requesterGroups: [engineers]
+    outcome: auto
+    maxDuration: PT1H
+"""
+
+
+def test_the_setup_script_jitgate_prints_gives_it_every_right_the_check_asks_for() -> None:
+    # GIVEN a database nobody set up for jitgate, with the roles an application team made (one with a bracket and
+    # a quote in its name)
+    db = FakeSqlDatabase(bare=True)
+    run_as_admin(db, "CREATE ROLE [payments_read]", "CREATE ROLE [pay]]ments's]")
+    server = SqlWorld().server("sql-main")
+    # WHEN its Entra admin runs what `jitgate infra sql` prints for it with sqlcmd
+    run_as_admin(db, *sqlcmd(setup_script_for(server, Policy.from_text(SETUP_POLICY), JITGATE_OID)))
+    # THEN jitgate's check passes for the roles the policy grants there
+    findings = check_server(server, ["pay]ments's", "payments_read"], connect=db.connect)
+    assert [f.what for f in findings if not f.ok] == []
+    assert len(findings) == 6
 
 
 def test_the_check_names_a_wrong_user_a_policy_without_roles_an_ungrantable_role_and_users_it_kept(

@@ -18,9 +18,12 @@ from shared.adapters.databases.servers import Servers
 from shared.adapters.postgres.check import check_server
 from shared.adapters.postgres.provider import LOGIN_MARKER, PostgresGrants
 from shared.adapters.postgres.signin import PasswordEnv
+from shared.adapters.postgres.throwaway import ThrowawayPostgres
 from shared.cli import main
 from shared.domain.errors import AssignmentExists, PermanentError, TransientError
 from shared.domain.ledger import GrantKey, marker_for, role_id, role_name
+from shared.domain.policy import Policy
+from shared.infra_sql import SQL_DIR, setup_script
 from tests.postgres import JITGATE_PASSWORD, PgWorld, admin_sql, prepare, start_server
 
 pytestmark = pytest.mark.postgres
@@ -388,29 +391,89 @@ def test_on_cloud_sql_jitgate_grants_to_iam_users_but_never_creates_them(pg_worl
     assert logins(pg_world) == [login]
 
 
-def test_the_setup_script_gives_jitgate_every_right_the_check_asks_for(tmp_path: Path) -> None:
-    # GIVEN a fresh server with the roles an application team made, and nothing for jitgate
+SETUP_POLICY = """\
+version: 1
+groups:
+  engineers: [dddddddd-0000-4000-8000-00000000000d]
+rules:
+  - name: pg-main-roles
+    match:
+      providers: [postgres]
+      roles: [payments_read, 'Payments "Audit"']
+      scopes: [pg-main/payments]
+      requesterGroups: [engineers]
+    outcome: auto
+    maxDuration: PT1H
+"""
+
+
+def psql(pg: ThrowawayPostgres, *args: str) -> subprocess.CompletedProcess[str]:
+    assert pg.bin is not None
+    command = [str(pg.bin / "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
+               "-d", "payments", *args]
+    return subprocess.run(command, env={**os.environ, "PGPASSWORD": pg.admin.password}, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_the_setup_script_jitgate_prints_gives_it_every_right_the_check_asks_for(tmp_path: Path) -> None:
+    # GIVEN a fresh server with the roles an application team made (one with a quote and capitals), and nothing
+    # for jitgate
     pg = start_server()
     try:
         pg.sql("CREATE DATABASE payments")
-        pg.sql("CREATE ROLE payments_read NOLOGIN", "CREATE ROLE payments_audit NOLOGIN")
-        # WHEN an admin runs infra/sql/postgres-setup.sql with psql, as its header says
-        script = Path(__file__).resolve().parents[2] / "infra" / "sql" / "postgres-setup.sql"
-        assert pg.bin is not None
-        psql = [str(pg.bin / "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
-                "-d", "payments"]
-        run = subprocess.run(
-            [*psql, "-v", f"jitgate_password={JITGATE_PASSWORD}", "-v", "roles=payments_read, payments_audit",
-             "-f", str(script)],
-            env={**os.environ, "PGPASSWORD": pg.admin.password}, capture_output=True, text=True, timeout=60,
-            check=False,
-        )
+        pg.sql("CREATE ROLE payments_read NOLOGIN", 'CREATE ROLE "Payments ""Audit""" NOLOGIN')
+        server = PgWorld({"pg-main": pg}).server("pg-main", pg)
+        # WHEN an admin runs what `jitgate infra sql` prints for it, as its header says
+        script = tmp_path / "setup.sql"
+        script.write_text(setup_script(server, Policy.from_text(SETUP_POLICY)))
+        run = psql(pg, "-v", f"jitgate_password={JITGATE_PASSWORD}", "-f", str(script))
         assert run.returncode == 0, run.stderr
-        # THEN jitgate's check passes for the roles the policy grants there
-        world = PgWorld({"pg-main": pg})
-        findings = check_server(world.server("pg-main", pg), ["payments_audit", "payments_read"],
+        # THEN jitgate's check passes for the roles the policy grants there, and for nothing else
+        findings = check_server(server, ['Payments "Audit"', "payments_read"],
                                 sign_in=lambda s: PasswordEnv("PW", {"PW": JITGATE_PASSWORD}))
         assert [f.what for f in findings if not f.ok] == []
         assert len(findings) == 5
+        # AND a second run changes nothing and fails nothing (the login exists)
+        assert psql(pg, "-v", f"jitgate_password={JITGATE_PASSWORD}", "-f", str(script)).returncode == 0
+        # AND without the password, or run as the bare template, it stops at once, saying why
+        refused = psql(pg, "-f", str(script))
+        assert refused.returncode != 0 and "psql -v jitgate_password" in refused.stderr
+        bare = psql(pg, "-v", "jitgate_password=x", "-f", str(SQL_DIR / "postgres-setup.sql"))
+        assert bare.returncode != 0 and "jitgate_user is not set" in bare.stderr
+    finally:
+        pg.stop()
+
+
+def test_the_azure_setup_script_binds_jitgate_to_its_identity_without_making_it_an_entra_admin(
+        tmp_path: Path) -> None:
+    # GIVEN a server with Azure's pgaadauth_create_principal_with_oid stood in for
+    pg = start_server()
+    try:
+        pg.sql("CREATE DATABASE payments")
+        pg.sql("CREATE ROLE payments_read NOLOGIN", 'CREATE ROLE "Payments ""Audit""" NOLOGIN', "CREATE ROLE jitgate")
+        pg.sql(STAND_IN, dbname="payments")
+        server = replace(PgWorld({"pg-main": pg}).server("pg-main", pg), platform="azure", user="jitgate-identity",
+                         password_env=None)
+        oid = "7d3b2a10-5c4e-4f6a-8b9c-0d1e2f3a4b5c"
+        # WHEN the admin runs what `jitgate infra sql` prints, with its security label printed, not applied (a
+        # plain PostgreSQL has no pgaadauth label provider)
+        text = setup_script(server, Policy.from_text(SETUP_POLICY), oid)
+        script = tmp_path / "setup.sql"
+        script.write_text(text.replace("',type=service,admin') \\gexec", "',type=service,admin') \\g"))
+        run = psql(pg, "-A", "-t", "-f", str(script))
+        assert run.returncode == 0, run.stderr
+        # THEN the login was made by Azure's function as a service principal, not an administrator
+        calls = pg.sql("SELECT * FROM pgaadauth_calls", dbname="payments")
+        assert calls == [("jitgate-identity", oid, "service", False, False)]
+        # AND it may create logins, end sessions and grant exactly the policy's roles
+        rights = pg.sql("SELECT rolcreaterole, rolcreatedb, rolsuper, pg_has_role('jitgate-identity', "
+                        "'pg_signal_backend', 'MEMBER') FROM pg_roles WHERE rolname = 'jitgate-identity'")
+        assert rights == [(True, False, False, True)]
+        admin = pg.sql("SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u "
+                       "ON u.oid = m.member WHERE u.rolname = 'jitgate-identity' AND m.admin_option ORDER BY 1")
+        assert admin == [('Payments "Audit"',), ("payments_read",)]
+        # AND the label that lets it manage Entra logins names its object id
+        assert (f'SECURITY LABEL FOR "pgaadauth" ON ROLE "jitgate-identity" IS '
+                f"'aadauth,oid={oid},type=service,admin'") in run.stdout
     finally:
         pg.stop()

@@ -58,6 +58,22 @@ TERRAFORM_TO_ARM = {
     "azurerm_service_plan": "Microsoft.Web/serverfarms",
     "azurerm_function_app_flex_consumption": "Microsoft.Web/sites",
     "azurerm_role_assignment": "Microsoft.Authorization/roleAssignments",
+    "azurerm_role_definition": "Microsoft.Authorization/roleDefinitions",
+}
+
+# What each database loop of either template runs over, by the variable (Bicep) or expression (Terraform) it
+# iterates: the same words on both sides, so that the inventories compare.
+BICEP_DATABASE_LOOPS = {
+    "postgresServers": "each PostgreSQL server",
+    "sqlServers": "each Azure SQL server",
+    "cosmosAccounts": "each Cosmos DB account",
+    "cosmosResourceGroups": "each resource group holding a Cosmos DB account",
+}
+TERRAFORM_DATABASE_LOOPS = {
+    "var.postgres_server_ids": "each PostgreSQL server",
+    "var.sql_server_ids": "each Azure SQL server",
+    "var.cosmos_account_ids": "each Cosmos DB account",
+    "local.cosmos_resource_groups": "each resource group holding a Cosmos DB account",
 }
 
 # ARM child resources Bicep declares on their own and azurerm sets through an argument of the parent.
@@ -113,6 +129,10 @@ class Inventory:
     cosmos_database: Any = None
     cosmos_containers: dict[str, str] = field(default_factory=dict)
     cosmos_data_roles: list[tuple[str, str, str]] = field(default_factory=list)
+    # The databases part: custom roles by name, their assignments, the Entra administrators of existing servers.
+    custom_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    database_assignments: list[dict[str, Any]] = field(default_factory=list)
+    entra_admins: dict[str, dict[str, Any]] = field(default_factory=dict)
     role_assignments: set[tuple[str, str, str, str]] = field(default_factory=set)
     grants: list[dict[str, Any]] = field(default_factory=list)
     app_settings: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +166,19 @@ class BicepFile:
         for symbol, resource in self.tree.get("resources", {}).items():
             config = resource["config"]
             loop = config.get("loop_type")
-            yield symbol, resource["type"], (config["config"] if loop else config), loop
+            wrapped = loop is not None or "condition" in config
+            yield symbol, resource["type"], (config["config"] if wrapped else config), loop
+
+    def condition(self, symbol: str) -> Any:
+        """The `if (...)` of a conditional resource, None for one that is always deployed."""
+        return self.tree["resources"][symbol]["config"].get("condition")
+
+    def references(self, value: Any) -> list[str]:
+        """The parameters (by their plain name) and allowed-roles.json fields an expression reads."""
+        canonical = text(self.canon(value))
+        found = re.findall(r"\$\{param:(\w+)\}", canonical)
+        found += re.findall(rf"{re.escape(ALLOWED_ROLES)}:(\w+)", canonical)
+        return sorted(set(found))
 
     def resource(self, symbol: str) -> dict[str, Any]:
         return next(body for s, _, body, _ in self.resources() if s == symbol)
@@ -195,6 +227,8 @@ class BicepFile:
             module = module_file(self, base)
             return module.canon(module.tree["outputs"][output]["value"])
         resolved = self.canon(base)
+        if resolved == ALLOWED_ROLES and isinstance(key, dict):  # allowedRoles.cosmosData.roleDefinitionIds
+            key = key["operator"]["operands"]["operand_1"]
         if resolved == ALLOWED_ROLES and isinstance(key, str):
             return f"{ALLOWED_ROLES}:{key}"
         if isinstance(resolved, dict) and isinstance(key, str) and key in resolved:
@@ -251,9 +285,13 @@ def bicep_inventory() -> Inventory:
     app = bicep_file("jitgate.bicep")
 
     for f in bicep_files():
-        for _, kind, body, _ in f.resources():
+        for symbol, kind, body, _ in f.resources():
+            if f.tree["resources"][symbol]["existing"]:
+                continue  # a resource this deployment reads, not one it deploys
             inv.kinds.add(kind)
             props = f.canon(body.get("properties", {}))
+            if kind == "Microsoft.Authorization/roleAssignments" and f.path.name.startswith("cosmos-"):
+                continue  # the cosmos-data permission, a custom role: see _bicep_databases
             if kind == "Microsoft.Authorization/roleAssignments":
                 [role_id] = guids(props["roleDefinitionId"])
                 grant = f.path.name.startswith("grant-")
@@ -275,6 +313,8 @@ def bicep_inventory() -> Inventory:
             assert main.canon(_module_config(module)["params"]["condition"]) == f"{ALLOWED_ROLES}:condition"
         if Path(module["detail"]["path"]).name == "activity-log.bicep":
             inv.activity_log_subscriptions = text(main.canon(module["config"]["loop_type"]["detail"]["array_name"]))
+
+    _bicep_databases(inv, main)
 
     activity = bicep_file("activity-log.bicep")
     logs = activity.resource("activityLog")["properties"]["logs"]
@@ -361,6 +401,47 @@ def bicep_inventory() -> Inventory:
     return inv
 
 
+def _bicep_databases(inv: Inventory, main: BicepFile) -> None:
+    """The custom roles main.bicep defines, and what its database modules deploy: over which list, when, and
+    with which role or administrator properties."""
+    for symbol, kind, body, _ in main.resources():
+        if kind == "Microsoft.Authorization/roleDefinitions":
+            props = body["properties"]
+            [permissions] = props["permissions"]
+            inv.custom_roles[main.canon(props["roleName"])] = {
+                "type": props["type"],
+                "actions": main.canon(permissions["actions"]),
+                "not actions": main.canon(permissions["notActions"]),
+                "assignable at": main.references(props["assignableScopes"]),
+                "when": main.references(main.condition(symbol)),
+            }
+    for symbol, module in main.tree["modules"].items():
+        name = Path(module["detail"]["path"]).name
+        if not name.startswith(("cosmos-", "postgres-entra-", "sql-entra-")):
+            continue
+        loop = module["config"]["loop_type"]["detail"]["array_name"]["operator"]
+        assert loop["type"] == "conditional", (symbol, loop)
+        branches = loop["operands"]
+        over = next(v for v in (branches["true_value"], branches["false_value"]) if v != [])
+        where = {"over": BICEP_DATABASE_LOOPS[over], "when": main.references(branches["condition"])}
+        params = _module_config(module)["params"]
+        mod = module_file(main, symbol)
+        [(kind, body)] = [(k, b) for s, k, b, _ in mod.resources() if not mod.tree["resources"][s]["existing"]]
+        if kind == "Microsoft.Authorization/roleAssignments":
+            definition = params["roleDefinitionId"]["operator"]["operands"]["operand_1"]
+            props = mod.canon(body["properties"])
+            scope = "resource group" if "scope" not in body else mod.tree["resources"][body["scope"]]["type"]
+            inv.database_assignments.append({
+                **where, "role": main.canon(main.resource(definition)["properties"]["roleName"]), "at": scope,
+                "principal": props["principalId"], "principal type": props["principalType"],
+            })
+        else:
+            props = body["properties"]
+            inv.entra_admins[kind] = {**where, "name": mod.references(body["name"]), "properties": {
+                key: value if key in ("principalType", "administratorType") else mod.references(value)
+                for key, value in props.items()}}
+
+
 # ---------------------------------------------------------------- Terraform
 
 
@@ -441,6 +522,8 @@ def terraform_inventory() -> Inventory:
 
     for kind, name, body in terraform_resources():
         inv.kinds.add(tf_kind(kind, body))
+        if kind == "azurerm_role_assignment" and name.startswith("cosmos_"):
+            continue  # the cosmos-data permission, a custom role: see _terraform_databases
         if kind == "azurerm_role_assignment":
             [role_id] = guids(tf_canon(body["role_definition_id"]))
             grant = body["scope"] == "${each.value}"
@@ -464,6 +547,8 @@ def terraform_inventory() -> Inventory:
             inv.activity_log_categories = set(tf_canon(dynamic["for_each"]))
             assert body["for_each"] == "${toset(local.activity_log_subscriptions)}"
             inv.activity_log_subscriptions = locals_["activity_log_subscriptions"]
+
+    _terraform_databases(inv)
 
     queue = terraform_resource("azurerm_servicebus_queue", "this")
     names = re.findall(r"local\.(\w+)", queue["for_each"])
@@ -556,3 +641,61 @@ def terraform_inventory() -> Inventory:
     inv.parameters = {plain(v) for v in terraform_tree()["variable"]}
     inv.outputs = {plain(o) for o in terraform_tree()["output"]}
     return inv
+
+
+def tf_references(expression: str) -> list[str]:
+    """The variables (by their plain name) and allowed-roles.json fields an expression reads, through locals."""
+    found: set[str] = set()
+    for local in re.findall(r"local\.(\w+)", expression):
+        if local == "allowed_roles":
+            continue
+        found.update(tf_references(text(terraform_tree()["locals"][local])))
+    found.update(plain(v) for v in re.findall(r"var\.(\w+)", expression))
+    found.update(re.findall(r"local\.allowed_roles\.(\w+)", expression))
+    return sorted(found)
+
+
+def _tf_loop(for_each: str) -> dict[str, Any]:
+    """`condition ? toset(list) : toset([])` (either way round): over which list, and when."""
+    found = re.fullmatch(r"\$\{(.+) \? toset\((.+)\) : toset\((.+)\)\}", for_each)
+    assert found is not None, for_each
+    over = next(v for v in found.group(2, 3) if v != "[]")
+    return {"over": TERRAFORM_DATABASE_LOOPS[over], "when": tf_references(found[1])}
+
+
+def _terraform_databases(inv: Inventory) -> None:
+    """What databases.tf deploys, in the words _bicep_databases uses."""
+    definitions = {}
+    for kind, name, body in terraform_resources():
+        if kind == "azurerm_role_definition":
+            definitions[name] = tf_canon(body["name"])
+            permissions = block(body, "permissions")
+            count = re.fullmatch(r"\$\{(.+) \? 1 : 0\}", body["count"])
+            assert count is not None, body["count"]
+            inv.custom_roles[tf_canon(body["name"])] = {
+                "type": "CustomRole",
+                "actions": tf_canon(permissions["actions"]),
+                "not actions": tf_canon(permissions["not_actions"]),
+                "assignable at": tf_references(body["assignable_scopes"]),
+                "when": tf_references(count[1]),
+            }
+    for kind, name, body in terraform_resources():
+        if kind == "azurerm_role_assignment" and name.startswith("cosmos_"):
+            assert body["scope"] == "${each.value}", body["scope"]
+            definition = re.fullmatch(r"\$\{azurerm_role_definition\.(\w+)\[0\]\.role_definition_resource_id\}",
+                                      body["role_definition_id"])
+            assert definition is not None, body["role_definition_id"]
+            where = _tf_loop(body["for_each"])
+            inv.database_assignments.append({
+                **where, "role": definitions[definition[1]],
+                "at": ("Microsoft.DocumentDB/databaseAccounts" if where["over"] == "each Cosmos DB account"
+                       else "resource group"),
+                "principal": tf_canon(body["principal_id"]), "principal type": body["principal_type"],
+            })
+        elif kind == "azapi_resource" and name.endswith("_admin"):
+            assert body["parent_id"] == "${each.value}", body["parent_id"]
+            props = body["body"]["properties"]
+            inv.entra_admins[tf_kind(kind, body)] = {
+                **_tf_loop(body["for_each"]), "name": tf_references(body["name"]), "properties": {
+                    key: value if key in ("principalType", "administratorType") else tf_references(value)
+                    for key, value in props.items()}}

@@ -49,6 +49,18 @@ param maximumInstanceCount int
 @description('Path of the policy inside the deployed package (the one allowed-roles.json was generated from).')
 param policyPath string
 
+@description('Existing Azure Database for PostgreSQL flexible servers jitgate grants on (postgres).')
+param postgresServerIds array
+
+@description('Existing Azure SQL logical servers jitgate grants on (azure-sql).')
+param sqlServerIds array
+
+@description('Existing Cosmos DB accounts jitgate grants data roles on (cosmos-data).')
+param cosmosAccountIds array
+
+@description('Path of the servers file inside the deployed package; empty: no postgres or azure-sql.')
+param databasesFile string
+
 // ---------------------------------------------------------------- shared settings (kept equal to infra/terraform)
 
 var requestsQueue = 'access-requests'
@@ -70,8 +82,9 @@ var queueSettings = {
 var reconcileSeconds = 300
 var reconcileSchedule = '0 */5 * * * *' // the reconcile timer (NCRONTAB), every reconcileSeconds
 
-// The grant providers this deployment serves (JITGATE_PROVIDERS); allowed-roles.json covers the Azure ones.
-var grantProviders = 'azure-rbac'
+// The grant providers this deployment serves (JITGATE_PROVIDERS): azure-rbac, and each database provider it was
+// pointed at (postgres and azure-sql need the servers file too).
+var grantProviders = join(concat(['azure-rbac'], empty(databasesFile) || empty(postgresServerIds) ? [] : ['postgres'], empty(databasesFile) || empty(sqlServerIds) ? [] : ['azure-sql'], empty(cosmosAccountIds) ? [] : ['cosmos-data']), ',')
 var groupObjectIdPairs = [for group in items(groupObjectIds): '${group.key}=${group.value}']
 
 // Partition keys: a request's record and its audit chain live together in `audit`, in the request's
@@ -711,6 +724,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'JITGATE_GROUP_OBJECT_IDS'
           value: join(groupObjectIdPairs, ',')
+        }
+        {
+          name: 'JITGATE_COSMOS_ACCOUNTS'
+          value: join(cosmosAccountIds, ',')
+        }
+        {
+          name: 'JITGATE_DATABASES_FILE'
+          value: databasesFile
         }
       ]
     }

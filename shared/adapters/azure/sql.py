@@ -158,8 +158,8 @@ def translate(exc: BaseException, server: Server, doing: str) -> TransientError 
     if number in _NO_RIGHT:
         hint = "run `jitgate databases check` for the rights jitgate needs and the statements that give them"
     elif number == 18456:
-        hint = (f"jitgate's identity is no user of database {server.database}: infra/sql/azure-sql-setup.sql makes "
-                "it one")
+        hint = (f"jitgate's identity is no user of database {server.database}: the script `jitgate infra sql --server "
+                f"{server.name}` prints (infra/sql/azure-sql-setup.sql) makes it one")
     elif number == 37545:
         hint = "that object id is not in the server's Microsoft Entra tenant"
     elif number == 33131:

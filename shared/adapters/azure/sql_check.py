@@ -1,6 +1,7 @@
 """`jitgate databases check` on an Azure SQL Database: whether jitgate can sign in and holds the rights it needs,
-and the T-SQL an admin runs to give the ones it lacks (infra/sql/azure-sql-setup.sql gives the role-independent
-ones once). Also lists the users jitgate made and had to keep (they own something), for an admin to look at.
+and the T-SQL an admin runs to give the ones it lacks (the script `jitgate infra sql` prints gives them all once,
+from infra/sql/azure-sql-setup.sql and the policy's roles). Also lists the users jitgate made and had to keep
+(they own something), for an admin to look at.
 
 The rights: ALTER ANY USER (create and drop the users it grants to, and mark them), KILL DATABASE CONNECTION
 (end a person's sessions at revoke), VIEW DATABASE STATE (see sessions other than its own), and per role the
@@ -41,7 +42,8 @@ def check_server(server: Server, roles: list[str] | None, connect: Connector | N
     except JitgateError as exc:
         return [Finding(False, f"cannot sign in: {exc}",
                         "check host and database in the servers file, the server's firewall, and that jitgate's "
-                        "identity is a user of the database (infra/sql/azure-sql-setup.sql)")]
+                        f"identity is a user of the database (`jitgate infra sql --server {server.name}` prints "
+                        "infra/sql/azure-sql-setup.sql for it)")]
 
 
 def _role_findings(db: Database, roles: list[str] | None, me: str) -> list[Finding]:

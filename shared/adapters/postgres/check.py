@@ -1,6 +1,6 @@
 """`jitgate databases check` on a PostgreSQL server: whether jitgate can sign in and holds the rights it needs,
-and the statements an admin runs to give the ones it lacks (infra/sql/postgres-setup.sql does all of them
-once)."""
+and the statements an admin runs to give the ones it lacks (the script `jitgate infra sql` prints does all of
+them once)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,14 @@ def check_server(server: Server, roles: list[str] | None,
     except JitgateError as exc:
         return [Finding(False, f"cannot sign in: {exc}",
                         "check host, port, database and the sign-in in the servers file; "
-                        "infra/sql/postgres-setup.sql creates jitgate's login")]
+                        f"`jitgate infra sql --server {server.name}` prints the script that creates jitgate's "
+                        "login (infra/sql)")]
 
 
 def _createrole_fix(server: Server, me: str) -> str:
     if server.platform == "azure":
-        return ("make jitgate's identity a Microsoft Entra administrator of the server (its members of "
-                "azure_pg_admin have CREATEROLE and may create Entra logins)")
+        return (f"run the script `jitgate infra sql --server {server.name} --identity-object-id <id>` prints, as a "
+                f"Microsoft Entra administrator of the server (or ALTER ROLE {me} CREATEROLE;)")
     if server.platform == "cloud-sql":
         return f"GRANT cloudsqlsuperuser TO {me}; (or ALTER ROLE {me} CREATEROLE;)"
     return f"ALTER ROLE {me} CREATEROLE;"

@@ -53,9 +53,12 @@ export interface AccessRequestV1 {
   context?: RequestContext;
 }
 
-/** What the engineer chose in the form. */
+/**
+ * What the engineer chose in the form. Provider and scope may be left out when `entityRef` names an entity that
+ * offers exactly one target (a database): the action takes them from its annotations.
+ */
 export interface AccessAsked {
-  target: { provider: string; scope: string; role: string };
+  target: { provider?: string; scope?: string; role: string };
   duration: string;
   justification: string;
   ticket?: string;
@@ -152,7 +155,7 @@ export function buildAccessRequest(parts: {
     requester: parts.requester,
     target: {
       provider: asked.target?.provider as Provider,
-      scope: asked.target?.scope,
+      scope: asked.target?.scope as string,
       role: asked.target?.role,
     },
     duration: asked.duration,

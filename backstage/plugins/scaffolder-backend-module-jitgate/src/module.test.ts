@@ -4,7 +4,10 @@ import type { Entity } from '@backstage/catalog-model';
 import type { JsonObject } from '@backstage/types';
 import { catalogServiceMock } from '@backstage/plugin-catalog-node/testUtils';
 import { scaffolderActionsExtensionPoint, type TemplateAction } from '@backstage/plugin-scaffolder-node';
+import { createMockActionContext } from '@backstage/plugin-scaffolder-node-test-utils';
 import { scaffolderModuleJitgate } from './module';
+import { exampleDatabases } from './testing/catalog';
+import { askedFor, UNUSED_WORKSPACE, userEntity } from './testing/fixtures';
 
 const payments: Entity = {
   apiVersion: 'backstage.io/v1alpha1',
@@ -39,7 +42,7 @@ async function startWith(config: JsonObject, extraFeatures: ServiceFactory[] = [
     features: [
       scaffolderModuleJitgate,
       mockServices.rootConfig.factory({ data: config }),
-      catalogServiceMock.factory({ entities: [payments, ledger] }),
+      catalogServiceMock.factory({ entities: [payments, ledger, ...exampleDatabases()] }),
       ...extraFeatures,
     ],
   });
@@ -52,6 +55,19 @@ describe('scaffolder module jitgate', () => {
     expect(actions.map(a => a.id)).toEqual(['jitgate:access:request']);
     expect(actions[0]!.supportsDryRun).toBe(true);
     expect(actions[0]!.schema?.input).toMatchObject({ required: expect.arrayContaining(['target', 'duration', 'justification']) });
+    await backend.stop();
+  });
+
+  it("gives the action the catalog, so that a database's target comes from its annotations", async () => {
+    const { backend, actions } = await startWith({ jitgate: { transport: 'http', http: { baseUrl: 'http://127.0.0.1:9' } } });
+    const input = { ...askedFor({ entityRef: 'resource:default/payments-db' }), target: { role: 'payments_write' } };
+    const ctx = createMockActionContext<any, any>({ input, user: { entity: userEntity() }, workspacePath: UNUSED_WORKSPACE });
+    await actions[0]!.handler({ ...ctx, isDryRun: true });
+    expect(Object.fromEntries((ctx.output as jest.Mock).mock.calls).message.target).toEqual({
+      provider: 'postgres',
+      scope: 'payments-primary/payments',
+      role: 'payments_write',
+    });
     await backend.stop();
   });
 
@@ -84,6 +100,17 @@ describe('scaffolder module jitgate', () => {
           '/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649/resourceGroups/rg-payments-staging',
         ],
         roles: ['Reader', 'Contributor'],
+      });
+    });
+
+    it("lists a database's one scope and its roles", async () => {
+      const response = await get('?entityRef=resource:default/payments-ledger');
+      expect(response.status).toBe(200);
+      expect(await response.json()).toMatchObject({
+        entityRef: 'resource:default/payments-ledger',
+        provider: 'cosmos-data',
+        scopes: [expect.stringMatching(/\/dbs\/payments\/colls\/ledger$/)],
+        roles: ['Cosmos DB Built-in Data Reader', 'Cosmos DB Built-in Data Contributor'],
       });
     });
 

@@ -28,7 +28,7 @@ export const scaffolderModuleJitgate = createBackendModule({
         const sender = createSender(settings);
         lifecycle.addShutdownHook(() => sender.close());
         scaffolder.addActions(
-          createRequestAccessAction({ sender, statusUrlOf: requestId => statusUrlOf(settings, requestId) }),
+          createRequestAccessAction({ sender, statusUrlOf: requestId => statusUrlOf(settings, requestId), catalog }),
         );
         httpRouter.use(createTargetsRouter({ catalog, httpAuth }));
         logger.info(`jitgate:access:request sends access requests to ${sender.destination}`);

@@ -1,4 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
+import type { Entity } from '@backstage/catalog-model';
+import type { BackstageCredentials } from '@backstage/backend-plugin-api';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
 import {
   buildAccessRequest,
@@ -11,6 +13,7 @@ import {
 import { InvalidAccessRequest } from './errors';
 import { requesterOf } from './requester';
 import type { AccessRequestSender } from './sender';
+import { resolveTarget } from './targets';
 
 export const REQUEST_ACCESS_ACTION_ID = 'jitgate:access:request';
 
@@ -18,6 +21,13 @@ export interface RequestAccessActionOptions {
   sender: AccessRequestSender;
   /** Builds the link to a request's state from its id. */
   statusUrlOf: (requestId: string) => string;
+  /**
+   * Reads the entity a request names (the catalog service), to take a database's provider and scope from its
+   * annotations when the template leaves them out. Without it, every request must name its target whole.
+   */
+  catalog?: {
+    getEntityByRef(entityRef: string, options: { credentials: BackstageCredentials }): Promise<Entity | undefined>;
+  };
 }
 
 /**
@@ -25,7 +35,7 @@ export interface RequestAccessActionOptions {
  * request v1 for the user running the template, checks it against the v1 rules and hands it
  * to the sender. A dry run checks everything and sends nothing.
  */
-export function createRequestAccessAction({ sender, statusUrlOf }: RequestAccessActionOptions) {
+export function createRequestAccessAction({ sender, statusUrlOf, catalog }: RequestAccessActionOptions) {
   return createTemplateAction({
     id: REQUEST_ACCESS_ACTION_ID,
     description:
@@ -51,18 +61,39 @@ export function createRequestAccessAction({ sender, statusUrlOf }: RequestAccess
           '      entityRef: component:default/payments-api',
         ].join('\n'),
       },
+      {
+        description: 'Ask for a role in a database from the catalog: its annotations name the provider and scope',
+        example: [
+          'steps:',
+          '  - id: request',
+          '    name: Request access',
+          '    action: jitgate:access:request',
+          '    input:',
+          '      target:',
+          '        role: payments_read',
+          '      duration: PT1H',
+          '      justification: Read the payments ledger for INC-4711',
+          '      ticket: INC-4711',
+          '      entityRef: resource:default/payments-db',
+        ].join('\n'),
+      },
     ],
     schema: {
       input: {
         target: z =>
           z
             .object({
-              provider: z.enum(PROVIDERS).describe('Where the role lives'),
+              provider: z
+                .enum(PROVIDERS)
+                .optional()
+                .describe('Where the role lives; left out (with scope) to take it from the entity entityRef names'),
               scope: z
                 .string()
+                .optional()
                 .describe(
                   'ARM scope path; projects/<id> | folders/<n> | organizations/<n> for gcp-iam; a database for postgres ' +
-                    'and azure-sql; a Cosmos DB account, database or container for cosmos-data',
+                    'and azure-sql; a Cosmos DB account, database or container for cosmos-data. Left out (with ' +
+                    'provider) for an entity that names one target, such as a database',
                 ),
               role: z.string().describe('Role name (Contributor, roles/viewer) or role definition id'),
             })
@@ -70,7 +101,14 @@ export function createRequestAccessAction({ sender, statusUrlOf }: RequestAccess
         duration: z => z.string().describe('How long, as an ISO 8601 duration such as PT2H; at most P31D'),
         justification: z => z.string().describe('Why, for the approvers and the audit trail (at most 1000 characters)'),
         ticket: z => z.string().optional().describe('Change or incident ticket, such as INC-4711 (at most 64 characters)'),
-        entityRef: z => z.string().optional().describe('The catalog entity the access is for, such as component:default/payments-api'),
+        entityRef: z =>
+          z
+            .string()
+            .optional()
+            .describe(
+              'The catalog entity the access is for, such as component:default/payments-api; for a database ' +
+                '(resource:default/payments-db) its annotations give the provider and scope',
+            ),
       },
       output: {
         requestId: z => z.string().describe('The id jitgate knows the request by'),
@@ -79,8 +117,11 @@ export function createRequestAccessAction({ sender, statusUrlOf }: RequestAccess
       },
     },
     async handler(ctx) {
-      const asked: AccessAsked = ctx.input;
       const requester = requesterOf(ctx.user);
+      const lookUp = catalog
+        ? async (entityRef: string) => catalog.getEntityByRef(entityRef, { credentials: await ctx.getInitiatorCredentials() })
+        : undefined;
+      const asked: AccessAsked = await resolveTarget(ctx.input, lookUp);
       // NB. A task resumed after a backend restart runs this step again. The checkpoint keeps the
       // first requestId, so the resend is the same request to jitgate rather than a second one.
       const requestId = await ctx.checkpoint({ key: `jitgate.requestId.${digestOf(asked)}`, fn: () => randomUUID() });

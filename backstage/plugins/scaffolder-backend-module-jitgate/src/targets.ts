@@ -7,9 +7,14 @@ import type { HttpAuthService } from '@backstage/backend-plugin-api';
 import { parseEntityRef, stringifyEntityRef, type Entity } from '@backstage/catalog-model';
 import type { CatalogService } from '@backstage/plugin-catalog-node';
 import express from 'express';
-import { isEntityRef } from './accessRequest';
+import { isEntityRef, type AccessAsked } from './accessRequest';
+import { InvalidAccessRequest } from './errors';
 
-/** Which provider the component's scopes belong to: azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql or cosmos-data. */
+/**
+ * Which provider the entity's scopes belong to: azure-rbac, azure-pim, gcp-iam, local, postgres, azure-sql or
+ * cosmos-data. A component offers several scopes; a database (a Resource of type `database`) names exactly one,
+ * itself, so that its annotations name one jitgate target.
+ */
 export const PROVIDER_ANNOTATION = 'jitgate.io/provider';
 /** The scopes one may ask for, separated by commas or new lines. */
 export const SCOPES_ANNOTATION = 'jitgate.io/scopes';
@@ -38,6 +43,39 @@ export function accessTargetsOf(entity: Entity): AccessTargets | { missing: stri
     ...(roles.length ? [] : [ROLES_ANNOTATION]),
   ];
   return missing.length ? { missing } : { entityRef: stringifyEntityRef(entity), provider, scopes, roles };
+}
+
+/**
+ * The target a request names: as given, or (when the template leaves provider and scope out) taken from
+ * the entity `entityRef` names, which must offer exactly one scope (a database) and the role asked for. The entity
+ * is read with `lookUp`, which reads the catalog as the person running the template.
+ */
+export async function resolveTarget(
+  asked: AccessAsked,
+  lookUp: ((entityRef: string) => Promise<Entity | undefined>) | undefined,
+): Promise<AccessAsked> {
+  const { provider, scope, role } = asked.target ?? ({} as Partial<AccessAsked['target']>);
+  // NB. Half a target is the template's own, and the request's rules say what is missing from it.
+  if (given(provider) || given(scope)) return asked;
+  const refuse = (loc: string, msg: string): never => {
+    throw new InvalidAccessRequest([{ loc, msg }], 'jitgate:access:request');
+  };
+  const entityRef = asked.entityRef;
+  if (!given(entityRef)) {
+    return refuse('entityRef', 'names no entity: without target.provider and target.scope the target is the one the entity names');
+  }
+  if (!lookUp) return refuse('entityRef', 'this action was set up without the catalog, so it cannot read the entity');
+  const entity = await lookUp(entityRef);
+  if (!entity) return refuse('entityRef', `${entityRef} is not in the catalog, or you may not see it`);
+  const targets = accessTargetsOf(entity);
+  if ('missing' in targets) return refuse('entityRef', `${entityRef} offers no jitgate access: it lacks ${targets.missing.join(', ')}`);
+  if (targets.scopes.length !== 1) {
+    return refuse('entityRef', `${entityRef} offers ${targets.scopes.length} scopes; name the one you need in target.scope`);
+  }
+  if (!targets.roles.includes(role)) {
+    return refuse('target.role', `'${role}' is not a role ${entityRef} offers (${targets.roles.join(', ')})`);
+  }
+  return { ...asked, target: { provider: targets.provider, scope: targets.scopes[0]!, role } };
 }
 
 /**
@@ -75,6 +113,10 @@ export function createTargetsRouter(deps: { catalog: CatalogService; httpAuth: H
     }
   });
   return router;
+}
+
+function given(value: unknown): value is string {
+  return typeof value === 'string' && value.trim() !== '';
 }
 
 function listOf(value: string | undefined): string[] {

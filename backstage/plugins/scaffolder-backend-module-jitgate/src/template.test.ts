@@ -1,23 +1,17 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createMockActionContext } from '@backstage/plugin-scaffolder-node-test-utils';
-import { parse } from 'yaml';
 import { validateAccessRequest, buildAccessRequest } from './accessRequest';
 import { createRequestAccessAction, REQUEST_ACCESS_ACTION_ID } from './requestAccessAction';
 import { requesterOf } from './requester';
 import { PROVIDER_ANNOTATION, ROLES_ANNOTATION, SCOPES_ANNOTATION, TARGETS_PATH } from './targets';
+import { RecordingCatalog, exampleDatabases } from './testing/catalog';
 import { askedFor, PAYMENTS_RG, UNUSED_WORKSPACE, userEntity } from './testing/fixtures';
 import { RecordingSender } from './testing/recordingSender';
+import { loadTemplate, renderWith } from './testing/template';
 
-const TEMPLATE_PATH = join(__dirname, '..', '..', '..', 'templates', 'request-access', 'template.yaml');
-const template = parse(readFileSync(TEMPLATE_PATH, 'utf8'));
-
-const pages: { properties: Record<string, any> }[] = template.spec.parameters;
-const field = (name: string) => pages.map(page => page.properties[name]).find(Boolean);
-const step = (id: string) => template.spec.steps.find((s: { id: string }) => s.id === id);
+const { template, field, pageOf, step } = loadTemplate('request-access');
 
 /** What the scaffolder would have once the form is filled and catalog:fetch has run. */
-const filled = {
+const render = renderWith({
   'parameters.component': 'component:default/payments-api',
   'parameters.scope': PAYMENTS_RG,
   'parameters.role': 'Contributor',
@@ -25,24 +19,7 @@ const filled = {
   'parameters.justification': 'Rotate the payments DB firewall rule for INC-4711',
   'parameters.ticket': 'INC-4711',
   "steps.component.output.entity.metadata.annotations['jitgate.io/provider']": 'azure-rbac',
-} as Record<string, string>;
-
-// Renders `${{ expression }}` values from `filled`; an expression it does not know fails the
-// test, so a template that starts reading something new is noticed here.
-function render(value: unknown): unknown {
-  if (typeof value === 'string') {
-    const match = /^\$\{\{\s*(.+?)\s*\}\}$/.exec(value);
-    if (!match) return value;
-    const expression = match[1]!;
-    if (!(expression in filled)) throw new Error(`template.yaml uses an expression this test does not know: ${expression}`);
-    return filled[expression];
-  }
-  if (Array.isArray(value)) return value.map(render);
-  if (typeof value === 'object' && value !== null) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, render(v)]));
-  }
-  return value;
-}
+});
 
 describe('templates/request-access/template.yaml', () => {
   it('is a v1beta3 template whose request step the action accepts and sends', async () => {
@@ -99,7 +76,6 @@ describe('templates/request-access/template.yaml', () => {
       arraySelector: list,
     });
     // The picker fetches once, when its page opens: the component must be on an earlier page.
-    const pageOf = (fieldName: string) => pages.findIndex(page => fieldName in page.properties);
     expect(pageOf('component')).toBeLessThan(pageOf(name));
   });
 
@@ -134,5 +110,83 @@ describe('templates/request-access/template.yaml', () => {
   it("links to the request's status from the action's outputs", () => {
     const [status] = template.spec.output.links;
     expect(status.url).toBe('${{ steps.request.output.statusUrl }}');
+  });
+});
+
+describe('templates/request-database-access/template.yaml', () => {
+  const database = loadTemplate('request-database-access');
+  const filled = renderWith({
+    'parameters.database': 'resource:default/payments-sql',
+    'parameters.role': 'payments_read',
+    'parameters.duration': 'PT1H',
+    'parameters.justification': 'Read the payments ledger for INC-4711',
+    'parameters.ticket': 'INC-4711',
+  });
+
+  it("sends the database's own target, read by the action from the catalog", async () => {
+    expect(database.template.apiVersion).toBe('scaffolder.backstage.io/v1beta3');
+    // GIVEN the request step rendered from a filled form: a database and a role, no provider nor scope
+    const request = database.step('request');
+    expect(request.action).toBe(REQUEST_ACCESS_ACTION_ID);
+    const input = filled(request.input) as any;
+    expect(input.target).toEqual({ role: 'payments_read' });
+    // WHEN the action runs it with the example databases in the catalog
+    const sender = new RecordingSender();
+    const catalog = new RecordingCatalog(exampleDatabases());
+    const action = createRequestAccessAction({ sender, statusUrlOf: id => id, catalog });
+    await action.handler(createMockActionContext<any, any>({ input, user: { entity: userEntity() }, workspacePath: UNUSED_WORKSPACE }));
+    // THEN the request names the database's provider and scope, and the template runs no other step
+    expect(JSON.parse(sender.sent[0]!.body)).toMatchObject({
+      target: {
+        provider: 'azure-sql',
+        scope: '/subscriptions/3d6a4adc-4ac3-43f4-a05a-2238e5eec649/resourceGroups/rg-payments-prod/providers/Microsoft.Sql/servers/sql-payments/databases/payments',
+        role: 'payments_read',
+      },
+      context: { entityRef: 'resource:default/payments-sql' },
+    });
+    expect(database.template.spec.steps).toHaveLength(1);
+  });
+
+  it('offers only databases that carry the jitgate annotations', () => {
+    const [filter] = database.field('database')['ui:options'].catalogFilter;
+    expect(filter).toEqual({
+      kind: 'Resource',
+      'spec.type': 'database',
+      [`metadata.annotations.${PROVIDER_ANNOTATION}`]: { exists: true },
+      [`metadata.annotations.${SCOPES_ANNOTATION}`]: { exists: true },
+      [`metadata.annotations.${ROLES_ANNOTATION}`]: { exists: true },
+    });
+    for (const entity of exampleDatabases()) {
+      expect([entity.kind, entity.spec?.type]).toEqual([filter.kind, filter['spec.type']]);
+      for (const key of Object.keys(filter).filter(k => k.startsWith('metadata.annotations.'))) {
+        expect(entity.metadata.annotations).toHaveProperty([key.slice('metadata.annotations.'.length)]);
+      }
+    }
+  });
+
+  it("feeds the role picker from the module's targets route, on a page after the database", () => {
+    const picker = database.field('role');
+    expect(picker['ui:field']).toBe('SelectFieldFromApi');
+    expect(picker['ui:options']).toMatchObject({
+      path: `scaffolder${TARGETS_PATH}`,
+      params: { entityRef: '{{ parameters.database }}' },
+      arraySelector: 'roles',
+    });
+    expect(database.pageOf('database')).toBeLessThan(database.pageOf('role'));
+  });
+
+  it('offers durations and limits that jitgate accepts', () => {
+    const duration = database.field('duration');
+    expect(duration.enum).toContain(duration.default);
+    for (const preset of duration.enum) {
+      const request = buildAccessRequest({
+        requestId: '1b4e28ba-2fa1-41d2-883f-0016d3cca427',
+        requester: requesterOf({ entity: userEntity() }),
+        asked: askedFor({ duration: preset }),
+      });
+      expect(validateAccessRequest(request)).toEqual([]);
+    }
+    expect(database.field('justification').maxLength).toBe(field('justification').maxLength);
+    expect(database.field('ticket')).toEqual({ ...field('ticket'), description: database.field('ticket').description });
   });
 });
