@@ -21,6 +21,9 @@ def instant(value: datetime) -> str:
 
 
 def parse_instant(text: str) -> datetime:
+    if len(text) == 27 and text[10] == "T" and text[19] == "." and text[26] == "Z":
+        # NB. The form `instant` writes, read 10x faster than by strptime; anything else goes through strptime.
+        return datetime.fromisoformat(text[:26]).replace(tzinfo=UTC)
     return datetime.strptime(text, INSTANT_FORMAT).replace(tzinfo=UTC)
 
 

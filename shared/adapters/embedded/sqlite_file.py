@@ -17,6 +17,12 @@ class SqliteFile:
 
     `isolation_level=None`: no implicit transactions. The sqlite3 module's implicit deferred BEGIN
     would let two receivers read the same row before either writes.
+
+    Threads of one process take turns at writing through a lock of this object before they ask SQLite
+    for its write lock. SQLite makes a writer that finds the file locked sleep and try again (1, 2, 5, 10,
+    ... up to 100 ms), so under contention a write waited for the sleep, not for the writer before it, and
+    a due revoke could sleep behind forty HTTP intake threads. The lock hands the turn over at once; other
+    processes on the same file still wait through SQLite's busy timeout.
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class SqliteFile:
         self._rows = rows
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
 
     def connection(self) -> sqlite3.Connection:
@@ -52,14 +59,15 @@ class SqliteFile:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._writing:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         """Close every thread's connection; the file reopens lazily if used again."""
