@@ -10,6 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# NB. getpid(2) is a system call on every call (glibc no longer caches it); `connection` runs dozens of times a
+# lifecycle, so the process id is read once, and again in a forked child.
+os.register_at_fork(after_in_child=_forked)
+
 
 class SqliteFile:
     """A connection per thread (never carried across a fork), WAL journaling, a busy timeout, and write
@@ -44,7 +56,7 @@ class SqliteFile:
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.pid != _pid:
             # check_same_thread=False only so that close() may close it; each thread uses its own.
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             if self._rows is not None:
@@ -53,7 +65,7 @@ class SqliteFile:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             with self._lock:
                 self._connections.append(conn)
-            self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.conn, self._local.pid = conn, _pid
         return conn
 
     @contextmanager
