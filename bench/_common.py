@@ -359,8 +359,11 @@ def _setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def idle_cpu_rate(serve: Serve, window: float = 1.0) -> float:
-    """Cores the server burns doing nothing (its consumers poll the bus): the floor under every CPU figure."""
+def idle_cpu_rate(serve: Serve, window: float = 1.0, settle: float = 1.0) -> float:
+    """Cores the server burns doing nothing (its consumers poll the bus): the floor under every CPU figure. Taken
+    `settle` seconds after the server answers, so that consumer processes (JITGATE_WORKER_PROCESSES) still
+    importing are not counted as idle work."""
+    time.sleep(settle)
     before = serve.cpu_seconds()
     time.sleep(window)
     return (serve.cpu_seconds() - before) / window
