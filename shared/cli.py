@@ -294,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .api import create_app
     from .domain.errors import PolicyError
     from .runtime import build
-    from .worker import Worker
+    from .worker import Worker, consumer_processes
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(args)
@@ -313,7 +313,12 @@ def _serve(args: argparse.Namespace) -> int:
         settings.poll_interval,
     )
     worker.reconcile()  # a restart after a crash converges before serving
-    worker.start(settings.workers)
+    if settings.worker_processes:
+        children = consumer_processes(settings, settings.worker_processes, args.log_level)
+        worker.start(0)  # the timer only: the consumers are the children's
+    else:
+        children = []
+        worker.start(settings.workers)
     envoy = None
     if runtime.envoy is not None:
         envoy = threading.Thread(target=runtime.envoy.run, args=(worker.stop,), name="jitgate-envoy", daemon=True)
@@ -323,6 +328,10 @@ def _serve(args: argparse.Namespace) -> int:
         server.run(app, settings, args.host, args.port, args.log_level)
     finally:
         worker.stop.set()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(10)
         if envoy is not None:
             envoy.join(10)  # it writes the usage it has counted so far
     return 0

@@ -47,6 +47,10 @@ class Settings:
     # NB. uvicorn waits for a stalled request forever; a client gets this long for the head and again for the body.
     request_read_timeout: timedelta = timedelta(seconds=10)
     workers: int = 2
+    # NB. `jitgate serve` only: processes that run the consumers (each with `workers` threads and one for revokes)
+    # beside the serving process, which then keeps the API and the reconcile timer. 0: consumers are threads of
+    # the serving process.
+    worker_processes: int = 0
     public_url: str = ""
     seed_file: Path | None = None
     databases_file: Path | None = None  # the PostgreSQL servers file: with it, the `postgres` provider is served
@@ -126,6 +130,7 @@ class Settings:
             request_read_timeout=read.seconds("JITGATE_REQUEST_READ_SECONDS", base.request_read_timeout),
             max_delivery_count=read.count("JITGATE_MAX_DELIVERIES", base.max_delivery_count, minimum=1),
             workers=read.count("JITGATE_WORKERS", base.workers, minimum=0),
+            worker_processes=read.count("JITGATE_WORKER_PROCESSES", base.worker_processes, minimum=0),
             public_url=e.get("JITGATE_PUBLIC_URL", ""),
             seed_file=Path(seed) if seed else None,
             databases_file=Path(e["JITGATE_DATABASES_FILE"]) if e.get("JITGATE_DATABASES_FILE") else None,

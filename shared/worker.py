@@ -8,12 +8,17 @@ in provider backoff can stand between a due revoke and its handler (docs/archite
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 
 from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
 from .lifecycle import Lifecycle, ReconcileReport
 from .ports import Bus, ReceivedMessage
+from .settings import Settings
 
 log = logging.getLogger("jitgate.worker")
 
@@ -161,7 +166,7 @@ class Worker:
         while not self.stop.wait(self.reconcile_every):
             self.reconcile()
 
-    def start(self, consumers: int = 2) -> list[threading.Thread]:
+    def start(self, consumers: int = 2, timer: bool = True) -> list[threading.Thread]:
         """`consumers` threads on every queue and, with them, one on the revocations queue alone; the timer."""
         threads = [
             threading.Thread(target=self.run_consumer, name=f"jitgate-consumer-{i}", daemon=True)
@@ -169,7 +174,37 @@ class Worker:
         ]
         if consumers:
             threads.append(threading.Thread(target=self.run_revocations, name="jitgate-revocations", daemon=True))
-        threads.append(threading.Thread(target=self.run_timer, name="jitgate-reconcile", daemon=True))
+        if timer:
+            threads.append(threading.Thread(target=self.run_timer, name="jitgate-reconcile", daemon=True))
         for thread in threads:
             thread.start()
         return threads
+
+
+def consumer_processes(settings: Settings, count: int, log_level: str) -> list[BaseProcess]:
+    """Start `count` processes that each serve the bus as `jitgate serve`'s consumer threads do (no timer, no API).
+    Each stops when the process that started it is gone, however it ended."""
+    context = multiprocessing.get_context("spawn")  # NB. not fork: the server already runs threads
+    processes: list[BaseProcess] = [
+        context.Process(target=_consume_until_orphaned, args=(settings, os.getpid(), log_level),
+                        name=f"jitgate-consumers-{i}", daemon=True)
+        for i in range(count)
+    ]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def _consume_until_orphaned(settings: Settings, parent: int, log_level: str) -> None:
+    from .runtime import build
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = build(settings)
+    worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
+                    settings.max_delivery_count, settings.reconcile_interval.total_seconds(), settings.poll_interval)
+    worker.start(settings.workers, timer=False)
+    # NB. A server killed outright (SIGKILL) cannot stop its children: each watches for being handed to another
+    # parent, and stops within half a second. What it was handling is settled or redelivered, as after any crash.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    worker.stop.set()

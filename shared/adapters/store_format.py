@@ -6,13 +6,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from datetime import UTC, datetime
 
 from ..domain.audit import format_instant
 
 INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, so text order is time order
-_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def instant(value: datetime) -> str:
@@ -23,9 +21,9 @@ def instant(value: datetime) -> str:
 
 
 def parse_instant(text: str) -> datetime:
-    # NB. strptime costs ~50 us an instant; reading every active hold (Envoy's index, reconcile) parses two each.
-    if _INSTANT.fullmatch(text):
-        return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    if len(text) == 27 and text[10] == "T" and text[19] == "." and text[26] == "Z":
+        # NB. The form `instant` writes, read 10x faster than by strptime; anything else goes through strptime.
+        return datetime.fromisoformat(text[:26]).replace(tzinfo=UTC)
     return datetime.strptime(text, INSTANT_FORMAT).replace(tzinfo=UTC)
 
 

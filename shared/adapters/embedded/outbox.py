@@ -37,8 +37,11 @@ class OutboxNotifier:
         }
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _append(self.path, line.encode("utf-8"))
+            try:
+                _append(self.path, line.encode("utf-8"))
+            except FileNotFoundError:  # NB. its directory is made on first use (and again if removed), not per line
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _append(self.path, line.encode("utf-8"))
         except OSError as exc:
             raise TransientError(f"outbox {self.path}: {exc}") from exc
         if self._echo is not None:

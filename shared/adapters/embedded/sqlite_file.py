@@ -10,6 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# NB. getpid(2) is a system call on every call (glibc no longer caches it); `connection` runs dozens of times a
+# lifecycle, so the process id is read once, and again in a forked child.
+os.register_at_fork(after_in_child=_forked)
+
 
 class SqliteFile:
     """A connection per thread (never carried across a fork), WAL journaling, a busy timeout, and write
@@ -17,6 +29,12 @@ class SqliteFile:
 
     `isolation_level=None`: no implicit transactions. The sqlite3 module's implicit deferred BEGIN
     would let two receivers read the same row before either writes.
+
+    Threads of one process take turns at writing through a lock of this object before they ask SQLite
+    for its write lock. SQLite makes a writer that finds the file locked sleep and try again (1, 2, 5, 10,
+    ... up to 100 ms), so under contention a write waited for the sleep, not for the writer before it, and
+    a due revoke could sleep behind forty HTTP intake threads. The lock hands the turn over at once; other
+    processes on the same file still wait through SQLite's busy timeout.
     """
 
     def __init__(
@@ -33,11 +51,12 @@ class SqliteFile:
         self._rows = rows
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.pid != _pid:
             # check_same_thread=False only so that close() may close it; each thread uses its own.
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             if self._rows is not None:
@@ -46,20 +65,21 @@ class SqliteFile:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             with self._lock:
                 self._connections.append(conn)
-            self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.conn, self._local.pid = conn, _pid
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._writing:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         """Close every thread's connection; the file reopens lazily if used again."""

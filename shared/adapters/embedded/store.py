@@ -4,10 +4,16 @@ Safe for several threads (one connection each) and several processes (WAL, busy 
 A record is written with its new audit events in one transaction; a grant key's document is its `grants`
 row (version, principal type, provider expiry, deletion intent) and its `holds` rows, written together in
 one transaction conditional on the row's version.
+
+Records this store wrote itself are not validated again when they are read back: the store remembers the
+text it wrote for each recent request with the record it came from, and a read that finds exactly that text
+returns a copy of that record. Any other text (written by another process, by an earlier jitgate, edited by
+hand) is validated in full, as before.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import sqlite3
@@ -40,6 +46,7 @@ from .sqlite_file import SqliteFile
 SCHEMA_VERSION = 3  # 2: holds keep the principal type; 3: one versioned grants row per grant key
 MAX_PAGE = 1000
 _BATCH = 2000
+_REMEMBERED_RECORDS = 4096  # per store object: the requests in flight, and then some
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -128,6 +135,7 @@ class SqliteStore:
         # NB. synchronous=NORMAL under WAL: a killed process loses nothing; only a power cut can roll back
         # the last few commits, and the file stays consistent. FULL cost 3 ms a commit on a busy disk.
         self._db = SqliteFile(path, busy_timeout, synchronous="NORMAL")
+        self._written = _WrittenRecords(_REMEMBERED_RECORDS)
         self._create_schema()
 
     # ------------------------------------------------------------ connections
@@ -169,7 +177,8 @@ class SqliteStore:
     # ------------------------------------------------------------ requests
 
     def create_request(self, record: RequestRecord) -> RequestRecord:
-        text = _record_text(record, version=1)
+        created = _committed(record, version=1)
+        text = created.model_dump_json(by_alias=True)
         with self._db.transaction() as conn:
             try:
                 conn.execute(
@@ -179,14 +188,15 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"request {record.request_id} already exists") from None
             self._insert_events(conn, _events_of(record))
-        return _record(text)
+        return self._written.remember(text, created)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         row = self._db.connection().execute("SELECT doc FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-        return None if row is None else _record(row[0])
+        return None if row is None else self._written.read(request_id, row[0])
 
     def save_request(self, record: RequestRecord) -> RequestRecord:
-        text = _record_text(record, version=record.version + 1)
+        saved = _committed(record, version=record.version + 1)
+        text = saved.model_dump_json(by_alias=True)
         with self._db.transaction() as conn:
             updated = conn.execute(
                 "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
@@ -199,7 +209,7 @@ class SqliteStore:
                     raise NotFound(f"request {record.request_id} does not exist")
                 raise ConcurrencyConflict(f"request {record.request_id} is at version {row[0]}, not {record.version}")
             self._insert_events(conn, _events_of(record))
-        return record.model_copy(update={"version": record.version + 1, "pending_events": []})
+        return self._written.remember(text, saved)
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
         if not states or limit < 1:
@@ -600,11 +610,10 @@ def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainR
 # ---------------------------------------------------------------- helpers
 
 
-def _record_text(record: RequestRecord, version: int) -> str:
-    doc = record.document()
-    doc["version"] = version
-    doc["pendingEvents"] = []  # committed with the record, in the same transaction
-    return json.dumps(doc)
+def _committed(record: RequestRecord, version: int) -> RequestRecord:
+    """The record as it is stored: at `version`, its outbox empty (its events are committed with it, in the same
+    transaction). Stored as `model_dump_json` writes it, the same document as `document()` in a third the time."""
+    return record.model_copy(update={"version": version, "pending_events": []})
 
 
 def _events_of(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
@@ -639,6 +648,48 @@ def _anchor(row: Sequence[Any]) -> ChainAnchor | None:
     if seq is None:  # not a record this jitgate wrote
         return None
     return ChainAnchor(int(seq) - 1, head or "", tuple((int(s), str(h)) for s, h in json.loads(pending)))
+
+
+class _WrittenRecords:
+    """The text this store last wrote for each of the most recent requests, with the record it wrote it from.
+
+    NB. The text is the record's own document (`_committed`, as `model_dump_json` writes it), and parsing a
+    record's document gives back an equal record (pinned by tests/unit/test_store_written_records.py), so a read
+    that finds exactly the text written may return the record instead of validating the text again. Callers
+    mutate the records they get, so each side keeps a copy of its own: what is remembered and what is handed out
+    share no list or dict.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._texts: dict[str, tuple[str, RequestRecord]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, text: str, record: RequestRecord) -> RequestRecord:
+        kept = _detached(record)
+        with self._lock:
+            self._texts.pop(record.request_id, None)
+            self._texts[record.request_id] = (text, kept)
+            if len(self._texts) > self._size:
+                del self._texts[next(iter(self._texts))]  # the least recently written
+        return record
+
+    def read(self, request_id: str, text: str) -> RequestRecord:
+        found = self._texts.get(request_id)
+        if found is not None and found[0] == text:
+            return _detached(found[1])
+        return _record(text)
+
+
+def _detached(record: RequestRecord) -> RequestRecord:
+    """A copy of a record sharing nothing a caller could change in place (its nested models are frozen)."""
+    return record.model_copy(update={
+        "errors": copy.deepcopy(record.errors) if record.errors else [],
+        "approvals": list(record.approvals),
+        "denial": None if record.denial is None else copy.deepcopy(record.denial),
+        "refusals": dict(record.refusals),
+        "pending_events": list(record.pending_events),
+    })
 
 
 def _record(text: str) -> RequestRecord:

@@ -1,0 +1,72 @@
+"""The plumbing under every embedded adapter: a connection per thread and per process, and writers that take turns."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.adapters.embedded.sqlite_file import SqliteFile
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_uses_its_parents_connection(tmp_path: Path) -> None:
+    db = SqliteFile(tmp_path / "x.db")
+    inherited = db.connection()
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE t (who TEXT)")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, write through its own connection, and leave without cleanup
+        own = db.connection()
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO t VALUES ('child')")
+        os.write(write, b"new" if own is not inherited else b"inherited")
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 100)
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer == b"new"
+    assert db.connection() is inherited
+    assert db.connection().execute("SELECT who FROM t").fetchall() == [("child",)]
+    db.close()
+
+
+def test_a_writer_waits_for_the_writer_before_it_in_its_own_process_not_through_sqlites_retries(
+    tmp_path: Path,
+) -> None:
+    # NB. No busy timeout at all: SQLite would refuse the second writer at once ("database is locked"), where
+    # before it slept and retried. Writers of one process must hand the turn to each other instead.
+    db = SqliteFile(tmp_path / "x.db", busy_timeout=0)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE counter (n INTEGER)")
+        conn.execute("INSERT INTO counter VALUES (0)")
+    first_in = threading.Event()
+    failures: list[BaseException] = []
+
+    def bump(hold: float) -> None:
+        try:
+            with db.transaction() as conn:
+                first_in.set()
+                (n,) = conn.execute("SELECT n FROM counter").fetchone()
+                time.sleep(hold)
+                conn.execute("UPDATE counter SET n = ?", (n + 1,))
+        except BaseException as exc:
+            failures.append(exc)
+
+    first = threading.Thread(target=bump, args=(0.2,))
+    first.start()
+    first_in.wait(5)
+    others = [threading.Thread(target=bump, args=(0,)) for _ in range(4)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join()
+    assert failures == []
+    assert db.connection().execute("SELECT n FROM counter").fetchone() == (5,)
+    db.close()
