@@ -25,11 +25,11 @@ Port call -> what the Azure adapters make of it (shared/adapters/azure/cosmos.py
   batch        a record the store writes together with its events (it hands the record back with an empty
                outbox; since issue #10), or any call writing several documents: one transactional batch,
                charged the sum of its operations
-  query        requests_in, requests_with_outbox, overdue_holds, all_active_holds, holds_for_request (cross-
-               partition); chain, active_holds before issue #10 (one partition) -> query_items. Query charges
-               are not published: we assume 3 RU per query plus 1 RU per KB returned, on one physical
-               partition (below 50 GB and 10,000 RU/s a container has one). Check with the x-ms-request-charge
-               header on a real account.
+  query        requests_in, requests_with_outbox, list_requests, overdue_holds, all_active_holds,
+               holds_for_request (cross-partition); chain, active_holds before issue #10 (one partition)
+               -> query_items. Query charges are not published: we assume 3 RU per query plus 1 RU per KB
+               returned, on one physical partition (below 50 GB and 10,000 RU/s a container has one). Check
+               with the x-ms-request-charge header on a real account.
   bus          send, schedule, cancel, each delivery (receive), complete/abandon/dead-letter, lock renewal: one
                billable Service Bus operation each (messages are far below 64 KB); Standard tier.
 Document sizes are measured from the documents each call wrote or read, plus 200 bytes for the properties
