@@ -46,10 +46,12 @@ from .domain.ids import is_guid, is_principal_id, principal_id_problem
 from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
 from .domain.lifecycle import RequestRecord, RequestState
 from .domain.request import MAX_BODY_BYTES, AccessRequest, note_problem, parse_access_request
+from .google_identity import GoogleIdTokens, GoogleKeys
 from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import RequestFilter, Result, Viewer
 from .ports import AuditQuery
 from .runtime import Runtime
+from .settings import SettingsError
 from .teams import (
     MAX_ACTIVITY_BYTES,
     InvalidActivity,
@@ -169,6 +171,21 @@ class _App(FastAPI):
         return schema
 
 
+def google_id_tokens(runtime: Runtime) -> GoogleIdTokens:
+    """The verifier of the API's callers in gcp mode; SettingsError when it has no audience to check."""
+    settings = runtime.settings
+    if not settings.gcp_api_audience:
+        raise SettingsError(["JITGATE_GCP_API_AUDIENCE is required for the API in gcp mode: the audience callers' "
+                             "Google ID tokens carry (the Cloud Run service URL, or a custom audience)"])
+    known = {*runtime.policy.groups, *settings.gcp_groups}
+    unknown = sorted({m for _, m in settings.gcp_roles if m.startswith("group:") and m.partition(":")[2] not in known})
+    if unknown:
+        raise SettingsError([f"JITGATE_GCP_ROLES: {', '.join(unknown)} is not a group of the policy file or of "
+                             "JITGATE_GCP_GROUPS"])
+    return GoogleIdTokens(settings.gcp_api_audience, settings.gcp_roles, runtime.backends.directory,
+                          GoogleKeys(settings.gcp_certs_url))
+
+
 def _api_of(request: Request) -> _Api:
     api: _Api = request.app.state.api
     return api
@@ -207,6 +224,7 @@ class _Api:
         else:
             log.warning("the Teams webhook is disabled: JITGATE_TEAMS_SECRET is not set")
         self.replay_guard = ReplayGuard(runtime.backends.clock)
+        self.google = google_id_tokens(runtime) if runtime.settings.mode == "gcp" else None
 
     # ------------------------------------------------------------ identity and refusals
 
@@ -220,7 +238,7 @@ class _Api:
     def identify(self, request: Request, action: str, request_id: str | None) -> Caller:
         """The authenticated caller; a 401 about a request is audited against it."""
         try:
-            return caller_from(request.headers, self.settings)
+            return caller_from(request.headers, self.settings, self.google)
         except AuthError as exc:
             self._refuse(request_id, ANONYMOUS, action, str(exc), exc.status)
 
