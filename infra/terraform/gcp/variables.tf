@@ -96,3 +96,21 @@ variable "alert_email" {
   type        = string
   default     = ""
 }
+
+variable "api_audience" {
+  description = "The audience of the Google ID tokens the API's callers bring (a Cloud Run custom audience)."
+  type        = string
+  default     = "jitgate-api"
+}
+
+variable "api_invokers" {
+  description = "IAM members who may call the API (roles/run.invoker), e.g. domain:example.com, group:engineers@example.com and Backstage's service account."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_roles" {
+  description = "jitgate role (Jit.Submitter, Jit.Auditor, Jit.Admin) -> members: user:<email>, serviceAccount:<email>, or group:<policy group>."
+  type        = map(list(string))
+  default     = {}
+}
