@@ -174,15 +174,16 @@ class _App(FastAPI):
 def google_id_tokens(runtime: Runtime) -> GoogleIdTokens:
     """The verifier of the API's callers in gcp mode; SettingsError when it has no audience to check."""
     settings = runtime.settings
-    if not settings.gcp_api_audience:
-        raise SettingsError(["JITGATE_GCP_API_AUDIENCE is required for the API in gcp mode: the audience callers' "
-                             "Google ID tokens carry (the Cloud Run service URL, or a custom audience)"])
+    if not settings.gcp_api_audiences:
+        raise SettingsError(["JITGATE_GCP_API_AUDIENCE is required for the API in gcp mode: the audiences callers' "
+                             "Google ID tokens carry (the Cloud Run service URL or a custom audience, and the OAuth "
+                             "client id people sign in with), comma-separated"])
     known = {*runtime.policy.groups, *settings.gcp_groups}
     unknown = sorted({m for _, m in settings.gcp_roles if m.startswith("group:") and m.partition(":")[2] not in known})
     if unknown:
         raise SettingsError([f"JITGATE_GCP_ROLES: {', '.join(unknown)} is not a group of the policy file or of "
                              "JITGATE_GCP_GROUPS"])
-    return GoogleIdTokens(settings.gcp_api_audience, settings.gcp_roles, runtime.backends.directory,
+    return GoogleIdTokens(settings.gcp_api_audiences, settings.gcp_roles, runtime.backends.directory,
                           GoogleKeys(settings.gcp_certs_url))
 
 

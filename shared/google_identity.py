@@ -4,7 +4,9 @@ The caller sends `Authorization: Bearer <ID token>` (a person: `gcloud auth prin
 client's ID token; a service account: the metadata server's `identity` endpoint with `format=full`, or IAM
 Credentials' `generateIdToken` with `includeEmail`). jitgate checks the RS256 signature against Google's published
 keys (JWKS), the issuer, the audience (`JITGATE_GCP_API_AUDIENCE`: the Cloud Run service URL or a custom audience),
-the expiry with a small leeway, and for a person that Google verified the e-mail address. The caller is the IAM
+the expiry with a small leeway, and for a person that Google verified the e-mail address. People's tokens come from
+an OAuth client they sign in with (Backstage's Google sign-in), whose client id is then their audience, so the
+setting may list several audiences. The caller is the IAM
 member the request schema uses: `user:<email>`, or `serviceAccount:<email>` for `*.gserviceaccount.com`.
 
 Google tokens carry no app roles: `JITGATE_GCP_ROLES` gives them to members, or to policy groups, whose members the
@@ -38,6 +40,8 @@ LEEWAY_SECONDS: Final = 30
 REFETCH_INTERVAL: Final = 60.0
 DEFAULT_KEYS_LIFETIME: Final = 3600.0  # when Google's answer carries no Cache-Control max-age
 MAX_TOKEN_CHARS: Final = 8 * 1024
+# What Cloud Run leaves of a token its IAM check consumed: the signature is replaced by this text.
+REMOVED_SIGNATURE: Final = "SIGNATURE_REMOVED_BY_GOOGLE"
 
 
 def _refused(reason: str) -> AuthError:
@@ -104,9 +108,9 @@ class GoogleIdTokens:
     `JITGATE_GCP_ROLES`, (role, member) with member `user:<email>`, `serviceAccount:<email>` or `group:<policy
     group>`."""
 
-    def __init__(self, audience: str, roles: tuple[tuple[str, str], ...], directory: Directory,
+    def __init__(self, audiences: tuple[str, ...], roles: tuple[tuple[str, str], ...], directory: Directory,
                  keys: GoogleKeys | None = None) -> None:
-        self.audience = audience
+        self.audiences = audiences
         self.roles = roles
         self.directory = directory
         self.keys = keys or GoogleKeys()
@@ -115,7 +119,7 @@ class GoogleIdTokens:
         """The caller the bearer token names; AuthError(401) saying why when there is none."""
         if authorization is None:
             raise AuthError("not authenticated: send Authorization: Bearer <a Google-signed ID token for "
-                            f"audience {self.audience}>", status=401)
+                            f"audience {self.audiences[0]}>", status=401)
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -129,6 +133,9 @@ class GoogleIdTokens:
         """The claims of a token Google signed for this audience and that has not expired."""
         if len(token) > MAX_TOKEN_CHARS:
             raise _refused(f"it is longer than {MAX_TOKEN_CHARS} characters")
+        if token.endswith(f".{REMOVED_SIGNATURE}"):
+            raise _refused("Cloud Run's IAM check used it and removed its signature; send the token for Cloud Run "
+                           "in X-Serverless-Authorization and the one for jitgate in Authorization")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -141,7 +148,7 @@ class GoogleIdTokens:
         key = self.keys.key(kid)
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=["RS256"], audience=self.audience, leeway=LEEWAY_SECONDS,
+                token, key, algorithms=["RS256"], audience=list(self.audiences), leeway=LEEWAY_SECONDS,
                 options={"require": ["iss", "aud", "exp", "iat", "sub"]},
             )
         except jwt.InvalidSignatureError:
@@ -149,7 +156,7 @@ class GoogleIdTokens:
         except jwt.ExpiredSignatureError:
             raise _refused("it has expired") from None
         except jwt.InvalidAudienceError:
-            raise _refused(f"it is for another audience; this API accepts {self.audience}") from None
+            raise _refused(f"it is for another audience; this API accepts {', '.join(self.audiences)}") from None
         except jwt.ImmatureSignatureError:
             raise _refused("it is issued in the future") from None
         except jwt.MissingRequiredClaimError as exc:

@@ -94,7 +94,7 @@ class Settings:
     federation_audience: str = "api://AzureADTokenExchange"
     # The API's callers on Google Cloud (docs/architecture.md §7.2): the audience their Google ID tokens must carry,
     # the roles members or policy groups have ((role, member) pairs), and where Google publishes its signing keys.
-    gcp_api_audience: str = ""
+    gcp_api_audiences: tuple[str, ...] = ()
     gcp_roles: tuple[tuple[str, str], ...] = ()
     gcp_certs_url: str = "https://www.googleapis.com/oauth2/v3/certs"
     extra: dict[str, str] = field(default_factory=dict)
@@ -169,7 +169,7 @@ class Settings:
             entra_tenant_id=e.get("JITGATE_ENTRA_TENANT_ID", ""),
             entra_client_id=e.get("JITGATE_ENTRA_CLIENT_ID", ""),
             federation_audience=e.get("JITGATE_FEDERATION_AUDIENCE", "").strip() or base.federation_audience,
-            gcp_api_audience=e.get("JITGATE_GCP_API_AUDIENCE", "").strip(),
+            gcp_api_audiences=_listed(e.get("JITGATE_GCP_API_AUDIENCE", "")),
             gcp_roles=read.checked("JITGATE_GCP_ROLES", _gcp_roles, ()),
             gcp_certs_url=read.checked("JITGATE_GCP_CERTS_URL", _base_url, "") or base.gcp_certs_url,
         )

@@ -22,6 +22,7 @@ from tests.gcp.google_tokens import AUDIENCE, BACKSTAGE, JANE, GoogleCerts, Goog
 pytestmark = pytest.mark.gcp
 
 GCP = Settings(mode="gcp")
+PAGES_CLIENT = "1234567890-backstage.apps.googleusercontent.com"  # the OAuth client people sign in to Backstage with
 ROLES = ((SUBMITTER, f"serviceAccount:{BACKSTAGE}"), (AUDITOR, "group:auditors"), (ADMIN, "user:root@example.com"))
 SIGNER = GoogleSigner("key-1")
 
@@ -49,7 +50,7 @@ def clock() -> Clock:
 @pytest.fixture
 def google(certs: GoogleCerts, clock: Clock) -> GoogleIdTokens:
     directory = FakeDirectory({"auditors": {"user:audrey@example.com"}})
-    return GoogleIdTokens(AUDIENCE, ROLES, directory, GoogleKeys(certs.certs_url, clock=clock))
+    return GoogleIdTokens((AUDIENCE, PAGES_CLIENT), ROLES, directory, GoogleKeys(certs.certs_url, clock=clock))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -88,6 +89,11 @@ def test_roles_come_from_members_and_from_policy_groups_through_the_directory(go
     assert not caller_from(bearer(SIGNER.token("mallory@example.com")), GCP, google).is_auditor
 
 
+def test_a_person_s_token_may_be_for_the_oauth_client_they_signed_in_with(google: GoogleIdTokens) -> None:
+    token = SIGNER.token(audience=PAGES_CLIENT, azp=PAGES_CLIENT)
+    assert caller_from(bearer(token), GCP, google).principal_id == "user:jane@example.com"
+
+
 def test_the_issuer_may_be_spelled_without_its_scheme_as_google_also_does(google: GoogleIdTokens) -> None:
     token = SIGNER.token(iss="accounts.google.com")
     assert caller_from(bearer(token), GCP, google).principal_id == "user:jane@example.com"
@@ -120,6 +126,8 @@ REFUSALS = {
     "an empty bearer": ({"Authorization": "Bearer "}, "is not 'Bearer <ID token>'"),
     "not a JWT": (bearer("not-a-token"), "it is not a JSON Web Token"),
     "too long": (bearer("a" * 9000), "longer than 8192 characters"),
+    "signature removed by Cloud Run": (bearer(SIGNER.token().rsplit(".", 1)[0] + ".SIGNATURE_REMOVED_BY_GOOGLE"),
+                                       "send the token for Cloud Run in X-Serverless-Authorization"),
     "forged with our kid": (bearer(GoogleSigner(SIGNER.kid).token()), "signature does not verify"),
     "a key Google does not publish": (bearer(GoogleSigner("key-9").token()), "Google does not publish"),
     "HS256": (bearer(_hs256()), "signed with 'HS256'"),

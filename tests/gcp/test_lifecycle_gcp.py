@@ -339,7 +339,7 @@ def test_google_callers_take_a_google_role_through_the_api_in_gcp_mode(gcp: Gcp)
 
     signer = GoogleSigner("google-key-1")
     certs = GoogleCerts(signer)
-    settings = replace(gcp.runtime.settings, mode="gcp", gcp_api_audience=AUDIENCE, gcp_certs_url=certs.certs_url)
+    settings = replace(gcp.runtime.settings, mode="gcp", gcp_api_audiences=(AUDIENCE,), gcp_certs_url=certs.certs_url)
     api = TestClient(create_app(replace(gcp.runtime, settings=settings)), base_url="https://jitgate.example.com")
     jane, approver = ({"Authorization": f"Bearer {signer.token(email)}"}
                       for email in ("jane@example.com", "someone-local@example.com"))
@@ -380,5 +380,5 @@ def test_the_api_in_gcp_mode_names_a_missing_audience_or_an_unknown_role_group_a
     with pytest.raises(SettingsError, match="JITGATE_GCP_API_AUDIENCE is required"):
         start()
     with pytest.raises(SettingsError, match="JITGATE_GCP_ROLES: group:auditor is not a group of the policy"):
-        start(gcp_api_audience="https://api.example.com", gcp_roles=(("Jit.Auditor", "group:auditor"),))
-    start(gcp_api_audience="https://api.example.com", gcp_roles=(("Jit.Auditor", "group:google-approvers"),))
+        start(gcp_api_audiences=("https://api.example.com",), gcp_roles=(("Jit.Auditor", "group:auditor"),))
+    start(gcp_api_audiences=("https://api.example.com",), gcp_roles=(("Jit.Auditor", "group:google-approvers"),))

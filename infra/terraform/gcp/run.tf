@@ -7,9 +7,9 @@ resource "google_cloud_run_v2_service" "jitgate" {
   location            = var.region
   ingress             = each.value.public ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_ONLY"
   deletion_protection = true
-  # The API's callers bring Google ID tokens for this audience; Cloud Run's IAM check and jitgate both verify it
-  # (a custom audience, because the service's own URL is not known before it exists).
-  custom_audiences = each.value.public ? [var.api_audience] : null
+  # The API's callers bring Google ID tokens for one of these audiences; Cloud Run's IAM check and jitgate both verify
+  # them (custom audiences: the service's own URL is not known before it exists).
+  custom_audiences = each.value.public ? var.api_audiences : null
 
   template {
     service_account                  = google_service_account.runtime.email
@@ -61,7 +61,7 @@ resource "google_cloud_run_v2_service" "jitgate" {
       # roles Google tokens do not carry.
       env {
         name  = "JITGATE_GCP_API_AUDIENCE"
-        value = var.api_audience
+        value = join(",", var.api_audiences)
       }
       env {
         name  = "JITGATE_GCP_ROLES"

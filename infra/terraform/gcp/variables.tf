@@ -97,10 +97,10 @@ variable "alert_email" {
   default     = ""
 }
 
-variable "api_audience" {
-  description = "The audience of the Google ID tokens the API's callers bring (a Cloud Run custom audience)."
-  type        = string
-  default     = "jitgate-api"
+variable "api_audiences" {
+  description = "Audiences of the Google ID tokens the API accepts (Cloud Run custom audiences): jitgate-api for services, and the OAuth client id people sign in to Backstage with."
+  type        = list(string)
+  default     = ["jitgate-api"]
 }
 
 variable "api_invokers" {
