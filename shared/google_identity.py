@@ -38,6 +38,7 @@ LEEWAY_SECONDS: Final = 30
 # NB. An unknown key id makes us fetch Google's keys again (they rotate), but at most once in this interval: a
 # stream of tokens with made-up key ids must not become a stream of requests to Google.
 REFETCH_INTERVAL: Final = 60.0
+RETRY_INTERVAL: Final = 5.0  # after a failed fetch
 DEFAULT_KEYS_LIFETIME: Final = 3600.0  # when Google's answer carries no Cache-Control max-age
 MAX_TOKEN_CHARS: Final = 8 * 1024
 # What Cloud Run leaves of a token its IAM check consumed: the signature is replaced by this text.
@@ -50,7 +51,8 @@ def _refused(reason: str) -> AuthError:
 
 class GoogleKeys:
     """Google's signing keys by key id, fetched from `url` and kept for the lifetime Google gives them
-    (Cache-Control max-age); fetched again early, at most once per REFETCH_INTERVAL, for a key id not among them."""
+    (Cache-Control max-age); fetched again early, at most once per REFETCH_INTERVAL, for a key id not among them.
+    After a failed fetch the next is tried RETRY_INTERVAL later, and until then known keys still serve."""
 
     def __init__(self, url: str = GOOGLE_CERTS_URL, http: httpx.Client | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,22 +63,26 @@ class GoogleKeys:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fresh_until = float("-inf")
         self._fetched_at = float("-inf")
+        self._failure = ""  # why the last fetch failed; '' after a good one
         self.fetches = 0
 
     def key(self, kid: str) -> jwt.PyJWK:
-        """The key `kid`; AuthError(401) when Google does not publish it, TransientError when its keys cannot be
-        read and this one is not already known."""
+        """The key `kid`; AuthError(401) when Google does not publish it, TransientError when Google's keys cannot
+        be read and this one is not already known."""
         with self._lock:
             now = self._clock()
-            stale = now >= self._fresh_until
-            if stale or (kid not in self._keys and now - self._fetched_at >= REFETCH_INTERVAL):
-                self._fetch(now, keep_known=kid in self._keys)
-            found = self._keys.get(kid)
+            wait = RETRY_INTERVAL if self._failure else REFETCH_INTERVAL
+            if now - self._fetched_at >= wait and (now >= self._fresh_until or kid not in self._keys):
+                self._fetch(now)
+            found, failure = self._keys.get(kid), self._failure
+        if found is None and failure:
+            raise TransientError(f"Google's signing keys could not be read from {self.url}: {failure}",
+                                 retry_after=RETRY_INTERVAL)
         if found is None:
             raise _refused(f"it is signed with key {kid[:64]!r}, which Google does not publish")
         return found
 
-    def _fetch(self, now: float, keep_known: bool) -> None:
+    def _fetch(self, now: float) -> None:
         self._fetched_at = now
         self.fetches += 1
         try:
@@ -84,14 +90,12 @@ class GoogleKeys:
             response.raise_for_status()
             keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(response.json()).keys if k.key_id}
         except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
-            if keep_known:
-                # NB. Google publishes a new key well before it signs with it and keeps the old one after, so the
-                # keys we hold stay right through a short outage of the certs endpoint.
-                log.warning("Google's signing keys could not be refreshed from %s: %s", self.url, exc)
-                return
-            raise TransientError(f"Google's signing keys could not be read from {self.url}: {exc}",
-                                 retry_after=5) from None
-        self._keys = keys
+            # NB. Google publishes a new key well before it signs with it and keeps the old one after, so the keys
+            # we hold stay right through a short outage of the certs endpoint.
+            self._failure = str(exc)[:200] or type(exc).__name__
+            log.warning("Google's signing keys could not be read from %s: %s", self.url, self._failure)
+            return
+        self._keys, self._failure = keys, ""
         self._fresh_until = now + _max_age(response.headers.get("cache-control", ""))
 
 

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from shared.domain.errors import AuthError, TransientError
-from shared.google_identity import REFETCH_INTERVAL, GoogleIdTokens, GoogleKeys
+from shared.google_identity import REFETCH_INTERVAL, RETRY_INTERVAL, GoogleIdTokens, GoogleKeys
 from shared.identity import ADMIN, AUDITOR, SUBMITTER, caller_from
 from shared.settings import Settings, SettingsError
 from tests.azure.fake_http import Reply
@@ -201,12 +201,22 @@ def test_keys_google_cannot_serve_are_a_503_not_a_refusal_and_known_keys_outlive
     google: GoogleIdTokens, certs: GoogleCerts, clock: Clock
 ) -> None:
     certs.fail("GET", "/oauth2/v3/certs", _server_error())
-    with pytest.raises(TransientError, match="could not be read"):
-        caller_from(bearer(SIGNER.token()), GCP, google)
-    caller_from(bearer(SIGNER.token()), GCP, google)  # the next request fetches them
+    for _ in range(3):  # tried once, then again only after RETRY_INTERVAL
+        with pytest.raises(TransientError, match="could not be read"):
+            caller_from(bearer(SIGNER.token()), GCP, google)
+    assert google.keys.fetches == 1
+    clock.now += RETRY_INTERVAL
+    caller_from(bearer(SIGNER.token()), GCP, google)
+    assert google.keys.fetches == 2
+    # WHEN Google's endpoint fails as the keys' max-age runs out THEN the keys held keep serving, fetched once a while
     clock.now += certs.max_age
-    certs.fail("GET", "/oauth2/v3/certs", _server_error())
-    assert caller_from(bearer(SIGNER.token()), GCP, google).principal_id == "user:jane@example.com"
+    certs.fail("GET", "/oauth2/v3/certs", _server_error(), times=2)
+    for _ in range(5):
+        assert caller_from(bearer(SIGNER.token()), GCP, google).principal_id == "user:jane@example.com"
+    assert google.keys.fetches == 3
+    clock.now += RETRY_INTERVAL
+    caller_from(bearer(SIGNER.token()), GCP, google)
+    assert google.keys.fetches == 4
 
 
 def _server_error() -> Reply:
