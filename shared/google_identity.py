@@ -1,13 +1,11 @@
-"""Who is calling the HTTP API on Google Cloud: a Google-signed ID token, verified here.
+"""Who is calling the HTTP API on Google Cloud: a Google-signed ID token, verified here (docs/architecture.md §7.2).
 
-The caller sends `Authorization: Bearer <ID token>` (a person: `gcloud auth print-identity-token`, or an OAuth
-client's ID token; a service account: the metadata server's `identity` endpoint with `format=full`, or IAM
-Credentials' `generateIdToken` with `includeEmail`). jitgate checks the RS256 signature against Google's published
-keys (JWKS), the issuer, the audience (`JITGATE_GCP_API_AUDIENCE`: the Cloud Run service URL or a custom audience),
-the expiry with a small leeway, and for a person that Google verified the e-mail address. People's tokens come from
-an OAuth client they sign in with (Backstage's Google sign-in), whose client id is then their audience, so the
-setting may list several audiences. The caller is the IAM
-member the request schema uses: `user:<email>`, or `serviceAccount:<email>` for `*.gserviceaccount.com`.
+The caller sends `Authorization: Bearer <ID token>`: a person's from the OAuth client they signed in with (its client
+id is then the audience), a service account's from the metadata server's `identity` endpoint with `format=full` or
+IAM Credentials' `generateIdToken` with `includeEmail`. jitgate checks the RS256 signature against Google's published
+keys (JWKS), the issuer, the audience (one of `JITGATE_GCP_API_AUDIENCE`), the expiry with a small leeway, and for a
+person that Google verified the e-mail address. The caller is the IAM member the request schema uses:
+`user:<email>`, or `serviceAccount:<email>` for `*.gserviceaccount.com`.
 
 Google tokens carry no app roles: `JITGATE_GCP_ROLES` gives them to members, or to policy groups, whose members the
 Directory port answers (the policy file, or Cloud Identity through `JITGATE_GCP_GROUPS`).
@@ -26,7 +24,7 @@ import jwt
 
 from .domain.errors import AuthError, TransientError
 from .domain.ids import google_principal
-from .identity import Caller
+from .identity import Caller, CallerKind
 from .ports import Directory
 
 log = logging.getLogger("jitgate.identity")
@@ -185,19 +183,16 @@ def _policy_group(member: str) -> str:
     return name if kind == "group" else ""
 
 
-def _principal(claims: Mapping[str, Any]) -> tuple[str, Any]:
+def _principal(claims: Mapping[str, Any]) -> tuple[str, CallerKind]:
     email = _text(claims.get("email")).lower()
     if not email:
         raise _refused("it carries no e-mail address; a service account asks the metadata server for "
                        "format=full (or IAM Credentials generateIdToken with includeEmail)")
-    if email.endswith(SERVICE_ACCOUNT_DOMAIN):
-        prefix, kind = "serviceAccount", "service"
-    else:
-        # NB. Google sends a JSON boolean; some older token endpoints sent the string "true".
-        if claims.get("email_verified") not in (True, "true"):
-            raise _refused(f"Google has not verified the e-mail address {email[:80]!r}")
-        prefix, kind = "user", "user"
-    principal_id = google_principal(f"{prefix}:{email}")
+    kind: CallerKind = "service" if email.endswith(SERVICE_ACCOUNT_DOMAIN) else "user"
+    # NB. Google sends a JSON boolean; some older token endpoints sent the string "true".
+    if kind == "user" and claims.get("email_verified") not in (True, "true"):
+        raise _refused(f"Google has not verified the e-mail address {email[:80]!r}")
+    principal_id = google_principal(f"{'serviceAccount' if kind == 'service' else 'user'}:{email}")
     if principal_id is None:
         raise _refused(f"{email[:80]!r} is not an e-mail address IAM names a member by")
     return principal_id, kind
