@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,12 +46,14 @@ from .domain.ids import is_guid, is_principal_id, principal_id_problem
 from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
 from .domain.lifecycle import RequestRecord, RequestState
 from .domain.request import MAX_BODY_BYTES, AccessRequest, note_problem, parse_access_request
-from .google_identity import GoogleIdTokens, GoogleKeys
 from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import RequestFilter, Result, Viewer
 from .ports import AuditQuery
 from .runtime import Runtime
 from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from .google_identity import GoogleIdTokens
 from .teams import (
     MAX_ACTIVITY_BYTES,
     InvalidActivity,
@@ -173,6 +175,9 @@ class _App(FastAPI):
 
 def google_id_tokens(runtime: Runtime) -> GoogleIdTokens:
     """The verifier of the API's callers in gcp mode; SettingsError when it has no audience to check."""
+    # NB. Imported here: PyJWT and cryptography serve gcp mode only, and every import costs the Azure cold start.
+    from .google_identity import GoogleIdTokens, GoogleKeys
+
     settings = runtime.settings
     if not settings.gcp_api_audiences:
         raise SettingsError(["JITGATE_GCP_API_AUDIENCE is required for the API in gcp mode: the audiences callers' "
