@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +50,10 @@ from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import RequestFilter, Result, Viewer
 from .ports import AuditQuery
 from .runtime import Runtime
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from .google_identity import GoogleIdTokens
 from .teams import (
     MAX_ACTIVITY_BYTES,
     InvalidActivity,
@@ -169,6 +173,25 @@ class _App(FastAPI):
         return schema
 
 
+def google_id_tokens(runtime: Runtime) -> GoogleIdTokens:
+    """The verifier of the API's callers in gcp mode; SettingsError when it has no audience to check."""
+    # NB. Imported here: PyJWT and cryptography serve gcp mode only, and every import costs the Azure cold start.
+    from .google_identity import GoogleIdTokens, GoogleKeys
+
+    settings = runtime.settings
+    if not settings.gcp_api_audiences:
+        raise SettingsError(["JITGATE_GCP_API_AUDIENCE is required for the API in gcp mode: the audiences callers' "
+                             "Google ID tokens carry (the Cloud Run service URL or a custom audience, and the OAuth "
+                             "client id people sign in with), comma-separated"])
+    known = {*runtime.policy.groups, *settings.gcp_groups}
+    unknown = sorted({m for _, m in settings.gcp_roles if m.startswith("group:") and m.partition(":")[2] not in known})
+    if unknown:
+        raise SettingsError([f"JITGATE_GCP_ROLES: {', '.join(unknown)} is not a group of the policy file or of "
+                             "JITGATE_GCP_GROUPS"])
+    return GoogleIdTokens(settings.gcp_api_audiences, settings.gcp_roles, runtime.backends.directory,
+                          GoogleKeys(settings.gcp_certs_url))
+
+
 def _api_of(request: Request) -> _Api:
     api: _Api = request.app.state.api
     return api
@@ -207,6 +230,7 @@ class _Api:
         else:
             log.warning("the Teams webhook is disabled: JITGATE_TEAMS_SECRET is not set")
         self.replay_guard = ReplayGuard(runtime.backends.clock)
+        self.google = google_id_tokens(runtime) if runtime.settings.mode == "gcp" else None
 
     # ------------------------------------------------------------ identity and refusals
 
@@ -220,7 +244,7 @@ class _Api:
     def identify(self, request: Request, action: str, request_id: str | None) -> Caller:
         """The authenticated caller; a 401 about a request is audited against it."""
         try:
-            return caller_from(request.headers, self.settings)
+            return caller_from(request.headers, self.settings, self.google)
         except AuthError as exc:
             self._refuse(request_id, ANONYMOUS, action, str(exc), exc.status)
 

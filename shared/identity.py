@@ -1,4 +1,5 @@
-"""Who is calling the HTTP API: App Service authentication in Azure, a development identity locally.
+"""Who is calling the HTTP API: App Service authentication in Azure, a Google-signed ID token on Google Cloud
+(shared/google_identity.py), a development identity locally.
 
 App Service authentication ("Easy Auth") validates the caller's token in front of the app and passes
 the claims on in `X-MS-CLIENT-PRINCIPAL`; the platform strips that header from incoming requests, so
@@ -12,13 +13,16 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .domain.audit import Actor
 from .domain.errors import AuthError
 from .domain.ids import is_guid, principal_id_problem
 from .domain.json_body import MalformedBody, parse_json
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .google_identity import GoogleIdTokens
 
 AUDITOR = "Jit.Auditor"
 ADMIN = "Jit.Admin"
@@ -34,14 +38,17 @@ NAME_CLAIMS = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
 
 _MAX_CLIENT_PRINCIPAL = 32 * 1024
+_HOW = {"azure": "App Service authentication", "gcp": "a Google-signed ID token (Authorization: Bearer)",
+        "local": "a development identity"}
 
 CallerKind = Literal["user", "service"]
 
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: an Entra object id (lower case), its app roles, and whether it is a
-    person or a service (Backstage calling with its own identity)."""
+    """An authenticated caller: an Entra object id (lower case) or a Google principal (`user:<email>`,
+    `serviceAccount:<email>`), its roles, and whether it is a person or a service (Backstage calling with its own
+    identity)."""
 
     principal_id: str
     roles: frozenset[str]
@@ -64,9 +71,9 @@ class Caller:
         return Actor(principal_id=self.principal_id, kind=self.kind)
 
 
-def caller_from(headers: Mapping[str, str], settings: Settings) -> Caller:
+def caller_from(headers: Mapping[str, str], settings: Settings, google: GoogleIdTokens | None = None) -> Caller:
     """The caller of one HTTP request. Raises AuthError(status=401) when nobody is authenticated or
-    the identity headers cannot be trusted in this mode."""
+    the identity headers cannot be trusted in this mode. `google` verifies ID tokens in gcp mode."""
     lowered = {key.lower(): value for key, value in headers.items()}
     dev_principal = lowered.get(DEV_PRINCIPAL_HEADER.lower())
     dev_roles = lowered.get(DEV_ROLES_HEADER.lower())
@@ -74,13 +81,18 @@ def caller_from(headers: Mapping[str, str], settings: Settings) -> Caller:
     if dev_principal is not None or dev_roles is not None:
         if not settings.local:
             raise AuthError(f"development identity is refused outside local mode (this is {settings.mode} "
-                            "mode); authenticate through App Service authentication", status=401)
+                            f"mode); authenticate with {_HOW[settings.mode]}", status=401)
         return _dev_caller(dev_principal, dev_roles)
     if client_principal is not None:
         if settings.mode not in ("azure", "local"):
             raise AuthError(f"{CLIENT_PRINCIPAL_HEADER} is only trusted behind App Service authentication "
                             f"(azure mode), not in {settings.mode} mode", status=401)
         return _client_principal_caller(client_principal)
+    if settings.mode == "gcp":
+        if google is None:
+            raise AuthError("this API cannot verify Google ID tokens: JITGATE_GCP_API_AUDIENCE is not set",
+                            status=401)
+        return google.caller(lowered.get("authorization"))
     if settings.local:
         raise AuthError(f"not authenticated: send {DEV_PRINCIPAL_HEADER}: <object id> "
                         f"(and optionally {DEV_ROLES_HEADER}: {ADMIN},{AUDITOR})", status=401)

@@ -92,6 +92,11 @@ class Settings:
     entra_tenant_id: str = ""
     entra_client_id: str = ""  # the Entra app whose federated credential trusts the Google service account
     federation_audience: str = "api://AzureADTokenExchange"
+    # The API's callers on Google Cloud (docs/architecture.md §7.2): the audience their Google ID tokens must carry,
+    # the roles members or policy groups have ((role, member) pairs), and where Google publishes its signing keys.
+    gcp_api_audiences: tuple[str, ...] = ()
+    gcp_roles: tuple[tuple[str, str], ...] = ()
+    gcp_certs_url: str = "https://www.googleapis.com/oauth2/v3/certs"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -164,6 +169,9 @@ class Settings:
             entra_tenant_id=e.get("JITGATE_ENTRA_TENANT_ID", ""),
             entra_client_id=e.get("JITGATE_ENTRA_CLIENT_ID", ""),
             federation_audience=e.get("JITGATE_FEDERATION_AUDIENCE", "").strip() or base.federation_audience,
+            gcp_api_audiences=_listed(e.get("JITGATE_GCP_API_AUDIENCE", "")),
+            gcp_roles=read.checked("JITGATE_GCP_ROLES", _gcp_roles, ()),
+            gcp_certs_url=read.checked("JITGATE_GCP_CERTS_URL", _base_url, "") or base.gcp_certs_url,
         )
         if settings.envoy_services and not settings.envoy_tenant:
             read.problems.append("JITGATE_ENVOY_SERVICES needs JITGATE_ENVOY_TENANT (the Entra tenant id that "
@@ -366,6 +374,35 @@ def _gcp_groups(name: str, text: str) -> dict[str, str]:
     if bad:
         raise ValueError(f"{name}: {bad[0]!r} is not a Cloud Identity group name (groups/<id>)")
     return pairs
+
+
+CALLER_ROLES = ("Jit.Submitter", "Jit.Auditor", "Jit.Admin")
+
+
+def _gcp_roles(name: str, text: str) -> tuple[tuple[str, str], ...]:
+    """Comma-separated `role=member` (a role may repeat): member `user:<email>`, `serviceAccount:<email>`, or
+    `group:<policy group>`, whose members the directory answers (the policy file, or Cloud Identity)."""
+    from .domain.ids import google_principal
+
+    roles: list[tuple[str, str]] = []
+    for item in _listed(text):
+        role, sep, member = (part.strip() for part in item.partition("="))
+        if not sep:
+            raise ValueError(f"{name}: {item!r} is not <role>=<member>, such as Jit.Auditor=group:auditors")
+        if role not in CALLER_ROLES:
+            raise ValueError(f"{name}: {item!r} names no role of jitgate ({', '.join(CALLER_ROLES)})")
+        kind, _, rest = member.partition(":")
+        if kind == "group" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", rest):
+            roles.append((role, member))
+        elif kind in ("user", "serviceAccount") and (found := google_principal(member)):
+            roles.append((role, found))
+        elif kind == "group" and "@" in rest:
+            raise ValueError(f"{name}: {member!r}: group: names a policy group (map it to a Google group with "
+                             "JITGATE_GCP_GROUPS), not an e-mail address")
+        else:
+            raise ValueError(f"{name}: {member!r} is not user:<email>, serviceAccount:<email> or "
+                             "group:<policy group>")
+    return tuple(roles)
 
 
 def _pairs(name: str, text: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -329,3 +329,56 @@ def test_bad_google_settings_are_named() -> None:
         "organizations/<number> or projects/_/buckets/<bucket>",
         "JITGATE_GCP_GROUPS: 'ops' is not a Cloud Identity group name (groups/<id>)",
     ]
+
+
+def test_google_callers_take_a_google_role_through_the_api_in_gcp_mode(gcp: Gcp) -> None:
+    from fastapi.testclient import TestClient
+
+    from shared.api import create_app
+    from tests.gcp.google_tokens import AUDIENCE, GoogleCerts, GoogleSigner
+
+    signer = GoogleSigner("google-key-1")
+    certs = GoogleCerts(signer)
+    settings = replace(gcp.runtime.settings, mode="gcp", gcp_api_audiences=(AUDIENCE,), gcp_certs_url=certs.certs_url)
+    api = TestClient(create_app(replace(gcp.runtime, settings=settings)), base_url="https://jitgate.example.com")
+    jane, approver = ({"Authorization": f"Bearer {signer.token(email)}"}
+                      for email in ("jane@example.com", "someone-local@example.com"))
+    try:
+        # GIVEN Jane, signed in with Google, asking for roles/editor, which the policy's google-approvers approve
+        request_id = str(uuid.uuid4())
+        body = {"schemaVersion": 1, "requestId": request_id,
+                "requester": {"principalId": JANE, "principalType": "GoogleUser", "displayName": "Jane Doe"},
+                "target": {"provider": "gcp-iam", "scope": PROJECT, "role": "roles/editor"}, "duration": "PT10M",
+                "justification": "Fix the payments deployment for INC-4711"}
+        assert api.post("/api/access-requests", json=body, headers=jane).status_code == 202
+        gcp.worker.drain()
+        assert api.get(f"/api/access-requests/{request_id}", headers=jane).json()["state"] == "pending_approval"
+        # WHEN an approver of that group, by their Google identity, approves from the pages' API
+        answer = api.post(f"/api/access-requests/{request_id}/approve", json={}, headers=approver)
+        assert answer.status_code == 200, answer.text
+        gcp.worker.drain()
+        # THEN Jane holds the role through a conditional binding
+        assert gcp.state(request_id) == "active"
+        assert [b["members"] for b in gcp.bindings()] == [[JANE]]
+        # AND when she says she is done, the binding is gone
+        answer = api.post(f"/api/access-requests/{request_id}/revoke", json={"reason": "fixed"}, headers=jane)
+        assert answer.status_code < 300, answer.text
+        gcp.until(request_id, "revoked")
+        assert gcp.bindings() == []
+    finally:
+        api.close()
+        certs.close()
+
+
+def test_the_api_in_gcp_mode_names_a_missing_audience_or_an_unknown_role_group_at_start(gcp: Gcp) -> None:
+    from shared.api import create_app
+    from shared.settings import SettingsError
+
+    def start(**settings: Any) -> None:
+        create_app(replace(gcp.runtime, settings=replace(gcp.runtime.settings, mode="gcp", **settings)))
+
+    with pytest.raises(SettingsError, match="JITGATE_GCP_API_AUDIENCE is required"):
+        start()
+    with pytest.raises(SettingsError, match="JITGATE_GCP_ROLES: group:auditor is not a group of the policy"):
+        start(gcp_api_audiences=("https://api.example.com",), gcp_roles=(("Jit.Auditor", "group:auditor"),))
+    start(gcp_api_audiences=("https://api.example.com",), gcp_roles=(("Jit.Auditor", "group:google-approvers"),))

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ import pytest
 from shared.adapters.embedded.store import SqliteStore
 from shared.adapters.gcp.pubsub import PubSubBus
 from shared.ports import QueueSettings
-from tests.fakes.world import POLICY, access_request
+from tests.fakes.world import POLICY, PROD_RG, PROD_SUB, access_request
 from tests.gcp.contract_adapters import PROJECT, SCHEDULER_ACCOUNT, TASKS_QUEUE, GcpWorld
+from tests.gcp.google_tokens import AUDIENCE, BACKSTAGE, GoogleCerts, GoogleSigner
 
 pytestmark = pytest.mark.gcp
 
@@ -136,12 +138,15 @@ class Eventarc:
         self._thread.join(timeout=10)
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[GcpWorld, Functions, Eventarc, PubSubBus, Path]]:
+Deployment = tuple[GcpWorld, Functions, Eventarc, PubSubBus, Path]
+
+
+@contextmanager
+def deployed(tmp_path: Path, policy_text: str = POLICY, **extra_env: str) -> Iterator[Deployment]:
     gcp = GcpWorld(SystemClock(), dict.fromkeys(QUEUES, SETTINGS))
     gcp.tasks.start_dispatcher()
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     data = tmp_path / "data"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("JITGATE_")},
@@ -156,9 +161,11 @@ def deployment(tmp_path: Path) -> Iterator[tuple[GcpWorld, Functions, Eventarc, 
         "JITGATE_TASKS_SERVICE_ACCOUNT": SCHEDULER_ACCOUNT,
         "JITGATE_PUBSUB_PUBLISH_URL": gcp.pubsub.rest_url,
         "JITGATE_TASKS_EMULATOR_HOST": gcp.tasks.host,
+        "JITGATE_GCP_API_AUDIENCE": AUDIENCE,
         "PUBSUB_EMULATOR_HOST": gcp.pubsub.host,
         "WORKERS": "1",
         "THREADS": "2",
+        **extra_env,
     }
     functions = Functions(env, [*QUEUES.values(), "api", "reconcile"], tmp_path)
     eventarc = Eventarc(gcp, functions)
@@ -170,6 +177,12 @@ def deployment(tmp_path: Path) -> Iterator[tuple[GcpWorld, Functions, Eventarc, 
         functions.stop()
         bus.close()
         gcp.close()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    with deployed(tmp_path) as found:
+        yield found
 
 
 def _wait_for(what: str, check: Any, seconds: float = 30) -> Any:
@@ -264,6 +277,79 @@ def test_an_invalid_access_request_is_rejected_and_audited_and_acknowledged(depl
     assert record is not None and record.state.value == "rejected"
     rejected = [e for e in store.chain(bad["requestId"]) if e.type.value == "request.rejected"]
     assert rejected and "justification" in json.dumps(rejected[0].data)
+
+
+GOOGLE_POLICY = f"""
+version: 1
+groups:
+  approvers: ["user:alice@example.com"]
+  auditors: ["user:audrey@example.com"]
+rules:
+  - name: prod-contributor
+    match: {{providers: [local], roles: [Contributor], scopes: ["/subscriptions/{PROD_SUB}/resourceGroups/*"]}}
+    outcome: approval
+    approval: {{groups: [approvers], required: 1, deadline: PT1H}}
+    maxDuration: PT2H
+"""
+
+
+def google_request(principal: str) -> dict[str, Any]:
+    request = access_request(role="Contributor", scope=PROD_RG)
+    request["requester"] = {"principalId": principal, "principalType": "GoogleUser", "displayName": "Someone"}
+    return request
+
+
+def test_google_callers_use_the_api_with_their_own_id_tokens(tmp_path: Path) -> None:
+    signer = GoogleSigner("google-key-1")
+    certs = GoogleCerts(signer)
+    roles = f"Jit.Submitter=serviceAccount:{BACKSTAGE},Jit.Auditor=group:auditors"
+    try:
+        with deployed(tmp_path, GOOGLE_POLICY, JITGATE_GCP_CERTS_URL=certs.certs_url,
+                      JITGATE_GCP_ROLES=roles) as (_, functions, _, _, _):
+            api = f"{functions.url('api')}/api/access-requests"
+            jane, alice, audrey, backstage = ({"Authorization": f"Bearer {signer.token(email)}"} for email in (
+                "jane@example.com", "alice@example.com", "audrey@example.com", BACKSTAGE))
+
+            def state(rid: str) -> str:
+                answer = httpx.get(f"{api}/{rid}", headers=jane)
+                assert answer.status_code == 200, answer.text
+                return str(answer.json()["state"])
+
+            # GIVEN Jane, signed in with Google, asking for access for herself (and not for Bob)
+            mine = google_request("user:jane@example.com")
+            rid = mine["requestId"]
+            answer = httpx.post(api, json=mine, headers=jane)
+            assert answer.status_code == 202, answer.text
+            refused = httpx.post(api, json=google_request("user:bob@example.com"), headers=jane)
+            assert refused.status_code == 403 and "only request access for yourself" in refused.text
+            # THEN she sees it among hers, waiting for an approver
+            _wait_for("evaluation", lambda: state(rid) == "pending_approval")
+            listed = httpx.get(api, params={"mine": "true"}, headers=jane).json()["requests"]
+            assert [r["requestId"] for r in listed] == [rid]
+            # AND Alice, in the approver group by her Google identity, finds it waiting for her and approves
+            waiting = httpx.get(api, params={"waitingForMe": "true"}, headers=alice).json()["requests"]
+            assert [(r["requestId"], r["approval"]["youMay"]) for r in waiting] == [(rid, True)]
+            assert httpx.post(f"{api}/{rid}/approve", json={}, headers=backstage).status_code == 403  # a service
+            assert httpx.post(f"{api}/{rid}/approve", json={"comment": "go"}, headers=alice).status_code == 200
+            given = httpx.get(f"{api}/{rid}", headers=jane).json()["approval"]["given"]
+            assert [a["approverId"] for a in given] == ["user:alice@example.com"]
+            # (the grant itself is for gcp-iam: tests/gcp/test_lifecycle_gcp.py takes a Google caller through it)
+            # WHEN a token signed with another key under Google's key id comes
+            forged = {"Authorization": f"Bearer {GoogleSigner(signer.kid).token('jane@example.com')}"}
+            answer = httpx.get(f"{api}/{rid}", headers=forged)
+            # THEN it is refused, and the auditor (a role from a policy group) finds the refusal
+            assert answer.status_code == 401 and "signature does not verify" in answer.json()["detail"]
+            audit = f"{functions.url('api')}/api/audit/events"
+            events = httpx.get(audit, params={"requestId": rid, "type": "access.refused"}, headers=audrey)
+            assert events.status_code == 200, events.text
+            refusals = [(e["data"]["action"], e["actor"]["principalId"]) for e in events.json()["events"]]
+            assert refusals == [("approve", f"serviceAccount:{BACKSTAGE}"), ("read", "anonymous")]
+            assert httpx.get(audit, params={"requestId": rid}, headers=jane).status_code == 403
+            # AND Backstage's service account, with Jit.Submitter, asks for Bob
+            answer = httpx.post(api, json=google_request("user:bob@example.com"), headers=backstage)
+            assert answer.status_code == 202, answer.text
+    finally:
+        certs.close()
 
 
 def test_main_imports_no_google_sdk_client() -> None:

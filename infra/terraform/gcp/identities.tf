@@ -34,3 +34,12 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
   role     = "roles/run.invoker"
   member   = google_service_account.invoker.member
 }
+
+# Who may reach the API at all (Cloud Run's IAM check); jitgate then decides what each caller may do.
+resource "google_cloud_run_v2_service_iam_member" "api_callers" {
+  for_each = toset(var.api_invokers)
+  name     = google_cloud_run_v2_service.jitgate["api"].name
+  location = var.region
+  role     = "roles/run.invoker"
+  member   = each.value
+}

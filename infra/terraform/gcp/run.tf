@@ -7,6 +7,9 @@ resource "google_cloud_run_v2_service" "jitgate" {
   location            = var.region
   ingress             = each.value.public ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_ONLY"
   deletion_protection = true
+  # The API's callers bring Google ID tokens for one of these audiences; Cloud Run's IAM check and jitgate both verify
+  # them (custom audiences: the service's own URL is not known before it exists).
+  custom_audiences = each.value.public ? var.api_audiences : null
 
   template {
     service_account                  = google_service_account.runtime.email
@@ -53,6 +56,16 @@ resource "google_cloud_run_v2_service" "jitgate" {
       env {
         name  = "JITGATE_TASKS_SERVICE_ACCOUNT"
         value = google_service_account.invoker.email
+      }
+      # The API's callers (docs/architecture.md §7.2): the audience jitgate checks in their Google ID tokens, and the
+      # roles Google tokens do not carry.
+      env {
+        name  = "JITGATE_GCP_API_AUDIENCE"
+        value = join(",", var.api_audiences)
+      }
+      env {
+        name  = "JITGATE_GCP_ROLES"
+        value = join(",", flatten([for role, members in var.api_roles : [for m in members : "${role}=${m}"]]))
       }
       env {
         name  = "JITGATE_COSMOS_ENDPOINT"

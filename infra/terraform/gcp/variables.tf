@@ -96,3 +96,21 @@ variable "alert_email" {
   type        = string
   default     = ""
 }
+
+variable "api_audiences" {
+  description = "Audiences of the Google ID tokens the API accepts (Cloud Run custom audiences): jitgate-api for services, and the OAuth client id people sign in to Backstage with."
+  type        = list(string)
+  default     = ["jitgate-api"]
+}
+
+variable "api_invokers" {
+  description = "IAM members who may call the API (roles/run.invoker), e.g. domain:example.com, group:engineers@example.com and Backstage's service account."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_roles" {
+  description = "jitgate role (Jit.Submitter, Jit.Auditor, Jit.Admin) -> members: user:<email>, serviceAccount:<email>, or group:<policy group>."
+  type        = map(list(string))
+  default     = {}
+}
