@@ -18,6 +18,7 @@ from multiprocessing.process import BaseProcess
 from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
 from .lifecycle import Lifecycle, ReconcileReport
 from .ports import Bus, ReceivedMessage
+from .priority import revoking
 from .settings import Settings
 
 log = logging.getLogger("jitgate.worker")
@@ -129,15 +130,17 @@ class Worker:
         return handled
 
     def drain_revocations(self, limit: int = 1000) -> int:
-        """Handle every revoke due now (up to `limit`); returns how many were handled."""
+        """Handle every revoke due now (up to `limit`); returns how many were handled. Its writes go before
+        those of the process's other threads (`shared.priority`)."""
         handled = 0
-        while handled < limit:
-            batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
-            if not batch:
-                break
-            for message in batch:
-                self.handle(message)
-                handled += 1
+        with revoking():
+            while handled < limit:
+                batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
+                if not batch:
+                    break
+                for message in batch:
+                    self.handle(message)
+                    handled += 1
         return handled
 
     def reconcile(self) -> None:
