@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,7 +120,48 @@ def make_event(
         prev_hash=prev_hash,
         hash="",
     )
-    return unsigned.model_copy(update={"hash": unsigned.computed_hash()})
+    body = unsigned.document()
+    body.pop("hash")
+    digest = hash_of(body)
+    event = unsigned.model_copy(update={"hash": digest})
+    body["hash"] = digest
+    _made.remember(event, canonical_json(body))
+    return event
+
+
+def canonical_document(event: AuditEvent) -> str:
+    """The event's document as canonical JSON: the form it is stored in, and the one its hash is taken over."""
+    text = _made.take(event)
+    return canonical_json(event.document()) if text is None else text
+
+
+class _MadeEvents:
+    """The canonical text of each event `make_event` built lately, kept with the event itself.
+
+    NB. `make_event` has the event's document in hand to hash it; the store would build and serialise it again
+    to write it. An event is frozen, so the text stays its own as long as the event is that very object: a copy
+    (say, `model_copy(update=...)` of a tampering test) is another object and is serialised afresh. A text is
+    handed out once (an event is written once) and the `size` most recent are kept.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._texts: dict[int, tuple[AuditEvent, str]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, event: AuditEvent, text: str) -> None:
+        with self._lock:
+            self._texts[id(event)] = (event, text)
+            if len(self._texts) > self._size:
+                del self._texts[next(iter(self._texts))]
+
+    def take(self, event: AuditEvent) -> str | None:
+        with self._lock:
+            found = self._texts.pop(id(event), None)
+        return None if found is None else found[1]
+
+
+_made = _MadeEvents(4096)
 
 
 @dataclass(frozen=True)
