@@ -661,7 +661,7 @@ STORE_KINDS = {
     "create_request": "write", "save_request": "write", "put_grant": "write", "append": "write",
     "requests_in": "query", "requests_with_outbox": "query", "holds_for_request": "query",
     "overdue_holds": "query", "all_active_holds": "query", "chain": "query", "query": "query",
-    "request_ids": "query", "chain_documents": "query",
+    "request_ids": "query", "chain_documents": "query", "list_requests": "query",
     "bulk_append": "batch",
     # The ledger's port before issue #10 (a document per hold), so that the code before it is counted too.
     "get_hold": "point read", "put_hold": "write", "active_holds": "query",
