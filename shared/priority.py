@@ -48,25 +48,33 @@ class TurnLock:
 
     def acquire(self) -> None:
         with self._mutex:
-            if is_revoking():
-                self._urgent_waiting += 1
-                try:
-                    while self._held:
-                        self._urgent_turn.wait()
-                finally:
-                    self._urgent_waiting -= 1
-            else:
-                while self._held or self._urgent_waiting:
-                    self._other_turn.wait()
+            try:
+                if is_revoking():
+                    self._urgent_waiting += 1
+                    try:
+                        while self._held:
+                            self._urgent_turn.wait()
+                    finally:
+                        self._urgent_waiting -= 1
+                else:
+                    while self._held or self._urgent_waiting:
+                        self._other_turn.wait()
+            except BaseException:
+                if not self._held:
+                    self._pass_turn()  # NB. a waiter interrupted may have been the one woken: wake the next
+                raise
             self._held = True
 
     def release(self) -> None:
         with self._mutex:
             self._held = False
-            if self._urgent_waiting:
-                self._urgent_turn.notify()
-            else:
-                self._other_turn.notify()
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if self._urgent_waiting:
+            self._urgent_turn.notify()
+        else:
+            self._other_turn.notify()
 
     def __enter__(self) -> None:
         self.acquire()

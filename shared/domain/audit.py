@@ -125,39 +125,40 @@ def make_event(
     digest = hash_of(body)
     event = unsigned.model_copy(update={"hash": digest})
     body["hash"] = digest
-    _made.remember(event, canonical_json(body))
+    _made.remember(event, body)
     return event
 
 
 def canonical_document(event: AuditEvent) -> str:
     """The event's document as canonical JSON: the form it is stored in, and the one its hash is taken over."""
-    text = _made.take(event)
-    return canonical_json(event.document()) if text is None else text
+    document = _made.take(event)
+    return canonical_json(event.document() if document is None else document)
 
 
 class _MadeEvents:
-    """The canonical text of each event `make_event` built lately, kept with the event itself.
+    """The document of each event `make_event` built lately, kept with the event itself.
 
-    NB. `make_event` has the event's document in hand to hash it; the store would build and serialise it again
-    to write it. An event is frozen, so the text stays its own as long as the event is that very object: a copy
-    (say, `model_copy(update=...)` of a tampering test) is another object and is serialised afresh. A text is
-    handed out once (an event is written once) and the `size` most recent are kept.
+    NB. `make_event` builds the event's document to hash it; a store that writes the document would build it
+    again. An event is frozen, so the document stays its own as long as the event is that very object: a copy
+    (say, `model_copy(update=...)` of a tampering test) is another object and is dumped afresh. Nobody else holds
+    the document, so nobody changes it. Each is handed out once (an event is written once); the `size` most recent
+    are kept, so a store that never asks (Cosmos writes the model) costs a dictionary entry per event.
     """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._texts: dict[int, tuple[AuditEvent, str]] = {}
+        self._documents: dict[int, tuple[AuditEvent, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def remember(self, event: AuditEvent, text: str) -> None:
+    def remember(self, event: AuditEvent, document: dict[str, Any]) -> None:
         with self._lock:
-            self._texts[id(event)] = (event, text)
-            if len(self._texts) > self._size:
-                del self._texts[next(iter(self._texts))]
+            self._documents[id(event)] = (event, document)
+            if len(self._documents) > self._size:
+                del self._documents[next(iter(self._documents))]
 
-    def take(self, event: AuditEvent) -> str | None:
+    def take(self, event: AuditEvent) -> dict[str, Any] | None:
         with self._lock:
-            found = self._texts.pop(id(event), None)
+            found = self._documents.pop(id(event), None)
         return None if found is None else found[1]
 
 
