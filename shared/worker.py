@@ -1,9 +1,10 @@
 """Consumes the embedded bus the way the Functions host consumes Service Bus: one message at a time
 under a peek-lock, settled by outcome. Also runs the reconcile timer.
 
-Due revokes come before anything else, twice over: every consumer takes the revocations queue first, and
+Due revokes come before anything else, three times over: every consumer takes the revocations queue first,
 one more consumer serves nothing but that queue, so that neither a backlog of grants nor a grant held up
-in provider backoff can stand between a due revoke and its handler (docs/architecture.md §3)."""
+in provider backoff can stand between a due revoke and its handler (docs/architecture.md §3), and while a
+consumer serves that queue its writes go before those of the process's other threads (`shared.priority`)."""
 
 from __future__ import annotations
 
