@@ -1,5 +1,5 @@
 """Work the runtime does not do twice (issue #10, CPU per lifecycle), and that skipping it changes nothing:
-an event's stored text is the one `make_event` hashed, and a body intake parsed is not parsed again to evaluate it."""
+an event is stored from the document `make_event` hashed, and a body intake parsed is not parsed again to evaluate it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def refuse(*args: Any, **kwargs: Any) -> NoReturn:
     raise AssertionError("done twice")
 
 
-def test_an_event_is_stored_as_the_text_it_was_hashed_over_without_serialising_it_again(
+def test_an_event_is_stored_as_it_was_hashed_without_dumping_it_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     at = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
