@@ -1,5 +1,5 @@
-"""Work the runtime does not do twice (issue #10, CPU per lifecycle), and that skipping it changes nothing:
-an event is stored from the document `make_event` hashed, and a body intake parsed is not parsed again to evaluate it."""
+"""Work the runtime does not do twice (issue #10, CPU per lifecycle), and that skipping it changes nothing: an
+event is stored from the document `make_event` hashed, and a body intake parsed is not parsed again to evaluate it."""
 
 from __future__ import annotations
 
