@@ -1,9 +1,10 @@
 """Consumes the embedded bus the way the Functions host consumes Service Bus: one message at a time
 under a peek-lock, settled by outcome. Also runs the reconcile timer.
 
-Due revokes come before anything else, twice over: every consumer takes the revocations queue first, and
+Due revokes come before anything else, three times over: every consumer takes the revocations queue first,
 one more consumer serves nothing but that queue, so that neither a backlog of grants nor a grant held up
-in provider backoff can stand between a due revoke and its handler (docs/architecture.md §3)."""
+in provider backoff can stand between a due revoke and its handler (docs/architecture.md §3), and while a
+consumer serves that queue its writes go before those of the process's other threads (`shared.priority`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from multiprocessing.process import BaseProcess
 from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
 from .lifecycle import Lifecycle, ReconcileReport
 from .ports import Bus, ReceivedMessage
+from .priority import revoking
 from .settings import Settings
 
 log = logging.getLogger("jitgate.worker")
@@ -129,15 +131,17 @@ class Worker:
         return handled
 
     def drain_revocations(self, limit: int = 1000) -> int:
-        """Handle every revoke due now (up to `limit`); returns how many were handled."""
+        """Handle every revoke due now (up to `limit`); returns how many were handled. Its writes go before
+        those of the process's other threads (`shared.priority`)."""
         handled = 0
-        while handled < limit:
-            batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
-            if not batch:
-                break
-            for message in batch:
-                self.handle(message)
-                handled += 1
+        with revoking():
+            while handled < limit:
+                batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
+                if not batch:
+                    break
+                for message in batch:
+                    self.handle(message)
+                    handled += 1
         return handled
 
     def reconcile(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,7 +120,49 @@ def make_event(
         prev_hash=prev_hash,
         hash="",
     )
-    return unsigned.model_copy(update={"hash": unsigned.computed_hash()})
+    body = unsigned.document()
+    body.pop("hash")
+    digest = hash_of(body)
+    event = unsigned.model_copy(update={"hash": digest})
+    body["hash"] = digest
+    _made.remember(event, body)
+    return event
+
+
+def canonical_document(event: AuditEvent) -> str:
+    """The event's document as canonical JSON: the form it is stored in, and the one its hash is taken over."""
+    document = _made.take(event)
+    return canonical_json(event.document() if document is None else document)
+
+
+class _MadeEvents:
+    """The document of each event `make_event` built lately, kept with the event itself.
+
+    NB. `make_event` builds the event's document to hash it; a store that writes the document would build it
+    again. An event is frozen, so the document stays its own as long as the event is that very object: a copy
+    (say, `model_copy(update=...)` of a tampering test) is another object and is dumped afresh. Nobody else holds
+    the document, so nobody changes it. Each is handed out once (an event is written once); the `size` most recent
+    are kept, so a store that never asks (Cosmos writes the model) costs a dictionary entry per event.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._documents: dict[int, tuple[AuditEvent, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, event: AuditEvent, document: dict[str, Any]) -> None:
+        with self._lock:
+            self._documents[id(event)] = (event, document)
+            if len(self._documents) > self._size:
+                del self._documents[next(iter(self._documents))]
+
+    def take(self, event: AuditEvent) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._documents.pop(id(event), None)
+        return None if found is None else found[1]
+
+
+_made = _MadeEvents(4096)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ request on to its approvers or straight to the grant. Invalid bodies and reused 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..domain.audit import SYSTEM, Actor, EventType, format_instant
@@ -23,6 +24,7 @@ class Intake:
         self.b = backends
         self.records = records
         self.notices = notices
+        self._parsed = ParsedBodies(4096)
 
     def submit(self, raw: bytes, submitted_by: Actor | None = None) -> Result:
         """HTTP intake: validate, record as received (visible at once through the API), enqueue for
@@ -34,13 +36,14 @@ class Intake:
         if record.state is RequestState.RECEIVED:
             # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
             # duplicate detection drops it otherwise.
+            self._parsed.remember(raw, request)
             self.b.bus.send(self.b.requests_queue, request.request_id, raw)
         return Result(record.request_id, record.state, "already received" if known else "queued for evaluation")
 
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""
         try:
-            request = self._parse_or_reject(raw, None)
+            request = self._parsed.get(raw) or self._parse_or_reject(raw, None)
             record = self._received(request, None)
         except (InvalidRequest, IdempotencyMismatch):
             return None  # terminal: already rejected and audited
@@ -214,6 +217,33 @@ class Intake:
                 audience=decision.approver_groups if decision else [],
                 hints=[f"approve {record.request_id} [comment]", f"deny {record.request_id} <reason>"],
             )
+
+
+class ParsedBodies:
+    """The request bodies this process found valid lately, by their exact bytes, with what they parsed to.
+
+    NB. Intake over HTTP parses a body strictly and enqueues the same bytes for evaluation, where they would be
+    parsed again. Parsing is a function of the bytes alone and the parsed request is frozen, so the same bytes may
+    be handed the same request. Any other bytes (another process's, a message sent to the queue by hand) are parsed
+    in full; only bodies found valid are remembered, the `size` most recent of them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._bodies: dict[bytes, AccessRequest] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, raw: bytes, request: AccessRequest) -> None:
+        with self._lock:
+            self._bodies[bytes(raw)] = request
+            if len(self._bodies) > self._size:
+                del self._bodies[next(iter(self._bodies))]  # the oldest
+
+    def get(self, raw: bytes) -> AccessRequest | None:
+        """The request these exact bytes parsed to, forgotten as it is handed out (one evaluation follows one
+        intake); None when they are not known."""
+        with self._lock:
+            return self._bodies.pop(bytes(raw), None)
 
 
 def _rejected_key(submitted_by: Actor | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.embedded.sqlite_file import SqliteFile
+from shared.priority import revoking
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -69,4 +71,63 @@ def test_a_writer_waits_for_the_writer_before_it_in_its_own_process_not_through_
         thread.join()
     assert failures == []
     assert db.connection().execute("SELECT n FROM counter").fetchone() == (5,)
+    db.close()
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_a_writer_on_the_revocation_path_goes_before_every_writer_already_waiting(tmp_path: Path, round_: int) -> None:
+    db = SqliteFile(tmp_path / "x.db")
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE turns (who TEXT)")
+    holding, release = threading.Event(), threading.Event()
+
+    def write(who: str, urgent: bool = False, hold: bool = False) -> None:
+        with revoking() if urgent else contextlib.nullcontext(), db.transaction() as conn:
+            conn.execute("INSERT INTO turns VALUES (?)", (who,))
+            if hold:
+                holding.set()
+                release.wait(5)
+
+    first = threading.Thread(target=write, args=("first", False, True))
+    first.start()
+    holding.wait(5)
+    others = [threading.Thread(target=write, args=(f"intake-{i}",)) for i in range(6)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.3)  # NB. the six queue up first
+    revoke = threading.Thread(target=write, args=("revoke", True))
+    revoke.start()
+    time.sleep(0.3)
+    release.set()
+    for thread in [first, *others, revoke]:
+        thread.join()
+    order = [who for (who,) in db.connection().execute("SELECT who FROM turns ORDER BY rowid")]
+    assert order[:2] == ["first", "revoke"], order
+    assert sorted(order[2:]) == [f"intake-{i}" for i in range(6)]
+    db.close()
+
+
+def test_writers_off_the_revocation_path_all_get_their_turn_while_revokes_keep_coming(tmp_path: Path) -> None:
+    db = SqliteFile(tmp_path / "x.db", busy_timeout=0)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE turns (who TEXT)")
+    failures: list[BaseException] = []
+
+    def write(who: str, urgent: bool, times: int) -> None:
+        try:
+            for _ in range(times):
+                with revoking() if urgent else contextlib.nullcontext(), db.transaction() as conn:
+                    conn.execute("INSERT INTO turns VALUES (?)", (who,))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=("revoke", True, 200)),
+               *(threading.Thread(target=write, args=(f"intake-{i}", False, 50)) for i in range(4))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == [] and not any(thread.is_alive() for thread in threads)
+    counts = dict(db.connection().execute("SELECT who, count(*) FROM turns GROUP BY who").fetchall())
+    assert counts == {"revoke": 200, **{f"intake-{i}": 50 for i in range(4)}}
     db.close()

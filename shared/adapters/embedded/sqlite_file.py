@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from ...priority import TurnLock
+
 _pid = os.getpid()
 
 
@@ -34,7 +36,8 @@ class SqliteFile:
     for its write lock. SQLite makes a writer that finds the file locked sleep and try again (1, 2, 5, 10,
     ... up to 100 ms), so under contention a write waited for the sleep, not for the writer before it, and
     a due revoke could sleep behind forty HTTP intake threads. The lock hands the turn over at once; other
-    processes on the same file still wait through SQLite's busy timeout.
+    processes on the same file still wait through SQLite's busy timeout. A writer on the revocation path
+    (`shared.priority.revoking`) gets the next turn before every other waiting writer.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class SqliteFile:
         self._rows = rows
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._writing = threading.Lock()
+        self._writing = TurnLock()
         self._connections: list[sqlite3.Connection] = []
 
     def connection(self) -> sqlite3.Connection:

@@ -28,7 +28,7 @@ from shared.domain.audit import (
     AuditEvent,
     ChainAnchor,
     ChainReport,
-    canonical_json,
+    canonical_document,
     format_instant,
     settled,
     verify_chain_documents,
@@ -353,7 +353,7 @@ class SqliteStore:
             at = format_instant(event.at)
             # NB. Stored as canonical JSON, the form the hash is taken over, so that verifying a chain
             # can hash the stored text instead of rebuilding and re-serialising every event.
-            doc = canonical_json(event.document())
+            doc = canonical_document(event)
             events.append((event.request_id, event.seq, event.id, event.type.value, at, doc))
             principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
             if principal_id is not None and principal_id != event.actor.principal_id:
