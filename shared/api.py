@@ -14,7 +14,6 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -25,10 +24,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .domain.audit import Actor, ChainReport, EventType, settled, verification, verify_chain
-from .domain.durations import parse_duration
 from .domain.errors import (
     AlreadyExists,
     AuthError,
@@ -43,9 +40,27 @@ from .domain.errors import (
     TransientError,
 )
 from .domain.ids import is_guid, is_principal_id, principal_id_problem
-from .domain.json_body import BodyTooLarge, MalformedBody, parse_json
+from .domain.json_body import BodyTooLarge, MalformedBody
 from .domain.lifecycle import RequestRecord, RequestState
-from .domain.request import MAX_BODY_BYTES, AccessRequest, note_problem, parse_access_request
+from .domain.request import MAX_BODY_BYTES, AccessRequest, parse_access_request
+from .http_bodies import (
+    MAX_REVOKE_BODY,
+    MAX_TEXT,
+    ReadDeadline,
+    RequestTimedOut,
+    UnsupportedMediaType,
+    body_text,
+    client_of,
+    extension_body,
+    json_body,
+    note_body,
+    object_body,
+    query_instant,
+    read_at_most,
+    read_body,
+    require_json,
+    revoke_reason,
+)
 from .identity import SUBMITTER, Caller, caller_from
 from .lifecycle import RequestFilter, Result, Viewer
 from .ports import AuditQuery
@@ -74,8 +89,6 @@ from .text import state_in_words
 log = logging.getLogger("jitgate.api")
 
 API_VERSION = "1.1"
-MAX_REVOKE_BODY = 4 * 1024  # every small body: revoke, approve, deny, extend
-MAX_TEXT = 500  # a reason or an approver's comment
 MAX_LIST_PAGE = 100
 TEAMS_DEADLINE = 4.5  # seconds; Teams gives up on an outgoing webhook after 5
 ANONYMOUS = Actor(principal_id="anonymous", kind="user")
@@ -90,14 +103,6 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 
 _INTERNAL_FIELDS = ("version", "fingerprint", "auditSeq", "auditHead", "pendingEvents", "revokeSequence",
                     "revokeQueue", "revokeN")
-
-
-class UnsupportedMediaType(JitgateError):
-    """A body sent as anything but UTF-8 `application/json`."""
-
-
-class RequestTimedOut(JitgateError):
-    """A request body not received within the read bound; the connection is closed after the answer."""
 
 
 class NotConfigured(JitgateError):
@@ -140,11 +145,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_api_route("/api/access-requests/{request_id}", api.get_request, methods=["GET"], tags=["requests"])
     app.add_api_route("/api/access-requests/{request_id}/revoke", api.revoke, methods=["POST"],
                       openapi_extra=revoke_body, responses=_BODY_ERRORS, tags=["requests"])
-    extend_body = _object_body({"duration": {"type": "string", "format": "duration",
+    extend_body = object_body({"duration": {"type": "string", "format": "duration",
                                              "description": "ISO 8601, added to the grant's end"},
                                 "reason": {"type": "string", "maxLength": MAX_TEXT}}, ["duration"])
-    for verb, handler, body in (("approve", api.approve, _note_body("comment", False)),
-                                ("deny", api.deny, _note_body("reason", True)), ("extend", api.extend, extend_body)):
+    for verb, handler, body in (("approve", api.approve, note_body("comment", False)),
+                                ("deny", api.deny, note_body("reason", True)), ("extend", api.extend, extend_body)):
         app.add_api_route(f"/api/access-requests/{{request_id}}/{verb}", handler, methods=["POST"],
                           openapi_extra=body, responses=_BODY_ERRORS, tags=["requests"])
     app.add_api_route("/api/teams/webhook", api.teams_webhook, methods=["POST"], openapi_extra=activity_body,
@@ -262,10 +267,10 @@ class _Api:
                      caller: Annotated[Caller, Depends(_authenticated("submit"))]) -> JSONResponse:
         """Validate an access request (schema v1) and queue it for evaluation: 202 with its status,
         422 with every field error, 409 when the requestId was used for another body."""
-        _require_json(request)
+        require_json(request)
         # NB. An oversize body is an invalid message like any other (ARCHITECTURE §2): its first bytes
         # are enough for submit to reject and audit it, so the rest is never read.
-        raw = await _read_at_most(request, MAX_BODY_BYTES + 1)
+        raw = await read_at_most(request, MAX_BODY_BYTES + 1)
         result = await run_in_threadpool(self._submit, caller, raw)
         log.info("request %s submitted by %s %s: %s", result.request_id, caller.kind, caller.principal_id,
                  result.message)
@@ -335,13 +340,13 @@ class _Api:
                       caller: Annotated[Caller, Depends(_authenticated("approve"))]) -> dict[str, Any]:
         """An approver's yes, with an optional `{"comment": ...}`: the rules of the Teams command (in an approver
         group, never the requester, one person counts once). Refusals are audited."""
-        raw = await _json_body(request, MAX_REVOKE_BODY)
+        raw = await json_body(request, MAX_REVOKE_BODY)
         return await run_in_threadpool(self._decide, caller, request_id, raw, "approve")
 
     async def deny(self, request_id: str, request: Request,
                    caller: Annotated[Caller, Depends(_authenticated("deny"))]) -> dict[str, Any]:
         """An approver's no, with its `{"reason": ...}` (required): terminal for the request."""
-        raw = await _json_body(request, MAX_REVOKE_BODY)
+        raw = await json_body(request, MAX_REVOKE_BODY)
         return await run_in_threadpool(self._decide, caller, request_id, raw, "deny")
 
     def _decide(self, caller: Caller, request_id: str, raw: bytes, verb: str) -> dict[str, Any]:
@@ -351,7 +356,7 @@ class _Api:
                          f"a service cannot {verb}: approvals are a person's, made with their own sign-in")
         decide = self.lifecycle.approve if verb == "approve" else self.lifecycle.deny
         try:
-            text = _body_text(raw, "comment" if verb == "approve" else "reason", required=verb == "deny")
+            text = body_text(raw, "comment" if verb == "approve" else "reason", required=verb == "deny")
         except InvalidRequest:
             if self._viewer(caller).may_decide(record):
                 decide(record.request_id, caller.principal_id, "")  # NB. audits the refusal, whatever the body holds
@@ -363,7 +368,7 @@ class _Api:
                      caller: Annotated[Caller, Depends(_authenticated("extend"))]) -> dict[str, Any]:
         """More time for an active grant, by its requester: `{"duration": "PT1H", "reason": ...}` is added to its
         end. The policy decides again for the whole time; what needs approval is refused with its reasons."""
-        raw = await _json_body(request, MAX_REVOKE_BODY)
+        raw = await json_body(request, MAX_REVOKE_BODY)
         return await run_in_threadpool(self._extend, caller, request_id, raw)
 
     def _extend(self, caller: Caller, request_id: str, raw: bytes) -> dict[str, Any]:
@@ -371,7 +376,7 @@ class _Api:
         requester = record.request.requester.principal_id if record.request is not None else None
         if caller.principal_id != requester:
             self._refuse(record.request_id, caller.actor(), "extend", "only the requester may extend this request")
-        more, reason = _extension(raw)
+        more, reason = extension_body(raw)
         result = self.lifecycle.extend(record.request_id, caller.principal_id, more, reason)
         return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
 
@@ -379,8 +384,8 @@ class _Api:
                      caller: Annotated[Caller, Depends(_authenticated("revoke"))]) -> dict[str, Any]:
         """Early revoke ("I'm done") by the requester, or by an admin. Optional body `{"reason": ...}`, sent
         as application/json even when empty."""
-        _require_json(request)
-        raw = await _read_body(request, MAX_REVOKE_BODY)
+        require_json(request)
+        raw = await read_body(request, MAX_REVOKE_BODY)
         return await run_in_threadpool(self._revoke, caller, request_id, raw)
 
     def _revoke(self, caller: Caller, request_id: str, raw: bytes) -> dict[str, Any]:
@@ -391,7 +396,7 @@ class _Api:
         if not caller.is_admin and caller.principal_id != requester:
             self._refuse(record.request_id, caller.actor(), "revoke",
                          "only the requester or an admin may revoke this request")
-        reason = _revoke_reason(raw)
+        reason = revoke_reason(raw)
         result = self.lifecycle.request_revoke(record.request_id, caller.principal_id, caller.is_admin, reason)
         return {"requestId": result.request_id, "state": result.state.value, "message": result.message}
 
@@ -433,8 +438,8 @@ class _Api:
     async def teams_webhook(self, request: Request) -> JSONResponse:
         """The Teams outgoing webhook: HMAC-verified, replay-guarded; `approve <id> [comment]`,
         `deny <id> <reason>`, `status <id>`, `help`. Answers within Teams' 5 seconds."""
-        _require_json(request)
-        body = await _read_body(request, MAX_ACTIVITY_BYTES)
+        require_json(request)
+        body = await read_body(request, MAX_ACTIVITY_BYTES)
         authorization = request.headers.get("authorization")
         work = asyncio.get_running_loop().run_in_executor(None, self._teams, body, authorization)
         try:
@@ -512,8 +517,8 @@ class _Api:
         if type is not None and type not in {t.value for t in EventType}:
             errors.append(FieldError("query.type", f"unknown event type {type[:64]!r}; one of: "
                                      + ", ".join(t.value for t in EventType)))
-        start = _instant("since", since, errors)
-        end = _instant("until", until, errors)
+        start = query_instant("since", since, errors)
+        end = query_instant("until", until, errors)
         if errors:
             raise InvalidRequest(errors)
         query = AuditQuery(request_id=request_id.lower() if request_id else None,
@@ -547,177 +552,6 @@ class _Api:
     def health(self) -> dict[str, Any]:
         """Liveness, the mode and which backend serves each port. Anyone may ask."""
         return {"status": "ok", "mode": self.settings.mode, "backends": self.runtime.backend_names}
-
-
-# ---------------------------------------------------------------- reading bodies
-
-
-class ReadDeadline:
-    """ASGI middleware: a request body must arrive within `seconds` of the request head, or the request is
-    answered 408 and its connection closed. uvicorn waits for a stalled body forever; `jitgate serve` bounds
-    the head itself (shared/server.py)."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.seconds
-        body_done = False
-
-        async def bounded() -> Message:
-            nonlocal body_done
-            if body_done:
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                log.info("%s %s from %s: the body did not arrive within %g s; answered 408 and closed",
-                         scope["method"], scope["path"], _client_of(scope), self.seconds)
-                raise RequestTimedOut(f"the body did not arrive within {self.seconds:g} s") from None
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
-
-        await self.app(scope, bounded, send)
-
-
-def _client_of(scope: Scope) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "an unknown client"
-
-
-# ---------------------------------------------------------------- helpers
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is {int(declared)} bytes; the limit is {limit}")
-    body = await _read_at_most(request, limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
-    return body
-
-
-async def _read_at_most(request: Request, size: int) -> bytes:
-    """The first `size` bytes of the body (all of it when shorter); the rest is left unread."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) >= size:
-            break
-    return bytes(body[:size])
-
-
-def _require_json(request: Request) -> None:
-    """Refuse (415) a body not declared as UTF-8 JSON: `application/json`, with no charset or charset=utf-8.
-
-    NB. A browser sends text/plain, form encodings or no Content-Type at all cross-site without a CORS preflight;
-    behind cookie-based App Service authentication such a POST would act with the victim's session. Only
-    application/json needs the preflight that a cross-site page cannot pass."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        raise UnsupportedMediaType("send the body as application/json; this request has no Content-Type")
-    media_type, *parameters = (part.strip() for part in declared.split(";"))
-    if media_type.lower() != "application/json":
-        raise UnsupportedMediaType(f"send the body as application/json, not {media_type[:64]!r}")
-    for parameter in parameters:
-        name, _, value = parameter.partition("=")
-        charset = value.strip().strip('"').lower()
-        if name.strip().lower() == "charset" and charset != "utf-8":
-            raise UnsupportedMediaType(f"JSON is read as UTF-8 only (charset=utf-8 or none), not {charset[:32]!r}")
-
-
-async def _json_body(request: Request, limit: int) -> bytes:
-    """A small JSON body: 415 unless sent as application/json, 413 over `limit` bytes."""
-    _require_json(request)
-    return await _read_body(request, limit)
-
-
-def _body_object(raw: bytes, fields: dict[str, bool]) -> dict[str, Any]:
-    """The body's object (an empty body is `{}`), read by the guarded parser, with only the `fields` given (name →
-    required); 422 for anything else."""
-    expected = ", ".join(f'"{name}"' + ("" if required else " (optional)") for name, required in fields.items())
-    if not raw.strip():
-        doc: Any = {}
-    else:
-        try:
-            doc = parse_json(raw, MAX_REVOKE_BODY)
-        except MalformedBody as exc:
-            raise InvalidRequest([FieldError("body", f"not valid JSON: {exc}")]) from None
-    if not isinstance(doc, dict) or set(doc) - set(fields):
-        raise InvalidRequest([FieldError("body", f"expected an object with only {expected}")])
-    missing = [name for name, required in fields.items() if required and not doc.get(name)]
-    if missing:
-        raise InvalidRequest([FieldError(f"body.{name}", "is required") for name in missing])
-    return doc
-
-
-def _text_of(doc: dict[str, Any], field: str) -> str:
-    value = doc.get(field, "")
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise InvalidRequest([FieldError(f"body.{field}", f"must be a string of at most {MAX_TEXT} characters")])
-    problem = note_problem(value)
-    if problem:
-        raise InvalidRequest([FieldError(f"body.{field}", problem)])
-    return value.strip()
-
-
-def _body_text(raw: bytes, field: str, required: bool = False) -> str:
-    """The one text field of a body such as `{"reason": ...}`."""
-    text = _text_of(_body_object(raw, {field: required}), field)
-    if required and not text:
-        raise InvalidRequest([FieldError(f"body.{field}", "is required")])
-    return text
-
-
-def _revoke_reason(raw: bytes) -> str:
-    return _body_text(raw, "reason")
-
-
-def _extension(raw: bytes) -> tuple[timedelta, str]:
-    doc = _body_object(raw, {"duration": True, "reason": False})
-    duration = doc["duration"]
-    try:
-        if not isinstance(duration, str):
-            raise ValueError("must be an ISO 8601 duration such as PT1H")
-        more = parse_duration(duration)
-    except ValueError as exc:
-        raise InvalidRequest([FieldError("body.duration", str(exc))]) from None
-    return more, _text_of(doc, "reason")
-
-
-def _note_body(field: str, required: bool) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that takes `{field: text}`."""
-    return _object_body({field: {"type": "string", "maxLength": MAX_TEXT}}, [field] if required else [])
-
-
-def _object_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"requestBody": {"required": bool(required), "content": {"application/json": {"schema": {
-        "type": "object", "additionalProperties": False, "properties": properties, "required": required}}}}}
-
-
-def _instant(name: str, text: str | None, errors: list[FieldError]) -> datetime | None:
-    if text is None:
-        return None
-    # NB. An unencoded '+' in a query string arrives as a space: "09:00:00 02:00" meant "09:00:00+02:00".
-    candidate = text.strip()
-    if " " in candidate and "T" in candidate:
-        candidate = candidate.replace(" ", "+")
-    try:
-        value = datetime.fromisoformat(candidate)
-    except ValueError:
-        errors.append(FieldError(f"query.{name}", f"{text[:64]!r} is not an ISO 8601 timestamp"))
-        return None
-    if value.tzinfo is None:
-        errors.append(FieldError(f"query.{name}", "must include a time zone, e.g. 2026-11-26T09:00:00Z"))
-        return None
-    return value
 
 
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
@@ -785,7 +619,7 @@ async def _error_response(request: Request, exc: Exception) -> JSONResponse:
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # NB. One line, no traceback: a client that hangs up mid-body is an everyday event, not a fault.
     log.info("%s %s from %s: the client disconnected before its body was complete", request.method,
-             request.url.path, _client_of(request.scope))
+             request.url.path, client_of(request.scope))
     return Response(status_code=400)  # nobody is left to read it
 
 
