@@ -4,6 +4,7 @@ what a status means for retrying, what `Retry-After` asks for, and where a beare
 from __future__ import annotations
 
 import email.utils
+import threading
 from datetime import UTC, datetime
 
 import httpx
@@ -34,3 +35,26 @@ def is_transient_status(status: int) -> bool:
 def same_origin(url: httpx.URL, origin: httpx.URL) -> bool:
     """Whether `url` is served by the same scheme, host and port as `origin`: bearer tokens never leave it."""
     return (url.scheme, url.host, url.port) == (origin.scheme, origin.host, origin.port)
+
+
+class LazyClient:
+    """An httpx client made on first use (nothing connects at import or construction: cold start) and shared by
+    the adapter's threads. `close` closes only a client made here; one handed in is its owner's to close."""
+
+    def __init__(self, given: httpx.Client | None, timeout: float) -> None:
+        self._given = given
+        self._http = given
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=httpx.Timeout(self._timeout, connect=10.0))
+            return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None and self._http is not self._given:
+                self._http.close()
+                self._http = None

@@ -25,7 +25,7 @@ import httpx
 
 from ...domain.errors import JitgateError, PermanentError, TransientError
 from ...domain.ids import is_guid
-from ..http import is_transient_status, retry_after, same_origin
+from ..http import LazyClient, is_transient_status, retry_after, same_origin
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential
@@ -184,22 +184,13 @@ class ArmClient:
         self._token = token_provider
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url)
-        self._http = http
-        self._owns_http = http is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
+        self._http = LazyClient(http, timeout)
 
     def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                self._http = httpx.Client(timeout=httpx.Timeout(self._timeout, connect=10.0))
-            return self._http
+        return self._http.get()
 
     def close(self) -> None:
-        with self._lock:
-            if self._http is not None and self._owns_http:
-                self._http.close()
-                self._http = None
+        self._http.close()
 
     def url(self, path: str) -> httpx.URL:
         return httpx.URL(self.base_url + quote(path, safe=_PATH_SAFE))

@@ -14,7 +14,7 @@ from ...clock import SystemClock
 from ...domain.errors import PermanentError, TransientError
 from ...domain.ids import is_guid
 from ...ports import Clock, Members, Person
-from ..http import same_origin
+from ..http import LazyClient, same_origin
 from .arm import ArmFailure, CachedToken, TokenProvider
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ class GraphDirectory:
         self._clock = clock or SystemClock()
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url)
-        self._http = http
-        self._owns_http = http is None
+        self._http = LazyClient(http, 15.0)
         self._cache: dict[str, tuple[datetime, frozenset[str]]] = {}
         self._members: dict[tuple[str, int], tuple[datetime, Members]] = {}
         self._lock = threading.Lock()
@@ -112,10 +111,7 @@ class GraphDirectory:
         return members
 
     def close(self) -> None:
-        with self._lock:
-            if self._http is not None and self._owns_http:
-                self._http.close()
-                self._http = None
+        self._http.close()
 
     # ------------------------------------------------------------ internals
 
@@ -202,7 +198,4 @@ class GraphDirectory:
         raise ArmFailure.of(response).error(f"Graph {what}")
 
     def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                self._http = httpx.Client(timeout=httpx.Timeout(15.0, connect=10.0))
-            return self._http
+        return self._http.get()

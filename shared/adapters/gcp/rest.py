@@ -15,7 +15,7 @@ from typing import Any, Final
 import httpx
 
 from ...domain.errors import JitgateError, PermanentError, TransientError
-from ..http import is_transient_status, retry_after, same_origin
+from ..http import LazyClient, is_transient_status, retry_after, same_origin
 
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 TOKEN_REFRESH_MARGIN: Final = 300.0
@@ -102,22 +102,13 @@ class GoogleRest:
                  timeout: float = 30.0) -> None:
         self._token = token
         self.bases = {name: url.rstrip("/") for name, url in bases.items()}
-        self._http = http
-        self._owns_http = http is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
+        self._http = LazyClient(http, timeout)
 
     def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                self._http = httpx.Client(timeout=httpx.Timeout(self._timeout, connect=10.0))
-            return self._http
+        return self._http.get()
 
     def close(self) -> None:
-        with self._lock:
-            if self._http is not None and self._owns_http:
-                self._http.close()
-                self._http = None
+        self._http.close()
 
     def send(self, method: str, base: str, path: str, what: str, body: Any = None,
              params: Mapping[str, str] | None = None) -> httpx.Response:

@@ -9,7 +9,6 @@ never appears in a log line or an error message.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -19,7 +18,7 @@ import httpx
 from ...cards import teams_message
 from ...domain.errors import PermanentError, TransientError
 from ...ports import Notice
-from ..http import is_transient_status, retry_after
+from ..http import LazyClient, is_transient_status, retry_after
 
 log = logging.getLogger("jitgate.teams")
 
@@ -50,13 +49,11 @@ class TeamsNotifier:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._url = webhook_url_provider
-        self._http = http
-        self._owns_http = http is None
+        self._http = LazyClient(http, 15.0)
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._sleep = sleep
-        self._lock = threading.Lock()
 
     def notify(self, notice: Notice) -> None:
         url = self._url()
@@ -77,10 +74,7 @@ class TeamsNotifier:
             delay = min(delay * 2, self._max_backoff)
 
     def close(self) -> None:
-        with self._lock:
-            if self._http is not None and self._owns_http:
-                self._http.close()
-                self._http = None
+        self._http.close()
 
     def _post(self, url: str, body: dict[str, Any], what: str) -> TransientError | None:
         """None when the webhook took the message; the TransientError to retry on; raises PermanentError."""
@@ -100,10 +94,7 @@ class TeamsNotifier:
 
     def _client(self) -> httpx.Client:
         _keep_signatures_out_of_httpx_logs()
-        with self._lock:
-            if self._http is None:
-                self._http = httpx.Client(timeout=httpx.Timeout(15.0, connect=10.0))
-            return self._http
+        return self._http.get()
 
 
 class _RedactQuery(logging.Filter):
