@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import SystemClock
 from .lifecycle import Backends, Lifecycle
 from .notices import AddressedNotifier
-from .ports import AuditStore, Bus, Directory, Notifier, QueueSettings, RequestStore
+from .ports import AuditStore, Bus, Clock, Directory, Notifier, QueueSettings, RequestStore
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -88,22 +88,10 @@ def build_local(settings: Settings) -> Runtime:
         from .adapters.gcp.grants import gcp_grant_providers
 
         providers = gcp_grant_providers(settings, providers, clock=clock)
-    backends = Backends(
-        stale_after=settings.stale_after,
+    backends = _backends(
+        settings, store, bus, providers, OutboxNotifier(data / "outbox.jsonl"), directory, clock, policy,
         # NB. The simulated plane answers in milliseconds: an interrupted deletion is taken over within seconds.
         delete_lease=timedelta(seconds=2),
-        requests=store,
-        ledger=store,
-        audit=store,
-        bus=bus,
-        providers=providers,
-        notifier=addressed(OutboxNotifier(data / "outbox.jsonl"), directory, settings),
-        directory=directory,
-        clock=clock,
-        policy=policy,
-        requests_queue=settings.requests_queue,
-        lifecycle_queue=settings.lifecycle_queue,
-        revocations_queue=settings.revocations_queue,
     )
     names = {
         "bus": "sqlite",
@@ -163,21 +151,9 @@ def build_azure(settings: Settings) -> Runtime:
         AzureActivity(settings.activity_workspace_id, credential) if settings.activity_workspace_id else None
     )
     directory = GraphDirectory(graph_token_provider(credential), settings.group_object_ids)
-    backends = Backends(
-        stale_after=settings.stale_after,
-        requests=store,
-        ledger=store,
-        audit=store,
-        bus=bus,
-        providers=providers,
-        notifier=addressed(TeamsNotifier(lambda: settings.teams_webhook_url), directory, settings),
-        directory=directory,
-        clock=SystemClock(),
-        policy=policy,
-        activity=activity,
-        requests_queue=settings.requests_queue,
-        lifecycle_queue=settings.lifecycle_queue,
-        revocations_queue=settings.revocations_queue,
+    backends = _backends(
+        settings, store, bus, providers, TeamsNotifier(lambda: settings.teams_webhook_url), directory, SystemClock(),
+        policy, activity=activity,
     )
     names = {
         "bus": "servicebus",
@@ -256,7 +232,31 @@ def build_gcp(settings: Settings) -> Runtime:
         log.warning("JITGATE_TEAMS_WEBHOOK_URL is not set: notices go to %s", data / "outbox.jsonl")
         data.mkdir(parents=True, exist_ok=True)
         notifier = OutboxNotifier(data / "outbox.jsonl")
-    backends = Backends(
+    backends = _backends(settings, store, bus, providers, notifier, directory, clock, policy)
+    names = {
+        "bus": "pubsub",
+        "store": settings.store or "cosmos",
+        "grants": ",".join(providers),
+        "notifier": "teams" if settings.teams_webhook_url else "outbox",
+        "directory": "cloud-identity" if settings.gcp_groups else "policy",
+    }
+    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
+
+
+def _backends(
+    settings: Settings,
+    store: Any,
+    bus: Bus,
+    providers: dict[str, GrantProvider],
+    notifier: Notifier,
+    directory: Directory,
+    clock: Clock,
+    policy: Policy,
+    **more: Any,
+) -> Backends:
+    """What the lifecycle runs on: one store for requests, ledger and audit, the notifier told who to address, the
+    settings' queues and stale bound; `more` for what one platform adds."""
+    return Backends(
         stale_after=settings.stale_after,
         requests=store,
         ledger=store,
@@ -270,15 +270,8 @@ def build_gcp(settings: Settings) -> Runtime:
         requests_queue=settings.requests_queue,
         lifecycle_queue=settings.lifecycle_queue,
         revocations_queue=settings.revocations_queue,
+        **more,
     )
-    names = {
-        "bus": "pubsub",
-        "store": settings.store or "cosmos",
-        "grants": ",".join(providers),
-        "notifier": "teams" if settings.teams_webhook_url else "outbox",
-        "directory": "cloud-identity" if settings.gcp_groups else "policy",
-    }
-    return Runtime(settings, Lifecycle(backends), bus, store, store, policy, names, rbac)
 
 
 def google_directory(settings: Settings, policy_groups: Directory) -> Directory:
