@@ -292,6 +292,7 @@ def _answer(response: Any, what: str, expected: Collection[int] = (200,), *, ide
 def _serve(args: argparse.Namespace) -> int:
     from . import server
     from .api import create_app
+    from .consumer_processes import ConsumerProcesses
     from .domain.errors import PolicyError
     from .runtime import build
     from .worker import Worker, consumer_processes
@@ -313,11 +314,13 @@ def _serve(args: argparse.Namespace) -> int:
         settings.poll_interval,
     )
     worker.reconcile()  # a restart after a crash converges before serving
+    consumers = None
     if settings.worker_processes:
-        children = consumer_processes(settings, settings.worker_processes, args.log_level)
+        consumers = ConsumerProcesses(lambda: consumer_processes(settings, 1, args.log_level)[0],
+                                      settings.worker_processes)
+        threading.Thread(target=consumers.watch, args=(worker.stop,), name="jitgate-consumers", daemon=True).start()
         worker.start(0)  # the timer only: the consumers are the children's
     else:
-        children = []
         worker.start(settings.workers)
     envoy = None
     if runtime.envoy is not None:
@@ -328,10 +331,8 @@ def _serve(args: argparse.Namespace) -> int:
         server.run(app, settings, args.host, args.port, args.log_level)
     finally:
         worker.stop.set()
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join(10)
+        if consumers is not None:
+            consumers.stop()
         if envoy is not None:
             envoy.join(10)  # it writes the usage it has counted so far
     return 0
