@@ -5,10 +5,11 @@ stay <= 1 s, with a real `jitgate serve` (the embedded runtime, as users run it)
     .venv/bin/python bench/capacity.py --rates 100,500 --window 15       # fixed steps (make bench)
     .venv/bin/python bench/capacity.py --rates 100 --intake http         # through the HTTP API instead
 
-Each step starts a fresh `jitgate serve` (2 consumer threads, reconcile every 60 s: its defaults) on a new data
-directory, submits requests paced at the step's rate for `--window` seconds, waits up to `--drain` seconds for
-the last ones to be revoked, stops the server and reads what happened back through the store's ports.
-Requests are auto-approved (rule bench-auto) for 2-4 s, from 1,000 people on 500 resource groups.
+Each step starts a fresh `jitgate serve` with its defaults (on 2 cores: two consumer processes of one thread each;
+reconcile every 60 s) on a new data directory, submits requests paced at the step's rate for `--window` seconds,
+waits up to `--drain` seconds for the last ones to be revoked, stops the server and reads what happened back
+through the store's ports. Requests are auto-approved (rule bench-auto) for 2-4 s,
+from 1,000 people on 500 resource groups.
 
 Intake (`--intake`):
   queue  the request is sent to the `access-requests` queue, as the Backstage action does; the server records,

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import sys
-import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,10 +290,8 @@ def _answer(response: Any, what: str, expected: Collection[int] = (200,), *, ide
 
 def _serve(args: argparse.Namespace) -> int:
     from . import server
-    from .api import create_app
     from .domain.errors import PolicyError
     from .runtime import build
-    from .worker import Worker, consumer_processes
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings(args)
@@ -302,38 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
         runtime = build(settings)
     except PolicyError as exc:
         raise CliError(f"policy {settings.policy_path} is invalid:\n{exc}") from None
-    app = create_app(runtime)  # before any thread starts: a bad setting stops the process here
-    worker = Worker(
-        runtime.lifecycle,
-        runtime.bus,
-        settings.requests_queue,
-        settings.lifecycle_queue,
-        settings.max_delivery_count,
-        settings.reconcile_interval.total_seconds(),
-        settings.poll_interval,
-    )
-    worker.reconcile()  # a restart after a crash converges before serving
-    if settings.worker_processes:
-        children = consumer_processes(settings, settings.worker_processes, args.log_level)
-        worker.start(0)  # the timer only: the consumers are the children's
-    else:
-        children = []
-        worker.start(settings.workers)
-    envoy = None
-    if runtime.envoy is not None:
-        envoy = threading.Thread(target=runtime.envoy.run, args=(worker.stop,), name="jitgate-envoy", daemon=True)
-        envoy.start()
-    print(f"jitgate serving on http://{args.host}:{args.port} (data in {settings.data_dir})", flush=True)
-    try:
-        server.run(app, settings, args.host, args.port, args.log_level)
-    finally:
-        worker.stop.set()
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join(10)
-        if envoy is not None:
-            envoy.join(10)  # it writes the usage it has counted so far
+    server.serve(runtime, settings, args.host, args.port, args.log_level)
     return 0
 
 

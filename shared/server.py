@@ -1,4 +1,5 @@
-"""How `jitgate serve` runs uvicorn: the ASGI app on h11, with every request read within a time bound.
+"""`jitgate serve`: the API, the consumers (threads, or processes of their own) and the reconcile timer; and how it
+runs uvicorn: the ASGI app on h11, with every request read within a time bound.
 
 uvicorn closes an idle keep-alive connection, but not one that opened and sent an incomplete request head:
 it waits for the rest forever, so a few hundred such connections (slowloris) hold the server. Here the head
@@ -10,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger("jitgate.server")
 
@@ -76,3 +82,35 @@ def run(app: FastAPI, settings: Settings, host: str, port: int, log_level: str) 
         http=bounded_protocol(settings.request_read_timeout.total_seconds()),
     )
     uvicorn.Server(config).run()
+
+
+def serve(runtime: Runtime, settings: Settings, host: str, port: int, log_level: str) -> None:
+    """Serve `runtime` until interrupted: the API here, the consumers beside it, reconcile on its interval."""
+    from .api import create_app
+    from .consumer_processes import ConsumerProcesses
+    from .worker import Worker, consumer_processes
+
+    app = create_app(runtime)  # before any thread starts: a bad setting stops the process here
+    worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
+                    settings.max_delivery_count, settings.reconcile_interval.total_seconds(), settings.poll_interval)
+    worker.reconcile()  # a restart after a crash converges before serving
+    consumers = None
+    if settings.worker_processes:
+        consumers = ConsumerProcesses(lambda: consumer_processes(settings, 1, log_level)[0], settings.worker_processes)
+        threading.Thread(target=consumers.watch, args=(worker.stop,), name="jitgate-consumers", daemon=True).start()
+        worker.start(0)  # the timer only: the consumers are the children's
+    else:
+        worker.start(settings.workers)
+    envoy = None
+    if runtime.envoy is not None:
+        envoy = threading.Thread(target=runtime.envoy.run, args=(worker.stop,), name="jitgate-envoy", daemon=True)
+        envoy.start()
+    print(f"jitgate serving on http://{host}:{port} (data in {settings.data_dir})", flush=True)
+    try:
+        run(app, settings, host, port, log_level)
+    finally:
+        worker.stop.set()
+        if consumers is not None:
+            consumers.stop()
+        if envoy is not None:
+            envoy.join(10)  # it writes the usage it has counted so far

@@ -20,6 +20,13 @@ _T = TypeVar("_T")
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 
 
+def default_worker_processes(cores: int | None = None) -> int:
+    """Consumer processes `jitgate serve` starts unless told: two where this process may run on two cores or more."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if cores >= 2 else 0
+
+
 class SettingsError(ValueError):
     """Settings the process cannot start with. The message names each setting and what is wrong with it."""
 
@@ -46,11 +53,12 @@ class Settings:
     poll_interval: float = 0.05
     # NB. uvicorn waits for a stalled request forever; a client gets this long for the head and again for the body.
     request_read_timeout: timedelta = timedelta(seconds=10)
-    workers: int = 2
     # NB. `jitgate serve` only: processes that run the consumers (each with `workers` threads and one for revokes)
     # beside the serving process, which then keeps the API and the reconcile timer. 0: consumers are threads of
-    # the serving process.
-    worker_processes: int = 0
+    # the serving process. By default two on a machine with two cores or more, one consumer thread each: one Python
+    # process runs one thread at a time, so a second consumer thread costs more than it adds (architecture §8).
+    workers: int = 1
+    worker_processes: int = field(default_factory=lambda: default_worker_processes())
     public_url: str = ""
     seed_file: Path | None = None
     databases_file: Path | None = None  # the PostgreSQL servers file: with it, the `postgres` provider is served
@@ -176,6 +184,10 @@ class Settings:
         if settings.envoy_services and not settings.envoy_tenant:
             read.problems.append("JITGATE_ENVOY_SERVICES needs JITGATE_ENVOY_TENANT (the Entra tenant id that "
                                  "issues its callers' tokens)")
+        if settings.envoy_services and "JITGATE_WORKER_PROCESSES" not in e:
+            # NB. Envoy's checks are decided in the serving process, which learns at once of the grants and revokes
+            # its own consumers make, and of other processes' only at its next refresh (JITGATE_ENVOY_REFRESH_SECONDS).
+            settings = replace(settings, worker_processes=0)
         read.problems += _queue_clashes(settings)
         if read.problems:
             raise SettingsError(read.problems)

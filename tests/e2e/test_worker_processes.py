@@ -83,3 +83,34 @@ def test_consumer_processes_stop_when_the_server_is_killed_outright(tmp_path: Pa
         if server.poll() is None:
             server.kill()
             server.wait(10)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_a_consumer_process_that_dies_is_replaced_and_requests_still_end_revoked(tmp_path: Path) -> None:
+    with running_server(tmp_path, JITGATE_WORKER_PROCESSES="1") as s:
+        deadline = time.monotonic() + 30
+        while not (consumers := consumer_pids(s.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(consumers) == 1, consumers
+        (dead,) = consumers
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (consumers := consumer_pids(s.process.pid) - {dead}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert consumers, "no consumer process took the killed one's place"
+        doc = access_request(dev_rg("rg-replaced-dev"), duration="PT2S")
+        submit(s, doc)
+        s.wait_state(doc["requestId"], "revoked", timeout=30)
+        assert "ended with exit code -9" in s.log_tail(400)
+
+
+def consumer_pids(server: int) -> set[int]:
+    """The server's consumer processes (not multiprocessing's resource tracker)."""
+    return {pid for pid in children_of(server) if alive(pid) and b"spawn_main" in _command_line(pid)}
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

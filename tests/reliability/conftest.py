@@ -56,6 +56,9 @@ class Launcher:
             "JITGATE_RECONCILE_SECONDS": str(RECONCILE_SECONDS),
             "JITGATE_LOCK_SECONDS": str(LOCK_SECONDS),
             "JITGATE_MODE": "local",
+            # NB. The consumers in the server's own process: a crash point must end the server these tests restart,
+            # not a consumer process the server would replace (tests/e2e/test_worker_processes.py covers that).
+            "JITGATE_WORKER_PROCESSES": "0",
             "PYTHONUNBUFFERED": "1",
         }
         if crashpoint:

@@ -7,14 +7,31 @@ from datetime import timedelta
 
 import pytest
 
-from shared.settings import Settings, SettingsError, decode_teams_secret
+from shared.settings import Settings, SettingsError, decode_teams_secret, default_worker_processes
 
 KEY = b"k" * 32
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
 def test_defaults_and_the_read_bound() -> None:
     assert Settings.from_env({}).request_read_timeout == timedelta(seconds=10)
     assert Settings.from_env({"JITGATE_REQUEST_READ_SECONDS": "2.5"}).request_read_timeout == timedelta(seconds=2.5)
+
+
+@pytest.mark.parametrize(("cores", "processes"), [(1, 0), (2, 2), (16, 2)])
+def test_serve_runs_one_consumer_thread_in_each_of_two_processes_where_there_are_two_cores(
+    cores: int, processes: int
+) -> None:
+    assert default_worker_processes(cores) == processes
+    assert Settings.from_env({}).workers == 1
+    assert Settings.from_env({}).worker_processes == default_worker_processes()
+    assert Settings.from_env({"JITGATE_WORKER_PROCESSES": "0"}).worker_processes == 0
+
+
+def test_serve_keeps_its_consumers_in_its_own_process_when_it_decides_for_envoy_unless_told() -> None:
+    envoy = {"JITGATE_ENVOY_SERVICES": "payments=api://payments", "JITGATE_ENVOY_TENANT": TENANT}
+    assert Settings.from_env(envoy).worker_processes == 0
+    assert Settings.from_env({**envoy, "JITGATE_WORKER_PROCESSES": "2"}).worker_processes == 2
 
 
 def test_every_problem_is_collected_before_refusing() -> None:

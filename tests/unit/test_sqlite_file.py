@@ -131,3 +131,39 @@ def test_writers_off_the_revocation_path_all_get_their_turn_while_revokes_keep_c
     counts = dict(db.connection().execute("SELECT who, count(*) FROM turns GROUP BY who").fetchall())
     assert counts == {"revoke": 200, **{f"intake-{i}": 50 for i in range(4)}}
     db.close()
+
+
+_HOLD_A_WRITE = """
+import sys, time
+from shared.adapters.embedded.sqlite_file import SqliteFile
+db = SqliteFile(sys.argv[1], busy_timeout=0)
+with db.transaction() as conn:
+    conn.execute("INSERT INTO turns VALUES ('other process')")
+    print("holding", flush=True)
+    time.sleep(0.5)
+db.close()
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="processes take turns by flock on POSIX only")
+def test_a_writer_waits_for_a_writer_of_another_process_not_through_sqlites_retries(tmp_path: Path) -> None:
+    # NB. No busy timeout in either process: SQLite alone would refuse this process's write at once
+    # ("database is locked") while the other process holds its transaction open.
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.db"
+    db = SqliteFile(path, busy_timeout=0)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE turns (who TEXT)")
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_A_WRITE, str(path)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "holding"
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO turns VALUES ('this process')")
+    finally:
+        assert other.wait(10) == 0
+    order = [who for (who,) in db.connection().execute("SELECT who FROM turns ORDER BY rowid")]
+    assert order == ["other process", "this process"]
+    db.close()

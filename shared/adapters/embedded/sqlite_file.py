@@ -12,6 +12,11 @@ from typing import Any, Literal
 
 from ...priority import TurnLock
 
+try:
+    import fcntl
+except ImportError:  # NB. not on Windows: processes there wait through SQLite's busy timeout alone
+    fcntl = None  # type: ignore[assignment]
+
 _pid = os.getpid()
 
 
@@ -35,9 +40,14 @@ class SqliteFile:
     Threads of one process take turns at writing through a lock of this object before they ask SQLite
     for its write lock. SQLite makes a writer that finds the file locked sleep and try again (1, 2, 5, 10,
     ... up to 100 ms), so under contention a write waited for the sleep, not for the writer before it, and
-    a due revoke could sleep behind forty HTTP intake threads. The lock hands the turn over at once; other
-    processes on the same file still wait through SQLite's busy timeout. A writer on the revocation path
-    (`shared.priority.revoking`) gets the next turn before every other waiting writer.
+    a due revoke could sleep behind forty HTTP intake threads. The lock hands the turn over at once. A writer on
+    the revocation path (`shared.priority.revoking`) gets the next turn before every other waiting writer.
+
+    Processes take turns the same way: the writer whose turn it is in its process then takes an exclusive
+    `flock` of the file beside the database (`<file>-writer`), which the kernel hands to the next waiting
+    process the moment it is released (or its holder dies), instead of SQLite's sleeps. SQLite's own lock
+    stays the guarantee: a process that does not take the flock (the sqlite3 shell, an older jitgate) still
+    waits through the busy timeout, as before.
     """
 
     def __init__(
@@ -56,6 +66,8 @@ class SqliteFile:
         self._lock = threading.Lock()
         self._writing = TurnLock()
         self._connections: list[sqlite3.Connection] = []
+        self._writer_fd: int | None = None
+        self._writer_pid = _pid
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -75,14 +87,30 @@ class SqliteFile:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.connection()
         with self._writing:
-            conn.execute("BEGIN IMMEDIATE")
+            fd = self._lock_fd()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int | None:
+        # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
+        # belongs to the open file, which the parent's descriptor would share.
+        if fcntl is None:
+            return None
+        if self._writer_fd is None or self._writer_pid != _pid:
+            self._writer_fd, self._writer_pid = os.open(self.path + "-writer", os.O_RDWR | os.O_CREAT, 0o644), _pid
+        return self._writer_fd
 
     def close(self) -> None:
         """Close every thread's connection; the file reopens lazily if used again."""
@@ -91,3 +119,7 @@ class SqliteFile:
             self._local = threading.local()
         for conn in connections:
             conn.close()
+        with self._writing:
+            fd, self._writer_fd = self._writer_fd, None
+            if fd is not None and self._writer_pid == _pid:
+                os.close(fd)
