@@ -124,7 +124,29 @@ _HOLD_COLUMNS = (
     " granted_at, expires_at, preexisting, status, released_at, principal_type"
 )
 _GRANT_COLUMNS = "version, principal_type, provider_expires_at, deleting_token, deleting_since, deleting_request_id"
+_KEY_COLUMNS = "provider, principal_id, role_definition_id, scope"
 _KEY = "provider = ? AND principal_id = ? AND role_definition_id = ? AND scope = ?"
+_READ_GRANT = (
+    "SELECT " + ", ".join(f"g.{c.strip()}" for c in _GRANT_COLUMNS.split(","))
+    + ", " + ", ".join(f"h.{c.strip()}" for c in _HOLD_COLUMNS.split(","))
+    + " FROM grants g LEFT JOIN holds h ON h.provider = g.provider AND h.principal_id = g.principal_id"
+    " AND h.role_definition_id = g.role_definition_id AND h.scope = g.scope"
+    " WHERE g.provider = ? AND g.principal_id = ? AND g.role_definition_id = ? AND g.scope = ?"
+    " ORDER BY h.expires_at, h.request_id"
+)
+_INSERT_GRANT = f"INSERT INTO grants ({_KEY_COLUMNS}, {_GRANT_COLUMNS}) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+_UPDATE_GRANT = (
+    "UPDATE grants SET version = version + 1, principal_type = ?, provider_expires_at = ?, deleting_token = ?,"
+    f" deleting_since = ?, deleting_request_id = ? WHERE {_KEY} AND version = ?"
+)
+# NB. An upsert, not INSERT OR REPLACE: a changed hold is updated in place, so the index on request_id (unchanged)
+# is not written.
+_UPSERT_HOLD = (
+    f"INSERT INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT ({_KEY_COLUMNS}, request_id) DO UPDATE SET granted_at = excluded.granted_at,"
+    " expires_at = excluded.expires_at, preexisting = excluded.preexisting, status = excluded.status,"
+    " released_at = excluded.released_at, principal_type = excluded.principal_type"
+)
 
 
 class SqliteStore:
@@ -136,6 +158,7 @@ class SqliteStore:
         # the last few commits, and the file stays consistent. FULL cost 3 ms a commit on a busy disk.
         self._db = SqliteFile(path, busy_timeout, synchronous="NORMAL")
         self._written = _WrittenRecords(_REMEMBERED_RECORDS)
+        self._stored_holds = _StoredHolds(_REMEMBERED_RECORDS)
         self._create_schema()
 
     # ------------------------------------------------------------ connections
@@ -261,19 +284,16 @@ class SqliteStore:
     # ------------------------------------------------------------ ledger
 
     def get_grant(self, key: GrantKey) -> Grant | None:
-        conn = self._db.connection()
-        conn.execute("BEGIN")  # one snapshot for the head and its holds
-        try:
-            row = conn.execute(f"SELECT {_GRANT_COLUMNS} FROM grants WHERE {_KEY}", _key(key)).fetchone()
-            holds = self._holds(_KEY, _key(key))
-        finally:
-            conn.execute("COMMIT")
-        if row is None:
+        # NB. One statement, so one snapshot of the head and its holds without a transaction of its own.
+        rows = self._db.connection().execute(_READ_GRANT, _key(key)).fetchall()
+        if not rows:
             return None
-        version, principal_type, provider_expires, token, since, deleting_request = row
+        version, principal_type, provider_expires, token, since, deleting_request = rows[0][:6]
+        holds = [] if rows[0][6] is None else [row[6:] for row in rows]
+        self._stored_holds.remember(key, version, {row[4]: row for row in holds})
         return Grant(
             key=key,
-            holds=tuple(holds),
+            holds=tuple(_hold(row) for row in holds),
             principal_type=principal_type,
             provider_expires_at=None if provider_expires is None else _parse_instant(provider_expires),
             deleting=None if token is None else Deletion(
@@ -292,20 +312,36 @@ class SqliteStore:
             None if deleting is None else _instant(deleting.since),
             None if deleting is None else deleting.request_id,
         )
-        holds = [_hold_row(hold) for hold in grant.holds]
+        holds = {hold.request_id: _hold_row(hold) for hold in grant.holds}
+        if len(holds) != len(grant.holds):
+            raise ValueError(f"grant {grant.key} has more than one hold of one request")
+        # NB. The rows stored at the version this write is conditional on, when this store read or wrote that
+        # version (a version's rows never change: every write of them bumps it); then only changed rows are written.
+        stored = {} if grant.version == 0 else self._stored_holds.at(grant.key, grant.version)
+        changed = [row for request_id, row in holds.items() if stored is None or stored.get(request_id) != row]
+        gone = [] if stored is None else [(*key, request_id) for request_id in stored.keys() - holds.keys()]
         with self._db.transaction() as conn:
-            row = conn.execute(f"SELECT version FROM grants WHERE {_KEY}", key).fetchone()
-            found = 0 if row is None else row[0]
-            if found != grant.version:
-                raise ConcurrencyConflict(f"grant {grant.key} is at version {found}, not {grant.version}")
-            conn.execute(
-                f"INSERT OR REPLACE INTO grants (provider, principal_id, role_definition_id, scope, {_GRANT_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, grant.version + 1, *head),
-            )
-            conn.execute(f"DELETE FROM holds WHERE {_KEY}", key)
-            conn.executemany(f"INSERT INTO holds ({_HOLD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", holds)
+            if grant.version == 0:
+                try:
+                    conn.execute(_INSERT_GRANT, (*key, *head))
+                except sqlite3.IntegrityError:
+                    raise self._grant_conflict(conn, grant) from None
+            elif conn.execute(_UPDATE_GRANT, (*head, *key, grant.version)).rowcount == 0:
+                raise self._grant_conflict(conn, grant)
+            if stored is None:
+                conn.execute(f"DELETE FROM holds WHERE {_KEY}", key)
+            if gone:
+                conn.executemany(f"DELETE FROM holds WHERE {_KEY} AND request_id = ?", gone)
+            if changed:
+                conn.executemany(_UPSERT_HOLD, changed)
+        self._stored_holds.remember(grant.key, grant.version + 1, holds)
         return grant.model_copy(update={"version": grant.version + 1})
+
+    @staticmethod
+    def _grant_conflict(conn: sqlite3.Connection, grant: Grant) -> ConcurrencyConflict:
+        row = conn.execute(f"SELECT version FROM grants WHERE {_KEY}", _key(grant.key)).fetchone()
+        found = 0 if row is None else row[0]
+        return ConcurrencyConflict(f"grant {grant.key} is at version {found}, not {grant.version}")
 
     def holds_for_request(self, request_id: str) -> list[Hold]:
         return self._holds("request_id = ?", (request_id,))
@@ -679,6 +715,32 @@ class _WrittenRecords:
         if found is not None and found[0] == text:
             return _detached(found[1])
         return _record(text)
+
+
+class _StoredHolds:
+    """The hold rows of each of the most recent grant keys this store read or wrote, at the version it saw.
+
+    NB. A grant key's rows at a given version are the same for every reader: every write of them is conditional
+    on the version and bumps it in the same transaction. So a write conditional on a version remembered here knows
+    what is stored, and writes only the rows that differ.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._rows: dict[GrantKey, tuple[int, dict[str, tuple[Any, ...]]]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key: GrantKey, version: int, rows: dict[str, tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._rows.pop(key, None)
+            self._rows[key] = (version, rows)
+            if len(self._rows) > self._size:
+                del self._rows[next(iter(self._rows))]  # the least recently seen
+
+    def at(self, key: GrantKey, version: int) -> dict[str, tuple[Any, ...]] | None:
+        """The rows of `key` at `version`; None when this store did not see that version."""
+        found = self._rows.get(key)
+        return found[1] if found is not None and found[0] == version else None
 
 
 def _detached(record: RequestRecord) -> RequestRecord:
