@@ -7,15 +7,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from shared.adapters.embedded.store import SqliteStore
+from shared.domain.audit import EventType
 from shared.domain.errors import ConcurrencyConflict
 from shared.domain.ledger import RELEASED_KEPT, Grant, HoldStatus
-from tests.contract.test_store_contract import KEY, T0, hold, put
+from shared.domain.lifecycle import RequestState
+from tests.contract.test_store_contract import KEY, T0, full_record, hold, put
 
 
 @contextmanager
@@ -137,3 +139,27 @@ def test_a_grant_with_two_holds_of_one_request_is_refused_and_nothing_written(tm
         with pytest.raises(ValueError, match="more than one hold of one request"):
             store.put_grant(twice)
         assert store.get_grant(KEY) is None
+
+
+def test_a_write_builds_its_rows_before_it_takes_the_write_lock(tmp_path: Path) -> None:
+    # GIVEN a record whose rows cannot be built (a naive instant)
+    with SqliteStore(tmp_path / "store.db") as store:
+        created = store.create_request(full_record())
+        created.move_to(RequestState.PENDING_APPROVAL, datetime(2026, 11, 26, 10, 0))
+
+        # WHEN it is saved THEN it is refused before any statement runs: no other writer waited for it
+        with statements(store) as seen, pytest.raises(ValueError, match="timezone"):
+            store.save_request(created)
+        with statements(store) as seen_creating, pytest.raises(ValueError, match="timezone"):
+            another = full_record("00000000-0000-4000-8000-000000000001")
+            store.create_request(another.model_copy(update={"updated_at": datetime(2026, 11, 26)}))
+        assert seen == seen_creating == []
+
+        # AND a save runs the update and one statement per row of the events, nothing else, under the lock
+        created.updated_at = T0 + timedelta(minutes=1)
+        created.emit(EventType.APPROVAL_REQUESTED, T0 + timedelta(minutes=1), {})
+        with statements(store) as seen:
+            store.save_request(created)
+        assert [" ".join(s.split(" ")[:3]) for s in seen] == [
+            "BEGIN IMMEDIATE", "UPDATE requests SET", "INSERT INTO audit_events", "INSERT INTO audit_principals",
+            "INSERT INTO audit_principals", "COMMIT"]

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.domain.audit import (
     AuditEvent,
@@ -119,6 +119,7 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 ) WITHOUT ROWID;
 """
 
+_INSERT_REQUEST = "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)"
 _HOLD_COLUMNS = (
     "provider, principal_id, role_definition_id, scope, request_id,"
     " granted_at, expires_at, preexisting, status, released_at, principal_type"
@@ -202,15 +203,14 @@ class SqliteStore:
     def create_request(self, record: RequestRecord) -> RequestRecord:
         created = _committed(record, version=1)
         text = created.model_dump_json(by_alias=True)
+        row = (record.request_id, record.state.value, _instant(record.updated_at), text)
+        events = _event_rows(_events_of(record))
         with self._db.transaction() as conn:
             try:
-                conn.execute(
-                    "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
-                    (record.request_id, record.state.value, _instant(record.updated_at), text),
-                )
+                conn.execute(_INSERT_REQUEST, row)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"request {record.request_id} already exists") from None
-            self._insert_events(conn, _events_of(record))
+            _insert_events(conn, events)
         return self._written.remember(text, created)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
@@ -220,18 +220,21 @@ class SqliteStore:
     def save_request(self, record: RequestRecord) -> RequestRecord:
         saved = _committed(record, version=record.version + 1)
         text = saved.model_dump_json(by_alias=True)
+        row = (record.state.value, _instant(record.updated_at), text, record.request_id, record.version)
+        events = _event_rows(_events_of(record))
+        # NB. Everything is built before the write lock is taken: other writers of the file wait while it is held.
         with self._db.transaction() as conn:
             updated = conn.execute(
                 "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
                 " WHERE request_id = ? AND version = ?",
-                (record.state.value, _instant(record.updated_at), text, record.request_id, record.version),
+                row,
             ).rowcount
             if updated == 0:
-                row = conn.execute("SELECT version FROM requests WHERE request_id = ?", (record.request_id,)).fetchone()
-                if row is None:
+                found = conn.execute("SELECT version FROM requests WHERE request_id = ?", row[3:4]).fetchone()
+                if found is None:
                     raise NotFound(f"request {record.request_id} does not exist")
-                raise ConcurrencyConflict(f"request {record.request_id} is at version {row[0]}, not {record.version}")
-            self._insert_events(conn, _events_of(record))
+                raise ConcurrencyConflict(f"request {record.request_id} is at version {found[0]}, not {record.version}")
+            _insert_events(conn, events)
         return self._written.remember(text, saved)
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
@@ -373,38 +376,10 @@ class SqliteStore:
 
     def bulk_append(self, events_with_principal: Iterable[tuple[AuditEvent, str | None]]) -> int:
         """Append many events in one transaction (all or none); returns how many. Used to load benchmarks."""
-        batch = list(events_with_principal)
+        rows = _event_rows(list(events_with_principal))
         with self._db.transaction() as conn:
-            self._insert_events(conn, batch)
-        return len(batch)
-
-    @staticmethod
-    def _insert_events(
-        conn: sqlite3.Connection, events_with_principal: Sequence[tuple[AuditEvent, str | None]]
-    ) -> None:
-        """Insert events in the caller's transaction; AlreadyExists when an id or (requestId, seq) is taken."""
-        events: list[tuple[str, int, str, str, str, str]] = []
-        principals: list[tuple[str, str, str, str, int]] = []
-        for event, principal_id in events_with_principal:
-            at = format_instant(event.at)
-            # NB. Stored as canonical JSON, the form the hash is taken over, so that verifying a chain
-            # can hash the stored text instead of rebuilding and re-serialising every event.
-            doc = canonical_document(event)
-            events.append((event.request_id, event.seq, event.id, event.type.value, at, doc))
-            principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
-            if principal_id is not None and principal_id != event.actor.principal_id:
-                principals.append((principal_id, at, event.id, event.request_id, event.seq))
-        try:
-            conn.executemany(
-                "INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)", events
-            )
-            conn.executemany(
-                "INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
-                principals,
-            )
-        except sqlite3.IntegrityError:
-            ids = ", ".join(e[2] for e in events[:3]) + (" ..." if len(events) > 3 else "")
-            raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
+            _insert_events(conn, rows)
+        return len(rows.events)
 
     def chain(self, request_id: str) -> list[AuditEvent]:
         rows = (
@@ -655,6 +630,40 @@ def _committed(record: RequestRecord, version: int) -> RequestRecord:
 def _events_of(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
     principal = record.request.requester.principal_id if record.request is not None else None
     return [(event, principal) for event in record.pending_events]
+
+
+class _EventRows(NamedTuple):
+    """The rows of events to append: `audit_events`, and `audit_principals` (each event's distinct principals)."""
+
+    events: list[tuple[str, int, str, str, str, str]]
+    principals: list[tuple[str, str, str, str, int]]
+
+
+def _event_rows(events_with_principal: Sequence[tuple[AuditEvent, str | None]]) -> _EventRows:
+    rows = _EventRows([], [])
+    for event, principal_id in events_with_principal:
+        at = format_instant(event.at)
+        # NB. Stored as canonical JSON, the form the hash is taken over, so that verifying a chain
+        # can hash the stored text instead of rebuilding and re-serialising every event.
+        rows.events.append((event.request_id, event.seq, event.id, event.type.value, at, canonical_document(event)))
+        rows.principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
+        if principal_id is not None and principal_id != event.actor.principal_id:
+            rows.principals.append((principal_id, at, event.id, event.request_id, event.seq))
+    return rows
+
+
+def _insert_events(conn: sqlite3.Connection, rows: _EventRows) -> None:
+    """Insert events in the caller's transaction; AlreadyExists when an id or (requestId, seq) is taken."""
+    if not rows.events:
+        return
+    try:
+        conn.executemany("INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                         rows.events)
+        conn.executemany("INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
+                         rows.principals)
+    except sqlite3.IntegrityError:
+        ids = ", ".join(e[2] for e in rows.events[:3]) + (" ..." if len(rows.events) > 3 else "")
+        raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
 
 
 def _hold_row(hold: Hold) -> tuple[Any, ...]:
