@@ -17,7 +17,8 @@ from shared.domain.audit import EventType
 from shared.domain.errors import ConcurrencyConflict
 from shared.domain.ledger import RELEASED_KEPT, Grant, HoldStatus
 from shared.domain.lifecycle import RequestState
-from tests.contract.test_store_contract import KEY, T0, full_record, hold, put
+from shared.ports import RequestQuery
+from tests.contract.test_store_contract import BOB, JANE, KEY, T0, full_record, hold, put
 
 
 @contextmanager
@@ -163,3 +164,21 @@ def test_a_write_builds_its_rows_before_it_takes_the_write_lock(tmp_path: Path) 
         assert [" ".join(s.split(" ")[:3]) for s in seen] == [
             "BEGIN IMMEDIATE", "UPDATE requests SET", "INSERT INTO audit_events", "INSERT INTO audit_principals",
             "INSERT INTO audit_principals", "COMMIT"]
+
+
+def test_a_save_that_changes_the_requester_moves_the_record_to_the_new_requester(tmp_path: Path) -> None:
+    # GIVEN a record (a request does not change once created; if a caller changes it, the store still follows)
+    with SqliteStore(tmp_path / "store.db") as store:
+        created = store.create_request(full_record())
+        assert created.request is not None
+        changed = created.model_copy(update={"request": created.request.model_copy(update={
+            "requester": created.request.requester.model_copy(update={"principal_id": BOB})})})
+
+        # WHEN it is saved THEN it is Bob's, at the next version, and a stale save of it still conflicts
+        saved = store.save_request(changed)
+        assert [r.request_id for r in store.list_requests(RequestQuery(requester_id=BOB)).records] == [
+            saved.request_id]
+        assert store.list_requests(RequestQuery(requester_id=JANE)).records == []
+        assert saved.version == 2
+        with pytest.raises(ConcurrencyConflict):
+            store.save_request(changed)

@@ -43,7 +43,9 @@ from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .sqlite_file import SqliteFile
 
-SCHEMA_VERSION = 3  # 2: holds keep the principal type; 3: one versioned grants row per grant key
+# 2: holds keep the principal type; 3: one versioned grants row per grant key; 4: a record's requester and outbox
+# are columns of its row, not expressions over its document (which every write of the document evaluated again)
+SCHEMA_VERSION = 4
 MAX_PAGE = 1000
 _BATCH = 2000
 _REMEMBERED_RECORDS = 4096  # per store object: the requests in flight, and then some
@@ -54,12 +56,13 @@ CREATE TABLE IF NOT EXISTS requests (
     state      TEXT NOT NULL,
     version    INTEGER NOT NULL,
     updated_at TEXT NOT NULL,
-    doc        TEXT NOT NULL
+    doc        TEXT NOT NULL,
+    requester  TEXT,                       -- the request's requester.principalId (None: a rejected body)
+    outbox     INTEGER NOT NULL DEFAULT 0  -- how many events are in the document's pendingEvents
 );
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
-CREATE INDEX IF NOT EXISTS requests_by_requester ON requests (json_extract(doc, '$.request.requester.principalId'));
-CREATE INDEX IF NOT EXISTS requests_with_outbox ON requests (updated_at)
-    WHERE json_array_length(doc, '$.pendingEvents') > 0;
+CREATE INDEX IF NOT EXISTS requests_by_requester_id ON requests (requester);
+CREATE INDEX IF NOT EXISTS requests_with_pending_events ON requests (updated_at) WHERE outbox > 0;
 
 CREATE TABLE IF NOT EXISTS holds (
     provider           TEXT NOT NULL,
@@ -119,7 +122,20 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 ) WITHOUT ROWID;
 """
 
-_INSERT_REQUEST = "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)"
+_INSERT_REQUEST = (
+    "INSERT INTO requests (request_id, state, version, updated_at, doc, requester) VALUES (?, ?, 1, ?, ?, ?)"
+)
+# NB. The requester is a condition of the update, not a column it sets: setting a column writes its index entry even
+# when the value is the same, and a record's request does not change once it is created. When it does, the update
+# finds no row at the version it expects, and the requester is set by the second form.
+_UPDATE_REQUEST = (
+    "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?, outbox = 0"
+    " WHERE request_id = ? AND version = ? AND requester IS ?"
+)
+_UPDATE_REQUEST_AND_REQUESTER = (
+    "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?, outbox = 0, requester = ?"
+    " WHERE request_id = ? AND version = ?"
+)
 _HOLD_COLUMNS = (
     "provider, principal_id, role_definition_id, scope, request_id,"
     " granted_at, expires_at, preexisting, status, released_at, principal_type"
@@ -169,6 +185,18 @@ class SqliteStore:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
             if found > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has store schema {found}; this jitgate knows {SCHEMA_VERSION}")
+            requests = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            if requests and "requester" not in requests:
+                # A file of version 3 or before: the requester and the outbox size become columns, read from each
+                # document once, and the indexes on expressions over the document go.
+                conn.execute("ALTER TABLE requests ADD COLUMN requester TEXT")
+                conn.execute("ALTER TABLE requests ADD COLUMN outbox INTEGER NOT NULL DEFAULT 0")
+                conn.execute(
+                    "UPDATE requests SET requester = json_extract(doc, '$.request.requester.principalId'),"
+                    " outbox = coalesce(json_array_length(doc, '$.pendingEvents'), 0)"
+                )
+                conn.execute("DROP INDEX IF EXISTS requests_by_requester")
+                conn.execute("DROP INDEX IF EXISTS requests_with_outbox")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -203,7 +231,7 @@ class SqliteStore:
     def create_request(self, record: RequestRecord) -> RequestRecord:
         created = _committed(record, version=1)
         text = created.model_dump_json(by_alias=True)
-        row = (record.request_id, record.state.value, _instant(record.updated_at), text)
+        row = (record.request_id, record.state.value, _instant(record.updated_at), text, _requester(record))
         events = _event_rows(_events_of(record))
         with self._db.transaction() as conn:
             try:
@@ -220,20 +248,19 @@ class SqliteStore:
     def save_request(self, record: RequestRecord) -> RequestRecord:
         saved = _committed(record, version=record.version + 1)
         text = saved.model_dump_json(by_alias=True)
-        row = (record.state.value, _instant(record.updated_at), text, record.request_id, record.version)
+        state, updated_at, requester = record.state.value, _instant(record.updated_at), _requester(record)
         events = _event_rows(_events_of(record))
         # NB. Everything is built before the write lock is taken: other writers of the file wait while it is held.
         with self._db.transaction() as conn:
-            updated = conn.execute(
-                "UPDATE requests SET state = ?, version = version + 1, updated_at = ?, doc = ?"
-                " WHERE request_id = ? AND version = ?",
-                row,
-            ).rowcount
-            if updated == 0:
-                found = conn.execute("SELECT version FROM requests WHERE request_id = ?", row[3:4]).fetchone()
+            key = (record.request_id, record.version)
+            if conn.execute(_UPDATE_REQUEST, (state, updated_at, text, *key, requester)).rowcount == 0:
+                found = conn.execute("SELECT version FROM requests WHERE request_id = ?", key[:1]).fetchone()
                 if found is None:
                     raise NotFound(f"request {record.request_id} does not exist")
-                raise ConcurrencyConflict(f"request {record.request_id} is at version {found[0]}, not {record.version}")
+                if found[0] != record.version:
+                    raise ConcurrencyConflict(
+                        f"request {record.request_id} is at version {found[0]}, not {record.version}")
+                conn.execute(_UPDATE_REQUEST_AND_REQUESTER, (state, updated_at, text, requester, *key))
             _insert_events(conn, events)
         return self._written.remember(text, saved)
 
@@ -259,7 +286,7 @@ class SqliteStore:
             where.append(f"state IN ({', '.join('?' * len(query.states))})")
             params.extend(sorted(s.value for s in query.states))
         if query.requester_id is not None:
-            where.append("json_extract(doc, '$.request.requester.principalId') = ?")
+            where.append("requester = ?")
             params.append(query.requester_id)
         if query.continuation is not None:
             position = decode_position(query.continuation)
@@ -278,7 +305,7 @@ class SqliteStore:
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         # NB. The WHERE clause repeats the partial index's, so the planner reads only the index.
         rows = self._db.connection().execute(
-            "SELECT doc FROM requests WHERE json_array_length(doc, '$.pendingEvents') > 0"
+            "SELECT doc FROM requests WHERE outbox > 0"
             " ORDER BY updated_at, request_id LIMIT ?",
             (max(limit, 0),),
         ).fetchall()
@@ -627,8 +654,12 @@ def _committed(record: RequestRecord, version: int) -> RequestRecord:
     return record.model_copy(update={"version": version, "pending_events": []})
 
 
+def _requester(record: RequestRecord) -> str | None:
+    return record.request.requester.principal_id if record.request is not None else None
+
+
 def _events_of(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
-    principal = record.request.requester.principal_id if record.request is not None else None
+    principal = _requester(record)
     return [(event, principal) for event in record.pending_events]
 
 
