@@ -2,52 +2,38 @@
 
 Safe for several threads (one connection each) and several processes (WAL, busy timeout) on one file.
 A record is written with its new audit events in one transaction; a grant key's document is its `grants`
-row (version, principal type, provider expiry, deletion intent) and its `holds` rows, written together in
-one transaction conditional on the row's version.
+row (version, principal type, provider expiry, deletion intent) and its `holds` rows, read in one statement
+and written together in one transaction conditional on the row's version. Every row a write needs is built
+before it takes the file's write lock, which every other writer of the file waits for.
 
-Records this store wrote itself are not validated again when they are read back: the store remembers the
-text it wrote for each recent request with the record it came from, and a read that finds exactly that text
-returns a copy of that record. Any other text (written by another process, by an earlier jitgate, edited by
-hand) is validated in full, as before.
+Records this store wrote itself are not validated again when they are read back, and a write of a grant key's
+document writes only the hold rows that differ from the version it read (`store_memory`). The audit tables and
+chain verification are `audit_log`'s.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import multiprocessing
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from shared.domain.audit import (
-    AuditEvent,
-    ChainAnchor,
-    ChainReport,
-    canonical_document,
-    format_instant,
-    settled,
-    verify_chain_documents,
-)
+from shared.domain.audit import AuditEvent
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from shared.domain.ledger import Deletion, Grant, GrantKey, Hold, HoldStatus
 from shared.domain.lifecycle import RequestRecord, RequestState
-from shared.ports import AuditPage, AuditQuery, RequestPage, RequestQuery
+from shared.ports import RequestPage, RequestQuery
 
-from ..store_format import decode_continuation, decode_position, encode_continuation, encode_position
+from ..store_format import decode_position, encode_position
 from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
-from .sqlite_file import SqliteFile
+from .audit_log import MAX_PAGE, SqliteAuditLog, event_rows, insert_events
+from .store_memory import StoredHolds, WrittenRecords, parse_record
 
 # 2: holds keep the principal type; 3: one versioned grants row per grant key; 4: a record's requester and outbox
 # are columns of its row, not expressions over its document (which every write of the document evaluated again)
 SCHEMA_VERSION = 4
-MAX_PAGE = 1000
-_BATCH = 2000
 _REMEMBERED_RECORDS = 4096  # per store object: the requests in flight, and then some
 
 _SCHEMA = """
@@ -166,16 +152,13 @@ _UPSERT_HOLD = (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteAuditLog):
     """`RequestStore`, `LedgerStore` and `AuditStore` in one SQLite file (the local, embedded backend)."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
-        self.path = str(path)
-        # NB. synchronous=NORMAL under WAL: a killed process loses nothing; only a power cut can roll back
-        # the last few commits, and the file stays consistent. FULL cost 3 ms a commit on a busy disk.
-        self._db = SqliteFile(path, busy_timeout, synchronous="NORMAL")
-        self._written = _WrittenRecords(_REMEMBERED_RECORDS)
-        self._stored_holds = _StoredHolds(_REMEMBERED_RECORDS)
+        super().__init__(path, busy_timeout)
+        self._written = WrittenRecords(_REMEMBERED_RECORDS)
+        self._stored_holds = StoredHolds(_REMEMBERED_RECORDS)
         self._create_schema()
 
     # ------------------------------------------------------------ connections
@@ -216,10 +199,6 @@ class SqliteStore:
                 )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def close(self) -> None:
-        """Close every connection this store opened, in any thread; the store reopens lazily if used again."""
-        self._db.close()
-
     def __enter__(self) -> SqliteStore:
         return self
 
@@ -232,13 +211,13 @@ class SqliteStore:
         created = _committed(record, version=1)
         text = created.model_dump_json(by_alias=True)
         row = (record.request_id, record.state.value, _instant(record.updated_at), text, _requester(record))
-        events = _event_rows(_events_of(record))
+        events = event_rows(_events_of(record))
         with self._db.transaction() as conn:
             try:
                 conn.execute(_INSERT_REQUEST, row)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"request {record.request_id} already exists") from None
-            _insert_events(conn, events)
+            insert_events(conn, events)
         return self._written.remember(text, created)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
@@ -249,7 +228,7 @@ class SqliteStore:
         saved = _committed(record, version=record.version + 1)
         text = saved.model_dump_json(by_alias=True)
         state, updated_at, requester = record.state.value, _instant(record.updated_at), _requester(record)
-        events = _event_rows(_events_of(record))
+        events = event_rows(_events_of(record))
         # NB. Everything is built before the write lock is taken: other writers of the file wait while it is held.
         with self._db.transaction() as conn:
             key = (record.request_id, record.version)
@@ -261,7 +240,7 @@ class SqliteStore:
                     raise ConcurrencyConflict(
                         f"request {record.request_id} is at version {found[0]}, not {record.version}")
                 conn.execute(_UPDATE_REQUEST_AND_REQUESTER, (state, updated_at, text, requester, *key))
-            _insert_events(conn, events)
+            insert_events(conn, events)
         return self._written.remember(text, saved)
 
     def requests_in(self, states: set[RequestState], limit: int = 1000) -> list[RequestRecord]:
@@ -276,7 +255,7 @@ class SqliteStore:
             )
             .fetchall()
         )
-        return [_record(doc) for (doc,) in rows]
+        return [parse_record(doc) for (doc,) in rows]
 
     def list_requests(self, query: RequestQuery) -> RequestPage:
         limit = min(max(query.limit, 1), MAX_PAGE)
@@ -300,7 +279,7 @@ class SqliteStore:
             + " ORDER BY rowid DESC LIMIT ?", (*params, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        return RequestPage([_record(doc) for _, doc in rows], encode_position(str(rows[-1][0])) if more else None)
+        return RequestPage([parse_record(doc) for _, doc in rows], encode_position(str(rows[-1][0])) if more else None)
 
     def requests_with_outbox(self, limit: int = 1000) -> list[RequestRecord]:
         # NB. The WHERE clause repeats the partial index's, so the planner reads only the index.
@@ -309,7 +288,7 @@ class SqliteStore:
             " ORDER BY updated_at, request_id LIMIT ?",
             (max(limit, 0),),
         ).fetchall()
-        return [_record(doc) for (doc,) in rows]
+        return [parse_record(doc) for (doc,) in rows]
 
     # ------------------------------------------------------------ ledger
 
@@ -396,254 +375,6 @@ class SqliteStore:
         )
         return [_hold(row) for row in rows]
 
-    # ------------------------------------------------------------ audit
-
-    def append(self, event: AuditEvent, principal_id: str | None = None) -> None:
-        self.bulk_append([(event, principal_id)])
-
-    def bulk_append(self, events_with_principal: Iterable[tuple[AuditEvent, str | None]]) -> int:
-        """Append many events in one transaction (all or none); returns how many. Used to load benchmarks."""
-        rows = _event_rows(list(events_with_principal))
-        with self._db.transaction() as conn:
-            _insert_events(conn, rows)
-        return len(rows.events)
-
-    def chain(self, request_id: str) -> list[AuditEvent]:
-        rows = (
-            self._db.connection()
-            .execute("SELECT doc FROM audit_events WHERE request_id = ? ORDER BY seq", (request_id,))
-            .fetchall()
-        )
-        return [AuditEvent.model_validate_json(doc) for (doc,) in rows]
-
-    def query(self, query: AuditQuery) -> AuditPage:
-        limit = min(max(query.limit, 1), MAX_PAGE)
-        where: list[str] = []
-        params: list[Any] = []
-        if query.request_id is not None:
-            # A request's events are few: read them by key and sort, filtering the principal per event.
-            table = "audit_events e"
-            where.append("e.request_id = ?")
-            params.append(query.request_id)
-            if query.principal_id is not None:
-                where.append(
-                    "EXISTS (SELECT 1 FROM audit_principals p WHERE p.principal_id = ? AND p.at = e.at AND p.id = e.id)"
-                )
-                params.append(query.principal_id)
-            order = "e"
-        elif query.principal_id is not None:
-            table = "audit_principals p JOIN audit_events e ON e.request_id = p.request_id AND e.seq = p.seq"
-            where.append("p.principal_id = ?")
-            params.append(query.principal_id)
-            order = "p"
-        else:
-            table = "audit_events e"
-            order = "e"
-        if query.type is not None:
-            where.append("e.type = ?")
-            params.append(str(query.type))
-        if query.since is not None:
-            where.append(f"{order}.at >= ?")
-            params.append(_instant(query.since))
-        if query.until is not None:
-            where.append(f"{order}.at < ?")
-            params.append(_instant(query.until))
-        if query.continuation is not None:
-            where.append(f"({order}.at, {order}.id) > (?, ?)")
-            params.extend(decode_continuation(query.continuation))
-        sql = (
-            f"SELECT e.at, e.id, e.doc FROM {table}"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + f" ORDER BY {order}.at, {order}.id LIMIT ?"
-        )
-        rows = self._db.connection().execute(sql, (*params, limit + 1)).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        events = [AuditEvent.model_validate_json(doc) for (_, _, doc) in rows]
-        continuation = encode_continuation(rows[-1][0], rows[-1][1]) if more else None
-        return AuditPage(events=events, continuation=continuation)
-
-    def request_ids(self) -> Iterator[str]:
-        after = ""
-        while True:
-            # NB. Keyset batches, not one long cursor: no read snapshot is held open while the caller works.
-            rows = (
-                self._db.connection()
-                .execute(
-                    "SELECT DISTINCT request_id FROM audit_events WHERE request_id > ? ORDER BY request_id LIMIT ?",
-                    (after, _BATCH),
-                )
-                .fetchall()
-            )
-            for (request_id,) in rows:
-                yield request_id
-            if len(rows) < _BATCH:
-                return
-            after = rows[-1][0]
-
-    def iter_chains(self) -> Iterator[tuple[str, list[AuditEvent]]]:
-        """Every chain, in request id order, in one sequential pass over the audit table."""
-        after: tuple[str, int] = ("", -1)
-        current: str | None = None
-        events: list[AuditEvent] = []
-        while True:
-            rows = (
-                self._db.connection()
-                .execute(
-                    "SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?)"
-                    " ORDER BY request_id, seq LIMIT ?",
-                    (*after, _BATCH),
-                )
-                .fetchall()
-            )
-            for request_id, _, doc in rows:
-                if request_id != current:
-                    if current is not None:
-                        yield current, events
-                    current, events = request_id, []
-                events.append(AuditEvent.model_validate_json(doc))
-            if len(rows) < _BATCH:
-                break
-            after = (rows[-1][0], rows[-1][1])
-        if current is not None:
-            yield current, events
-
-    def chain_documents(self, request_id: str) -> list[str]:
-        """One request's stored JSON documents in seq order (for `verify_chain_documents`)."""
-        rows = self._db.connection().execute(
-            "SELECT doc FROM audit_events WHERE request_id = ? ORDER BY seq", (request_id,)
-        ).fetchall()
-        return [doc for (doc,) in rows]
-
-    def iter_chain_documents(
-        self, start: str | None = None, stop: str | None = None
-    ) -> Iterator[tuple[str, list[str]]]:
-        """Every chain whose request id is in [`start`, `stop`), in request id order, as its stored JSON
-        documents in seq order: what `verify_chain_documents` reads, without building models."""
-        position: tuple[str, int] = (start or "", -1)
-        bound, stop_params = ("", ()) if stop is None else (" AND request_id < ?", (stop,))
-        current: str | None = None
-        docs: list[str] = []
-        while True:
-            rows = (
-                self._db.connection()
-                .execute(
-                    f"SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?){bound}"
-                    " ORDER BY request_id, seq LIMIT ?",
-                    (*position, *stop_params, _BATCH),
-                )
-                .fetchall()
-            )
-            for request_id, _, doc in rows:
-                if request_id != current:
-                    if current is not None:
-                        yield current, docs
-                    current, docs = request_id, []
-                docs.append(doc)
-            if len(rows) < _BATCH:
-                break
-            position = (rows[-1][0], rows[-1][1])
-        if current is not None:
-            yield current, docs
-
-    def chain_boundaries(self, parts: int) -> list[str]:
-        """Up to `parts - 1` increasing request ids that cut the audit log into runs of about equally many
-        events, for verifying the runs in parallel. Read from the index on event ids, not the documents."""
-        conn = self._db.connection()
-        (total,) = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()
-        cuts: list[str] = []
-        for part in range(1, parts):
-            row = conn.execute(
-                "SELECT request_id FROM audit_events ORDER BY id LIMIT 1 OFFSET ?", (total * part // parts,)
-            ).fetchone()
-            if row is not None and row[0] > (cuts[-1] if cuts else ""):
-                cuts.append(row[0])
-        return cuts
-
-    def chain_anchor(self, request_id: str) -> ChainAnchor | None:
-        """Where the request's record says its chain ends; None when there is no record."""
-        row = self._db.connection().execute(
-            f"SELECT {_ANCHOR_COLUMNS} FROM requests WHERE request_id = ?", (request_id,)
-        ).fetchone()
-        return None if row is None else _anchor(row)
-
-    def verify_chain(self, request_id: str) -> ChainReport:
-        """`verify_chain_documents` of one chain against its record's anchor (read first: see `settled`)."""
-
-        def once() -> ChainReport:
-            anchor = self.chain_anchor(request_id)
-            return verify_chain_documents(request_id, self.chain_documents(request_id), anchor)
-
-        return settled(once)
-
-    def iter_anchored_chain_documents(
-        self, start: str | None = None, stop: str | None = None
-    ) -> Iterator[tuple[str, list[str], ChainAnchor | None]]:
-        """`iter_chain_documents` with each chain's anchor (None: no record), and every record in the range
-        that emitted events none of which is stored (a chain cut off entirely), in request id order."""
-        anchors = self._anchors(start, stop)
-        chains = self.iter_chain_documents(start, stop)
-        anchor, chain = next(anchors, None), next(chains, None)  # NB. records first: see `settled`
-        while chain is not None or anchor is not None:
-            if anchor is None or (chain is not None and chain[0] < anchor[0]):
-                assert chain is not None
-                yield chain[0], chain[1], None
-                chain = next(chains, None)
-            elif chain is None or anchor[0] < chain[0]:
-                if anchor[1].last_seq >= 0:
-                    yield anchor[0], [], anchor[1]
-                anchor = next(anchors, None)
-            else:
-                yield chain[0], chain[1], anchor[1]
-                chain, anchor = next(chains, None), next(anchors, None)
-
-    def _anchors(self, start: str | None, stop: str | None) -> Iterator[tuple[str, ChainAnchor]]:
-        after = "" if start is None else start
-        bound, stop_params = ("", ()) if stop is None else (" AND request_id < ?", (stop,))
-        first = start is not None
-        while True:
-            rows = (
-                self._db.connection()
-                .execute(
-                    f"SELECT {_ANCHOR_COLUMNS} FROM requests WHERE request_id {'>=' if first else '>'} ?{bound}"
-                    " ORDER BY request_id LIMIT ?",
-                    (after, *stop_params, _BATCH),
-                )
-                .fetchall()
-            )
-            for row in rows:
-                anchor = _anchor(row)
-                if anchor is not None:
-                    yield row[0], anchor
-            if len(rows) < _BATCH:
-                return
-            after, first = rows[-1][0], False
-
-    def verify_chains(self, processes: int = 1) -> Iterator[ChainReport]:
-        """`verify_chain_documents` of every chain against its record's anchor, in request id order, over
-        `processes` processes. A chain that fails is read again before it is reported (see `settled`)."""
-        if processes <= 1:
-            yield from self._verify_range(None, None)
-            return
-        cuts = self.chain_boundaries(processes)
-        ranges: list[tuple[str | None, str | None]] = list(zip([None, *cuts], [*cuts, None], strict=True))
-        # NB. fork only from a single-threaded process (the CLI): a forked child of a threaded server could
-        # inherit a lock held by another thread. spawn costs an interpreter start and imports per process.
-        context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
-        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
-            for reports in pool.map(_verify_range, [self.path] * len(ranges), *zip(*ranges, strict=True)):
-                yield from reports
-
-    def _verify_range(self, start: str | None, stop: str | None) -> Iterator[ChainReport]:
-        for request_id, docs, anchor in self.iter_anchored_chain_documents(start, stop):
-            report = verify_chain_documents(request_id, docs, anchor)
-            yield report if report.ok else self.verify_chain(request_id)
-
-
-def _verify_range(path: str, start: str | None, stop: str | None) -> list[ChainReport]:
-    with SqliteStore(path) as store:
-        return list(store._verify_range(start, stop))
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -663,40 +394,6 @@ def _events_of(record: RequestRecord) -> list[tuple[AuditEvent, str | None]]:
     return [(event, principal) for event in record.pending_events]
 
 
-class _EventRows(NamedTuple):
-    """The rows of events to append: `audit_events`, and `audit_principals` (each event's distinct principals)."""
-
-    events: list[tuple[str, int, str, str, str, str]]
-    principals: list[tuple[str, str, str, str, int]]
-
-
-def _event_rows(events_with_principal: Sequence[tuple[AuditEvent, str | None]]) -> _EventRows:
-    rows = _EventRows([], [])
-    for event, principal_id in events_with_principal:
-        at = format_instant(event.at)
-        # NB. Stored as canonical JSON, the form the hash is taken over, so that verifying a chain
-        # can hash the stored text instead of rebuilding and re-serialising every event.
-        rows.events.append((event.request_id, event.seq, event.id, event.type.value, at, canonical_document(event)))
-        rows.principals.append((event.actor.principal_id, at, event.id, event.request_id, event.seq))
-        if principal_id is not None and principal_id != event.actor.principal_id:
-            rows.principals.append((principal_id, at, event.id, event.request_id, event.seq))
-    return rows
-
-
-def _insert_events(conn: sqlite3.Connection, rows: _EventRows) -> None:
-    """Insert events in the caller's transaction; AlreadyExists when an id or (requestId, seq) is taken."""
-    if not rows.events:
-        return
-    try:
-        conn.executemany("INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)",
-                         rows.events)
-        conn.executemany("INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
-                         rows.principals)
-    except sqlite3.IntegrityError:
-        ids = ", ".join(e[2] for e in rows.events[:3]) + (" ..." if len(rows.events) > 3 else "")
-        raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
-
-
 def _hold_row(hold: Hold) -> tuple[Any, ...]:
     return (
         hold.provider,
@@ -711,95 +408,6 @@ def _hold_row(hold: Hold) -> tuple[Any, ...]:
         None if hold.released_at is None else _instant(hold.released_at),
         hold.principal_type,
     )
-# The anchor of a record's chain (`RequestRecord.anchor`) read from its document without building the model.
-_ANCHOR_COLUMNS = (
-    "request_id, json_extract(doc, '$.auditSeq'), json_extract(doc, '$.auditHead'),"
-    " (SELECT json_group_array(json_array(json_extract(p.value, '$.seq'), json_extract(p.value, '$.prevHash')))"
-    " FROM json_each(doc, '$.pendingEvents') p)"
-)
-
-
-def _anchor(row: Sequence[Any]) -> ChainAnchor | None:
-    _, seq, head, pending = row
-    if seq is None:  # not a record this jitgate wrote
-        return None
-    return ChainAnchor(int(seq) - 1, head or "", tuple((int(s), str(h)) for s, h in json.loads(pending)))
-
-
-class _WrittenRecords:
-    """The text this store last wrote for each of the most recent requests, with the record it wrote it from.
-
-    NB. The text is the record's own document (`_committed`, as `model_dump_json` writes it), and parsing a
-    record's document gives back an equal record (pinned by tests/unit/test_store_written_records.py), so a read
-    that finds exactly the text written may return the record instead of validating the text again. Callers
-    mutate the records they get, so each side keeps a copy of its own: what is remembered and what is handed out
-    share no list or dict.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._texts: dict[str, tuple[str, RequestRecord]] = {}
-        self._lock = threading.Lock()
-
-    def remember(self, text: str, record: RequestRecord) -> RequestRecord:
-        kept = _detached(record)
-        with self._lock:
-            self._texts.pop(record.request_id, None)
-            self._texts[record.request_id] = (text, kept)
-            if len(self._texts) > self._size:
-                del self._texts[next(iter(self._texts))]  # the least recently written
-        return record
-
-    def read(self, request_id: str, text: str) -> RequestRecord:
-        found = self._texts.get(request_id)
-        if found is not None and found[0] == text:
-            return _detached(found[1])
-        return _record(text)
-
-
-class _StoredHolds:
-    """The hold rows of each of the most recent grant keys this store read or wrote, at the version it saw.
-
-    NB. A grant key's rows at a given version are the same for every reader: every write of them is conditional
-    on the version and bumps it in the same transaction. So a write conditional on a version remembered here knows
-    what is stored, and writes only the rows that differ.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._rows: dict[GrantKey, tuple[int, dict[str, tuple[Any, ...]]]] = {}
-        self._lock = threading.Lock()
-
-    def remember(self, key: GrantKey, version: int, rows: dict[str, tuple[Any, ...]]) -> None:
-        with self._lock:
-            self._rows.pop(key, None)
-            self._rows[key] = (version, rows)
-            if len(self._rows) > self._size:
-                del self._rows[next(iter(self._rows))]  # the least recently seen
-
-    def at(self, key: GrantKey, version: int) -> dict[str, tuple[Any, ...]] | None:
-        """The rows of `key` at `version`; None when this store did not see that version."""
-        found = self._rows.get(key)
-        return found[1] if found is not None and found[0] == version else None
-
-
-def _detached(record: RequestRecord) -> RequestRecord:
-    """A copy of a record sharing nothing a caller could change in place (its nested models are frozen)."""
-    return record.model_copy(update={
-        "errors": copy.deepcopy(record.errors) if record.errors else [],
-        "approvals": list(record.approvals),
-        "denial": None if record.denial is None else copy.deepcopy(record.denial),
-        "refusals": dict(record.refusals),
-        "pending_events": list(record.pending_events),
-    })
-
-
-def _record(text: str) -> RequestRecord:
-    # NB. Validate from JSON text, not from a dict: AccessRequest is strict, and strict python-mode
-    # validation refuses the plain strings that stand for its enums in a stored document.
-    return RequestRecord.model_validate_json(text)
-
-
 def _hold(row: Sequence[Any]) -> Hold:
     (
         provider,
