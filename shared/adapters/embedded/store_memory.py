@@ -71,13 +71,16 @@ class StoredHolds:
 
 def _detached(record: RequestRecord) -> RequestRecord:
     """A copy of a record sharing nothing a caller could change in place (its nested models are frozen)."""
-    return record.model_copy(update={
-        "errors": copy.deepcopy(record.errors) if record.errors else [],
-        "approvals": list(record.approvals),
-        "denial": None if record.denial is None else copy.deepcopy(record.denial),
-        "refusals": dict(record.refusals),
-        "pending_events": list(record.pending_events),
-    })
+    # NB. A shallow copy whose containers are replaced in its own field dict: what model_copy(update=...) does, in
+    # half the time (13 copies a lifecycle), without marking the fields set, which nothing here reads.
+    copied = copy.copy(record)
+    fields = copied.__dict__
+    fields["errors"] = copy.deepcopy(record.errors) if record.errors else []
+    fields["approvals"] = list(record.approvals)
+    fields["denial"] = None if record.denial is None else copy.deepcopy(record.denial)
+    fields["refusals"] = dict(record.refusals)
+    fields["pending_events"] = list(record.pending_events)
+    return copied
 
 
 def parse_record(text: str) -> RequestRecord:
