@@ -33,7 +33,7 @@ from ..store_format import instant as _instant
 from .sqlite_file import SqliteFile
 
 MAX_PAGE = 1000
-BATCH = 2000
+_BATCH = 2000
 
 
 class SqliteAuditLog:
@@ -123,13 +123,13 @@ class SqliteAuditLog:
                 self._db.connection()
                 .execute(
                     "SELECT DISTINCT request_id FROM audit_events WHERE request_id > ? ORDER BY request_id LIMIT ?",
-                    (after, BATCH),
+                    (after, _BATCH),
                 )
                 .fetchall()
             )
             for (request_id,) in rows:
                 yield request_id
-            if len(rows) < BATCH:
+            if len(rows) < _BATCH:
                 return
             after = rows[-1][0]
 
@@ -144,7 +144,7 @@ class SqliteAuditLog:
                 .execute(
                     "SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?)"
                     " ORDER BY request_id, seq LIMIT ?",
-                    (*after, BATCH),
+                    (*after, _BATCH),
                 )
                 .fetchall()
             )
@@ -154,7 +154,7 @@ class SqliteAuditLog:
                         yield current, events
                     current, events = request_id, []
                 events.append(AuditEvent.model_validate_json(doc))
-            if len(rows) < BATCH:
+            if len(rows) < _BATCH:
                 break
             after = (rows[-1][0], rows[-1][1])
         if current is not None:
@@ -182,7 +182,7 @@ class SqliteAuditLog:
                 .execute(
                     f"SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?){bound}"
                     " ORDER BY request_id, seq LIMIT ?",
-                    (*position, *stop_params, BATCH),
+                    (*position, *stop_params, _BATCH),
                 )
                 .fetchall()
             )
@@ -192,7 +192,7 @@ class SqliteAuditLog:
                         yield current, docs
                     current, docs = request_id, []
                 docs.append(doc)
-            if len(rows) < BATCH:
+            if len(rows) < _BATCH:
                 break
             position = (rows[-1][0], rows[-1][1])
         if current is not None:
@@ -259,7 +259,7 @@ class SqliteAuditLog:
                 .execute(
                     f"SELECT {_ANCHOR_COLUMNS} FROM requests WHERE request_id {'>=' if first else '>'} ?{bound}"
                     " ORDER BY request_id LIMIT ?",
-                    (after, *stop_params, BATCH),
+                    (after, *stop_params, _BATCH),
                 )
                 .fetchall()
             )
@@ -267,7 +267,7 @@ class SqliteAuditLog:
                 anchor = _anchor(row)
                 if anchor is not None:
                     yield row[0], anchor
-            if len(rows) < BATCH:
+            if len(rows) < _BATCH:
                 return
             after, first = rows[-1][0], False
 
