@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.adapters.embedded.store import SqliteStore
 from shared.domain.audit import EventType
@@ -182,3 +184,40 @@ def test_a_save_that_changes_the_requester_moves_the_record_to_the_new_requester
         assert saved.version == 2
         with pytest.raises(ConcurrencyConflict):
             store.save_request(changed)
+
+
+# One step on a key's document: which of two stores on one file reads it, which writes what was read (a version it
+# may never have seen, its memory of the key older), the request, what happens to its hold, and which of two ends.
+STEPS = st.lists(
+    st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 3),
+              st.sampled_from(["grant", "release", "type"]), st.integers(1, 2)),
+    min_size=1, max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(steps=STEPS)
+def test_whichever_store_writes_the_stored_document_is_the_one_written(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int, int, str, int]],
+) -> None:
+    path = tmp_path_factory.mktemp("grants") / "store.db"
+    stores = [SqliteStore(path), SqliteStore(path)]
+    fresh = SqliteStore(path)
+    try:
+        for n, (reader, writer, request, change, hours) in enumerate(steps):
+            grant = stores[reader].get_grant(KEY) or Grant.new(KEY)
+            request_id = f"r{request}"
+            if change == "grant":  # a grant again of the same request may put back a row an older version had
+                grant = grant.with_hold(hold(request_id=request_id, expires_at=T0 + timedelta(hours=hours)))
+            elif change == "release":
+                grant = grant.released(request_id, T0 + timedelta(minutes=n))
+            else:
+                grant = grant.model_copy(update={"principal_type": f"Type{hours}"})
+            # WHEN it is written THEN the document read back, by a store that never wrote it, is exactly that one
+            written = stores[writer].put_grant(grant)
+            assert fresh.get_grant(KEY) == written == grant.model_copy(update={"version": grant.version + 1})
+            assert sorted(h.request_id for h in fresh.all_active_holds()) == sorted(
+                h.request_id for h in written.active_holds)
+    finally:
+        for each in (*stores, fresh):
+            each.close()
