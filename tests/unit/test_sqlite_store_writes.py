@@ -1,6 +1,8 @@
-"""What the SQLite store runs under its write lock (issue #10, CPU per lifecycle, and the time every other writer of
-the file waits): a grant key's document is read in one statement, written with one conditional statement on its head
-and only the hold rows that changed; and what it writes is exactly the document, whoever wrote the version before."""
+"""What the SQLite store runs, and what under its write lock (issue #10, CPU per lifecycle, and the time every other
+writer of the file waits): a grant key's document is read in one statement, written with one conditional statement on
+its head and only the hold rows that changed, and what it writes is exactly the document, whoever wrote the version
+before; a write builds its rows before it takes the lock; a record's requester, a column since schema 4, follows the
+record. (The schema 4 migration is pinned with a version-3 file in tests/contract/test_store_contract.py.)"""
 
 from __future__ import annotations
 
