@@ -576,7 +576,7 @@ def test_a_version_1_sqlite_store_is_upgraded_and_its_holds_still_load(tmp_path:
         stored = store.get_grant(KEY)
         assert stored is not None and stored.hold_of("r2") == hold(request_id="r2")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_a_version_2_sqlite_store_gets_one_grant_document_per_key_of_its_holds(tmp_path: Path) -> None:
@@ -1027,22 +1027,61 @@ def test_sqlite_threads_racing_optimistic_saves_have_one_winner_per_round(tmp_pa
         assert final.revoke_reason == f"{outcomes[-1][0]}-{rounds - 1}"
 
 
-def test_sqlite_a_record_left_with_an_outbox_by_an_earlier_jitgate_is_found_until_flushed(tmp_path: Path) -> None:
-    # GIVEN a record an earlier jitgate wrote before appending its events (they were appended after it)
-    record = full_record()
-    with SqliteStore(tmp_path / "jitgate.db") as store:
-        store.create_request(RequestRecord(request_id="clean", state=RequestState.ACTIVE, created_at=T0, updated_at=T0))
-        doc = {**record.document(), "version": 1}
-        store._db.connection().execute(
+V3_REQUESTS = """
+    CREATE TABLE requests (request_id TEXT PRIMARY KEY, state TEXT NOT NULL, version INTEGER NOT NULL,
+        updated_at TEXT NOT NULL, doc TEXT NOT NULL);
+    CREATE INDEX requests_by_state ON requests (state, updated_at);
+    CREATE INDEX requests_by_requester ON requests (json_extract(doc, '$.request.requester.principalId'));
+    CREATE INDEX requests_with_outbox ON requests (updated_at) WHERE json_array_length(doc, '$.pendingEvents') > 0;
+    PRAGMA user_version = 3;
+"""
+
+
+def test_sqlite_a_version_3_store_gets_requester_and_outbox_columns_and_its_records_are_found(tmp_path: Path) -> None:
+    # GIVEN a store file of version 3: a record an earlier jitgate wrote before appending its events (its outbox
+    # full), a record of Bob's without one, and a rejected body's record (no request, so no requester)
+    path = tmp_path / "v3.db"
+    left = full_record()
+    assert left.request is not None
+    bobs = left.model_copy(update={
+        "request_id": "00000000-0000-4000-8000-000000000002", "pending_events": [],
+        "request": left.request.model_copy(update={
+            "requester": left.request.requester.model_copy(update={"principal_id": BOB})})})
+    rejected = RequestRecord(request_id="00000000-0000-4000-8000-000000000003", state=RequestState.REJECTED,
+                             created_at=T0, updated_at=T0)
+    with sqlite3.connect(path) as db:
+        db.executescript(V3_REQUESTS)
+        db.executemany(
             "INSERT INTO requests (request_id, state, version, updated_at, doc) VALUES (?, ?, 1, ?, ?)",
-            (record.request_id, record.state.value, "2026-11-26T09:00:00.123456Z", json.dumps(doc)),
+            [(r.request_id, r.state.value, "2026-11-26T09:00:00.123456Z", json.dumps({**r.document(), "version": 1}))
+             for r in (left, bobs, rejected)],
         )
-        # THEN it is the one found, with its events, until its outbox is cleared
+
+    # WHEN this jitgate opens it
+    with SqliteStore(path) as store:
+        # THEN the record with an outbox is the one found, with its events, until its outbox is cleared
         [found] = store.requests_with_outbox()
-        assert (found.request_id, found.pending_events) == (record.request_id, record.pending_events)
+        assert (found.request_id, found.pending_events) == (left.request_id, left.pending_events)
+        # AND each record is found by its requester
+        assert [r.request_id for r in store.list_requests(RequestQuery(requester_id=JANE)).records] == [left.request_id]
+        assert [r.request_id for r in store.list_requests(RequestQuery(requester_id=BOB)).records] == [bobs.request_id]
+        assert len(store.list_requests(RequestQuery()).records) == 3
+
         found.pending_events = []
         store.save_request(found)
         assert store.requests_with_outbox() == []
+        assert [r.request_id for r in store.list_requests(RequestQuery(requester_id=JANE)).records] == [left.request_id]
+
+    # AND the file is of version 4, its indexes on columns, none on an expression over the document
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        indexes = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests'"
+                                  " AND sql IS NOT NULL"))
+        assert sorted(indexes) == ["requests_by_requester_id", "requests_by_state", "requests_with_pending_events"]
+        assert not any("json" in sql for sql in indexes.values())
+    with SqliteStore(path) as reopened:  # opening again changes nothing
+        assert [r.request_id for r in reopened.list_requests(RequestQuery(requester_id=BOB)).records] == [
+            bobs.request_id]
 
 
 def test_sqlite_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
