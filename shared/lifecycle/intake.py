@@ -31,30 +31,34 @@ class Intake:
         evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited in the name of
         `submitted_by`, the verified caller."""
         request = self._parse_or_reject(raw, submitted_by)
-        known = self.b.requests.get_request(request.request_id) is not None
-        record = self._received(request, submitted_by)
+        existing = self.b.requests.get_request(request.request_id)
+        record = self._received(request, submitted_by, existing)
         if record.state is RequestState.RECEIVED:
             # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
             # duplicate detection drops it otherwise.
             self._parsed.remember(raw, request)
             self.b.bus.send(self.b.requests_queue, request.request_id, raw)
-        return Result(record.request_id, record.state, "already received" if known else "queued for evaluation")
+        return Result(record.request_id, record.state,
+                      "already received" if existing is not None else "queued for evaluation")
 
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""
         try:
             request = self._parsed.get(raw) or self._parse_or_reject(raw, None)
-            record = self._received(request, None)
+            record = self._received(request, None, self.b.requests.get_request(request.request_id))
         except (InvalidRequest, IdempotencyMismatch):
             return None  # terminal: already rejected and audited
         if record.state is not RequestState.RECEIVED:
             self._redrive(record)
             return Result(record.request_id, record.state, "already evaluated")
-        return self.records.retrying(lambda: self.decide(request.request_id))
+        # NB. The first try decides on the record just read; a commit that loses to another writer reads again.
+        handed = [record]
+        return self.records.retrying(lambda: self.decide(request.request_id, handed.pop() if handed else None))
 
-    def decide(self, request_id: str) -> Result:
-        """Evaluate a received request against the policy: reject it, approve it, or ask approvers."""
-        record = self.records.load(request_id)
+    def decide(self, request_id: str, loaded: RequestRecord | None = None) -> Result:
+        """Evaluate a received request against the policy: reject it, approve it, or ask approvers. `loaded` is
+        the record the caller read and hands over (None: it is loaded here)."""
+        record = self.records.load(request_id) if loaded is None else self.records.flushed(loaded)
         if record.state is not RequestState.RECEIVED:
             return Result(request_id, record.state, "already evaluated")
         request = request_of(record)
@@ -147,9 +151,11 @@ class Intake:
             except AlreadyExists:
                 self.records.update(request_id, mutate)
 
-    def _received(self, request: AccessRequest, submitted_by: Actor | None) -> RequestRecord:
-        """The stored record of this request, created on first sight. Raises IdempotencyMismatch."""
-        existing = self.b.requests.get_request(request.request_id)
+    def _received(
+        self, request: AccessRequest, submitted_by: Actor | None, existing: RequestRecord | None
+    ) -> RequestRecord:
+        """The stored record of this request (`existing`, just read; None: there was none), created on first sight.
+        Raises IdempotencyMismatch."""
         if existing is None:
             now = self.b.clock.now()
             record = RequestRecord(
