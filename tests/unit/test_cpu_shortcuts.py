@@ -5,6 +5,7 @@ evaluate it, and the guarded JSON parser skips the scans a body cannot need."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,6 +15,8 @@ import pytest
 from shared.adapters.embedded.store import SqliteStore
 from shared.domain import json_body
 from shared.domain.audit import SYSTEM, AuditEvent, EventType, canonical_json, make_event, verify_chain_documents
+from shared.domain.ids import JITGATE_NAMESPACE
+from shared.domain.ledger import GrantKey
 from shared.domain.request import AccessRequest
 from tests.fakes.world import World, access_request, body
 
@@ -98,3 +101,22 @@ def test_a_body_intake_did_not_see_is_parsed_in_full_and_a_reused_id_still_refus
     world.worker.drain()
     assert world.state(doc["requestId"]) == "active"
     assert world.event_types(doc["requestId"])[-1] == "request.rejected"
+
+
+def test_a_grant_keys_assignment_name_is_made_once_and_is_the_same_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = GrantKey.of("local", "DDDDDDDD-0000-4000-8000-00000000000D", "Reader-Id", f"/subscriptions/{uuid.uuid4()}")
+    expected = str(uuid.uuid5(JITGATE_NAMESPACE, "|".join((key.provider, key.principal_id, key.role_definition_id,
+                                                             key.scope))))
+    made: list[str] = []
+    real = uuid.uuid5
+
+    def counted(namespace: uuid.UUID, name: str) -> uuid.UUID:
+        made.append(name)
+        return real(namespace, name)
+
+    monkeypatch.setattr(uuid, "uuid5", counted)
+    assert [key.assignment_name() for _ in range(3)] == [expected] * 3
+    assert GrantKey.of(key.provider, key.principal_id, key.role_definition_id, key.scope).assignment_name() == expected
+    assert len(made) == 1
+    assert GrantKey.of("postgres", "jane@example.com", "%50ayments", "srv/db").assignment_name() == (
+        "jane@example.com/%50ayments")
