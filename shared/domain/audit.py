@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -52,10 +53,20 @@ SYSTEM = Actor(principal_id="jitgate", kind="system")
 
 def format_instant(value: datetime) -> str:
     """The one textual form of a timestamp in events and records: UTC, microseconds, `Z`."""
+    # NB. A handling writes the same few instants again and again (now, the grant's start and end: 31 texts a
+    # lifecycle, 9 distinct). Equal aware datetimes are one instant, whatever their zones, so one text serves them;
+    # a naive one is read in the process's zone, which can change, and is not remembered.
+    return _formatted(value) if value.tzinfo is not None else _format(value)
+
+
+def _format(value: datetime) -> str:
     utc = value.astimezone(UTC)
     if utc.year < 1000:  # NB. strftime writes such a year unpadded ("999-"), isoformat pads it: keep the old text
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # the same text, 3x faster
+
+
+_formatted = functools.lru_cache(maxsize=1024)(_format)
 
 
 def event_id(request_id: str, seq: int) -> str:
