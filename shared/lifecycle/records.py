@@ -54,22 +54,20 @@ class Records:
         """Load, mutate, save with optimistic concurrency; on conflict reload and try again.
         `mutate` returns False when there is nothing to write. None when the record does not exist.
 
-        `known` is the record this handling loaded (through `load`) and hands over: the first try mutates it
+        `known` is the record this handling loaded (or wrote last) and hands over: the first try mutates it
         instead of reading it again. NB. The write is conditional on its version, so a record changed since is
         found out by the write, which loses and reads again. A `mutate` that finds nothing to write on it is run
         again on the record read afresh: what is not written is never decided on an old read."""
         conflicts = 0
         while True:
-            record = known
-            known = None
+            handed, known = known, None
+            record = handed if handed is not None else self.b.requests.get_request(request_id)
             if record is None:
-                record = self.b.requests.get_request(request_id)
-                if record is None:
-                    return None
-                record = self.flushed(record)
-                if not mutate(record):
+                return None
+            record = self.flushed(record)  # NB. a handed-over record too: a write may have left its outbox full
+            if not mutate(record):
+                if handed is None:
                     return record
-            elif not mutate(record):
                 continue  # nothing to write on the record handed over: decide on the stored one
             try:
                 return self.commit(record)

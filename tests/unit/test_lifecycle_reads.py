@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import EventType
+from shared.domain.errors import TransientError
 from shared.domain.ledger import Grant, GrantKey, HoldStatus
 from shared.domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
 from tests.fakes.store import FakeStore
@@ -184,3 +185,26 @@ def test_nothing_to_write_on_a_document_this_writer_holds_is_decided_again_on_th
     written = grants._change(record.grant_key, reactivate, mine)
     hold = written.hold_of(rid)
     assert hold is not None and hold.status is HoldStatus.ACTIVE and written.version == mine.version + 2
+
+
+def test_a_handed_over_record_whose_outbox_cannot_be_flushed_is_not_written(world: World) -> None:
+    # GIVEN a record an earlier jitgate left with its events in the outbox, handed over as read, and an audit
+    # store that refuses appends for now
+    rid = world.submit(access_request())
+    stored = world.store.get_request(rid)
+    assert stored is not None
+    event = stored.emit(EventType.ACTIVITY_SUMMARY, world.clock.now(), {"calls": 1})
+    world.store.put_legacy_record(stored)
+    handed = world.store.get_request(rid)
+    assert handed is not None and handed.pending_events == [event]
+
+    def refuse(*args: Any) -> None:
+        raise TransientError("audit store: 503")
+
+    world.store.append = refuse  # type: ignore[method-assign]
+    # WHEN a handling writes it
+    # THEN it is refused as the record read afresh would be: its outbox first, or nothing is written
+    with pytest.raises(TransientError, match="outbox cannot be flushed"):
+        world.lifecycle.records.update(rid, lambda r: setattr(r, "revoke_reason", "x") is None, handed)
+    after = world.store.get_request(rid)
+    assert after is not None and after.revoke_reason is None and after.version == handed.version
