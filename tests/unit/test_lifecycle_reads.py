@@ -15,7 +15,7 @@ from shared.domain.errors import TransientError
 from shared.domain.ledger import Grant, GrantKey, HoldStatus
 from shared.domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
 from tests.fakes.store import FakeStore
-from tests.fakes.world import JANE, World, access_request, body
+from tests.fakes.world import ALICE, JANE, PROD_RG, World, access_request, body
 
 READS = ("get_request", "get_grant")
 
@@ -208,3 +208,14 @@ def test_a_handed_over_record_whose_outbox_cannot_be_flushed_is_not_written(worl
         world.lifecycle.records.update(rid, lambda r: setattr(r, "revoke_reason", "x") is None, handed)
     after = world.store.get_request(rid)
     assert after is not None and after.revoke_reason is None and after.version == handed.version
+
+
+def test_an_approval_reads_the_record_once(world: World) -> None:
+    # GIVEN a request waiting for two approvals
+    rid = world.submit(access_request(role="Contributor", scope=PROD_RG))
+    assert world.state(rid) == "pending_approval"
+    reads = counted(world)
+    # WHEN one approver says yes, THEN the record is read by that write alone (2 before: it was loaded again after)
+    world.lifecycle.approve(rid, ALICE)
+    assert reads.reads["get_request"] == 1
+    assert world.state(rid) == "pending_approval"
