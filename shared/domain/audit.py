@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -52,10 +53,20 @@ SYSTEM = Actor(principal_id="jitgate", kind="system")
 
 def format_instant(value: datetime) -> str:
     """The one textual form of a timestamp in events and records: UTC, microseconds, `Z`."""
+    # NB. A handling writes the same few instants again and again (now, the grant's start and end: 31 texts a
+    # lifecycle, 9 distinct). Equal aware datetimes are one instant, whatever their zones, so one text serves them;
+    # a naive one is read in the process's zone, which can change, and is not remembered.
+    return _formatted(value) if value.tzinfo is not None else _format(value)
+
+
+def _format(value: datetime) -> str:
     utc = value.astimezone(UTC)
     if utc.year < 1000:  # NB. strftime writes such a year unpadded ("999-"), isoformat pads it: keep the old text
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # the same text, 3x faster
+
+
+_formatted = functools.lru_cache(maxsize=1024)(_format)
 
 
 def event_id(request_id: str, seq: int) -> str:
@@ -90,8 +101,14 @@ class AuditEvent(BaseModel):
         return hash_of(body)
 
 
+# NB. One encoder for every canonical text: `json.dumps` with these options builds the same encoder on each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# What a non-finite number is written as by `json`; pydantic's JSON mode writes it as null (see `make_event`).
+_NON_FINITE = ("NaN", "Infinity")
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def hash_of(body: dict[str, Any]) -> str:
@@ -109,34 +126,42 @@ def make_event(
 ) -> AuditEvent:
     """Build the next link of a chain with its hash."""
     # NB. Round-trip data through JSON first so the hash is computed over exactly what is stored.
-    unsigned = AuditEvent(
-        id=event_id(request_id, seq),
-        request_id=request_id,
-        seq=seq,
-        type=type,
-        at=at.astimezone(UTC),
-        actor=actor,
-        data=json.loads(canonical_json(data)),
-        prev_hash=prev_hash,
-        hash="",
-    )
-    body = unsigned.document()
-    body.pop("hash")
-    digest = hash_of(body)
-    event = unsigned.model_copy(update={"hash": digest})
-    body["hash"] = digest
-    _made.remember(event, body)
+    data_text = canonical_json(data)
+    fields: dict[str, Any] = {
+        "id": event_id(request_id, seq), "request_id": request_id, "seq": seq, "type": EventType(type),
+        "at": at.astimezone(UTC), "actor": actor, "data": json.loads(data_text), "prev_hash": prev_hash,
+    }
+    if any(word in data_text for word in _NON_FINITE):
+        # A non-finite number (or a string naming one): the document as pydantic writes it, null for the number.
+        head, tail = _halves(AuditEvent(**fields, hash="").document())
+    else:
+        # NB. The canonical text of the document, built from plain values rather than by dumping the model: the
+        # members that sort before "hash", then those after it (pinned against `document()` by
+        # tests/unit/test_audit_canonical.py).
+        head = _CANONICAL.encode({"actor": {"principalId": actor.principal_id, "kind": actor.kind},
+                                  "at": format_instant(fields["at"]), "data": fields["data"]})
+        tail = _CANONICAL.encode({"id": fields["id"], "prevHash": prev_hash, "requestId": request_id, "seq": seq,
+                                  "type": fields["type"].value})
+    digest = hashlib.sha256(f"{head[:-1]},{tail[1:]}".encode()).hexdigest()
+    event = AuditEvent(**fields, hash=digest)
+    _made.remember(event, f'{head[:-1]},"hash":"{digest}",{tail[1:]}')
     return event
+
+
+def _halves(document: dict[str, Any]) -> tuple[str, str]:
+    """The canonical texts of an event document's members that sort before "hash" and of those after it."""
+    return (canonical_json({k: v for k, v in document.items() if k < "hash"}),
+            canonical_json({k: v for k, v in document.items() if k > "hash"}))
 
 
 def canonical_document(event: AuditEvent) -> str:
     """The event's document as canonical JSON: the form it is stored in, and the one its hash is taken over."""
     document = _made.take(event)
-    return canonical_json(event.document() if document is None else document)
+    return canonical_json(event.document()) if document is None else document
 
 
 class _MadeEvents:
-    """The document of each event `make_event` built lately, kept with the event itself.
+    """The canonical document (text) of each event `make_event` built lately, kept with the event itself.
 
     NB. `make_event` builds the event's document to hash it; a store that writes the document would build it
     again. An event is frozen, so the document stays its own as long as the event is that very object: a copy
@@ -147,16 +172,16 @@ class _MadeEvents:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._documents: dict[int, tuple[AuditEvent, dict[str, Any]]] = {}
+        self._documents: dict[int, tuple[AuditEvent, str]] = {}
         self._lock = threading.Lock()
 
-    def remember(self, event: AuditEvent, document: dict[str, Any]) -> None:
+    def remember(self, event: AuditEvent, document: str) -> None:
         with self._lock:
             self._documents[id(event)] = (event, document)
             if len(self._documents) > self._size:
                 del self._documents[next(iter(self._documents))]
 
-    def take(self, event: AuditEvent) -> dict[str, Any] | None:
+    def take(self, event: AuditEvent) -> str | None:
         with self._lock:
             found = self._documents.pop(id(event), None)
         return None if found is None else found[1]

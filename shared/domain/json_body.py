@@ -44,13 +44,17 @@ def parse_json(raw: bytes, limit: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if _deeper_than(raw, MAX_DEPTH):
+    # NB. A document cannot nest deeper than it has brackets: most have a handful, and are not scanned for depth.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(raw, MAX_DEPTH):
         raise MalformedBody(f"it is nested more than {MAX_DEPTH} levels deep")
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants,
+                         parse_float=_finite)
     except ValueError as exc:  # JSONDecodeError, a duplicate key, NaN, the integer digit limit
         raise MalformedBody(str(exc)) from None
-    _check_values(doc)
+    # NB. UTF-8 text (decoded strictly) carries no surrogate: only a \u escape makes one.
+    if "\\u" in text:
+        _check_strings(doc)
     return doc
 
 
@@ -79,9 +83,17 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_values(doc: Any) -> None:
-    """Refuse what parses but cannot be stored or echoed: a number that overflowed to infinity (1e999) and
-    a lone surrogate escape (\\ud800), which no UTF-8 text can carry."""
+def _finite(literal: str) -> float:
+    """A number with a fraction or an exponent, refused when it overflows to infinity (1e999), which parses but
+    cannot be stored or echoed."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise MalformedBody("a number is out of range")
+    return value
+
+
+def _check_strings(doc: Any) -> None:
+    """Refuse a lone surrogate escape (\\ud800) in any key or string: no UTF-8 text can carry it."""
     pending = [doc]
     while pending:
         value = pending.pop()
@@ -90,7 +102,5 @@ def _check_values(doc: Any) -> None:
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise MalformedBody("a number is out of range")
         elif isinstance(value, str) and _SURROGATE.search(value):
             raise MalformedBody("a string holds a lone surrogate escape (\\ud800-\\udfff), which is not a character")

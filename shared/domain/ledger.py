@@ -6,6 +6,7 @@ write of that document, so two writers on one key can never both act on what the
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,10 +57,7 @@ class GrantKey:
 
     def assignment_name(self) -> str:
         """Deterministic, so that a retried create is a no-op rather than a second assignment."""
-        if self.provider in NAMELESS_PROVIDERS:
-            return f"{self.principal_id}/{self.role_definition_id}"
-        text = "|".join((self.provider, self.principal_id, self.role_definition_id, self.scope))
-        return str(uuid.uuid5(JITGATE_NAMESPACE, text))
+        return _assignment_name(self)
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -68,6 +66,16 @@ class GrantKey:
             "roleDefinitionId": self.role_definition_id,
             "scope": self.scope,
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _assignment_name(key: GrantKey) -> str:
+    # NB. A grant's handling asks for its key's name several times (the provider calls, the audit event, the
+    # deletion); a UUIDv5 is a SHA-1 and a UUID built each time, and a key is a frozen value.
+    if key.provider in NAMELESS_PROVIDERS:
+        return f"{key.principal_id}/{key.role_definition_id}"
+    text = "|".join((key.provider, key.principal_id, key.role_definition_id, key.scope))
+    return str(uuid.uuid5(JITGATE_NAMESPACE, text))
 
 
 class HoldStatus(StrEnum):

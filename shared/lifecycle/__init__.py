@@ -69,8 +69,8 @@ class Lifecycle:
         return self.intake.evaluate(raw)
 
     def approve(self, request_id: str, approver_id: str, comment: str = "") -> Result:
-        result = self.approvals.approve(request_id, approver_id, comment)
-        record = self.records.load(result.request_id)
+        result, record = self.approvals.approve(request_id, approver_id, comment)
+        # NB. The record as this approval left it: `apply_extension` reads it again and acts only if still approved.
         if record.extension is not None and record.extension.approved:
             return self.access.apply_extension(result.request_id)  # more time, now approved
         return result

@@ -71,13 +71,15 @@ class Access:
             # NB. A revoke released the hold while this grant ran (`apply` removed what it made): the state is
             # that revoke's to write. Had it died, reconcile re-drives this grant, which finds the hold released.
             return Result(request_id, record.state, "revoked while the grant ran")
-        result = self._activate(request_id, key, hold)
+        result = self._activate(record, key, hold)
         if overdue:
             # The assignment was made before a crash: record that truthfully, then end it now.
             return self.revoke(request_id, "expired")
         return result
 
-    def _activate(self, request_id: str, key: GrantKey, hold: Hold) -> Result:
+    def _activate(self, loaded: RequestRecord, key: GrantKey, hold: Hold) -> Result:
+        """Record the grant as active, its revoke scheduled first; `loaded` (approved) is handed over."""
+        request_id = loaded.request_id
         now = self.b.clock.now()
         crashpoint("grant.after_provider")
         revoke = LifecycleCommand(command="revoke", request_id=request_id, n=1, reason="expired")
@@ -107,7 +109,7 @@ class Access:
             record.emit(EventType.REVOKE_SCHEDULED, now, _scheduled(hold.expires_at, seq))
             return True
 
-        saved = self.records.update(request_id, mutate)
+        saved = self.records.update(request_id, mutate, loaded)
         assert saved is not None
         if saved.state is RequestState.ACTIVE and saved.revoke_sequence == seq:
             self.notices.notify(saved, "granted", f"Access granted until {instant_in_words(hold.expires_at)}")
@@ -285,11 +287,11 @@ class Access:
 
         # NB. Who asked and why are written first, and the hold made due now, so that if the process
         # dies mid-revoke, reconcile finishes this early revoke in the requester's name.
-        saved = self.records.update(request_id, remember)
+        saved = self.records.update(request_id, remember, record)
         if saved is not None and saved.grant_key is not None:
             self.grants.make_due(saved.grant_key, request_id)
         try:
-            result, ended = self._revoke(request_id, reason, actor)
+            result, ended = self._revoke(request_id, reason, actor, saved)
         except TransientError:
             # NB. It goes on the revocations queue, whose consumer retries it within a lock duration, where
             # reconcile would wait for its next pass. n=2: the revoke at expiry is n=1.
@@ -310,17 +312,20 @@ class Access:
             moved = n != max(record.revoke_n, 1) and record.state is RequestState.ACTIVE
             if moved and end is not None and end > self.b.clock.now():
                 return Result(request_id, record.state, f"not due: extended until {instant_in_words(end)}")
-            return self.revoke(request_id, reason, SYSTEM)
-        return self.revoke(request_id, reason, record.revoke_requested_by or SYSTEM)
+            return self._revoke(request_id, reason, SYSTEM, record)[0]
+        return self._revoke(request_id, reason, record.revoke_requested_by or SYSTEM, record)[0]
 
     def revoke(self, request_id: str, reason: str = "expired", actor: Actor = SYSTEM) -> Result:
         """Release this request's hold; delete the assignment only when no other hold remains, then
         confirm it is gone. Safe to run any number of times."""
         return self._revoke(request_id, reason, actor)[0]
 
-    def _revoke(self, request_id: str, reason: str, actor: Actor) -> tuple[Result, bool]:
-        """`revoke`, and whether this call is the one that ended the request."""
-        record = self.records.load(request_id)
+    def _revoke(
+        self, request_id: str, reason: str, actor: Actor, loaded: RequestRecord | None = None
+    ) -> tuple[Result, bool]:
+        """`revoke`, and whether this call is the one that ended the request; `loaded` is the record the caller
+        loaded and hands over (None: it is loaded here)."""
+        record = self.records.load(request_id) if loaded is None else loaded
         if record.state.terminal:
             self.grants.release_leftovers(request_id)
             return Result(request_id, record.state, _how_it_ended(record, self._when)), False
@@ -360,7 +365,7 @@ class Access:
             ended.append(True)
             return True
 
-        saved = self.records.update(request_id, mutate)
+        saved = self.records.update(request_id, mutate, record)
         assert saved is not None
         if not ended:
             return Result(request_id, saved.state, _how_it_ended(saved, self._when)), False

@@ -23,8 +23,9 @@ class Approvals:
         self.records = records
         self.notices = notices
 
-    def approve(self, request_id: str, approver_id: str, comment: str = "") -> Result:
-        """An approver's yes. Raises AuthError if this person may not approve this request."""
+    def approve(self, request_id: str, approver_id: str, comment: str = "") -> tuple[Result, RequestRecord]:
+        """An approver's yes, and the record as it was written (or found, when there was nothing to write). Raises
+        AuthError if this person may not approve this request."""
         approver_id = approver_id.lower()
         now = self.b.clock.now()
         result: list[Result] = []
@@ -79,7 +80,7 @@ class Approvals:
         if outcome.state is RequestState.APPROVED and saved.state is RequestState.APPROVED:
             self.b.send_command(LifecycleCommand(command="grant", request_id=saved.request_id))
             self.notices.notify(saved, "approved", "Request approved")
-        return outcome
+        return outcome, saved
 
     def deny(self, request_id: str, approver_id: str, reason: str) -> Result:
         """An approver's no: terminal for the request."""

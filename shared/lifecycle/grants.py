@@ -187,10 +187,11 @@ class Grants:
             mine.append(deletion)
             return grant.model_copy(update={"deleting": deletion})
 
-        self._unless_deleting(key, release, f"revoke of {request_id}")
+        released = self._unless_deleting(key, release, f"revoke of {request_id}")
         if mine:
             crashpoint("revoke.after_release")
-            result["assignmentDeleted"] = self._delete(key, key.assignment_name(), key.scope, mine[0], request_id)
+            result["assignmentDeleted"] = self._delete(
+                key, key.assignment_name(), key.scope, mine[0], request_id, released)
         return result
 
     def release_leftovers(self, request_id: str) -> None:
@@ -222,17 +223,20 @@ class Grants:
             mine.append(Deletion.begin(now, None))
             return grant.model_copy(update={"deleting": mine[0]})
 
-        self._change(key, claim)
-        return bool(mine) and self._delete(key, assignment.name, assignment.scope, mine[0], None)
+        claimed = self._change(key, claim)
+        return bool(mine) and self._delete(key, assignment.name, assignment.scope, mine[0], None, claimed)
 
     # ------------------------------------------------------------ the deletion protocol
 
-    def _delete(self, key: GrantKey, name: str, scope: str, deletion: Deletion, releasing: str | None) -> bool:
+    def _delete(
+        self, key: GrantKey, name: str, scope: str, deletion: Deletion, releasing: str | None, written: Grant
+    ) -> bool:
         """Delete the assignment under `deletion`, read it back until it is gone, and clear the intent. Every
         delete call is made within the intent's lease, renewed first when half of it has passed. False when
         the intent was superseded (its new holder answers for the assignment). On failure the intent is
         cleared and the hold of `releasing` (the request whose release this is; None for an orphan) is active
-        again, so that reconcile keeps trying."""
+        again, so that reconcile keeps trying. `written` is the key's document as the write of `deletion` left
+        it: clearing the intent starts from it rather than from another read."""
         provider = self.provider(key.provider)
         lease = [deletion]
 
@@ -256,7 +260,8 @@ class Grants:
             raise
         if releasing is not None:
             crashpoint("revoke.after_delete")
-        self._end_deletion(key, lease[0], gone=True, restore=None)
+        # NB. A renewal wrote the document since: then the intent is cleared from the document as stored.
+        self._end_deletion(key, lease[0], gone=True, restore=None, known=written if lease[0] is deletion else None)
         return True
 
     def _renewed(self, key: GrantKey, deletion: Deletion) -> Deletion:
@@ -280,9 +285,11 @@ class Grants:
             raise Superseded(key.assignment_name())
         return renewed
 
-    def _end_deletion(self, key: GrantKey, deletion: Deletion, gone: bool, restore: str | None) -> None:
+    def _end_deletion(
+        self, key: GrantKey, deletion: Deletion, gone: bool, restore: str | None, known: Grant | None = None
+    ) -> None:
         """Clear the intent if it is still `deletion`. Not `gone` (the delete failed, the assignment may still
-        be there): the `restore` request's released hold is active again."""
+        be there): the `restore` request's released hold is active again. `known`: see `_change`."""
 
         def end(grant: Grant, _: datetime) -> Grant | None:
             if grant.deleting is None or grant.deleting.token != deletion.token:
@@ -293,7 +300,7 @@ class Grants:
                 ended = ended.with_hold(hold.model_copy(update={"status": HoldStatus.ACTIVE, "released_at": None}))
             return ended
 
-        self._change(key, end)
+        self._change(key, end, known)
 
     def _unless_deleting(self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None], what: str) -> Grant:
         """`_change` that writes nothing while another writer's deletion intent stands (a stale one is the
@@ -325,19 +332,32 @@ class Grants:
             self.b.sleep(look)
             waited, look = waited + look, min(look * 2, LONGEST_LOOK)
 
-    def _change(self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None]) -> Grant:
+    def _change(
+        self, key: GrantKey, decide: Callable[[Grant, datetime], Grant | None], known: Grant | None = None
+    ) -> Grant:
         """Read the key's document, decide, write it conditionally (None: nothing to write); when another
-        writer got there first, read again and decide again. Returns the document as it stands."""
-        for _ in range(8):
-            current = self.grant_of(key)
+        writer got there first, read again and decide again. Returns the document as it stands.
+
+        `known` is the document as this writer's own last write left it: the first try decides on it instead of
+        reading it again. NB. The write is conditional on its version, so a document changed since is found out
+        by the write, which loses and reads again; a decision to write nothing is only ever taken on a read."""
+        conflicts = 0
+        while True:
+            current = self.grant_of(key) if known is None else known
             changed = decide(current, self.b.clock.now())
             if changed is None or changed == current:
-                return current
+                if known is None:
+                    return current
+                known = None  # nothing to write on what this writer last wrote: decide on the stored document
+                continue
+            known = None
             try:
                 return self.b.ledger.put_grant(changed)
             except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"grant key {key.assignment_name()}: too many concurrent writers")
+                conflicts += 1
+                if conflicts == 8:
+                    name = key.assignment_name()
+                    raise ConcurrencyConflict(f"grant key {name}: too many concurrent writers") from None
 
     def _verify_gone(self, provider: GrantProvider, scope: str, name: str, delete: Callable[[], None]) -> None:
         """Read the assignment back after the delete until it is gone, deleting it again between reads;

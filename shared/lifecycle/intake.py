@@ -31,30 +31,37 @@ class Intake:
         evaluation. Raises InvalidRequest or IdempotencyMismatch, both already audited in the name of
         `submitted_by`, the verified caller."""
         request = self._parse_or_reject(raw, submitted_by)
-        known = self.b.requests.get_request(request.request_id) is not None
-        record = self._received(request, submitted_by)
+        fingerprint = request.fingerprint()
+        existing = self.b.requests.get_request(request.request_id)
+        record = self._received(request, fingerprint, submitted_by, existing)
         if record.state is RequestState.RECEIVED:
             # Sent again on a repeat too: if the first send was lost, this one evaluates it, and
             # duplicate detection drops it otherwise.
-            self._parsed.remember(raw, request)
+            self._parsed.remember(raw, request, fingerprint)
             self.b.bus.send(self.b.requests_queue, request.request_id, raw)
-        return Result(record.request_id, record.state, "already received" if known else "queued for evaluation")
+        return Result(record.request_id, record.state,
+                      "already received" if existing is not None else "queued for evaluation")
 
     def evaluate(self, raw: bytes) -> Result | None:
         """`access-requests` handler. Invalid input is terminal: rejected, audited, not raised."""
         try:
-            request = self._parsed.get(raw) or self._parse_or_reject(raw, None)
-            record = self._received(request, None)
+            known = self._parsed.get(raw)
+            request = known[0] if known is not None else self._parse_or_reject(raw, None)
+            fingerprint = known[1] if known is not None else request.fingerprint()
+            record = self._received(request, fingerprint, None, self.b.requests.get_request(request.request_id))
         except (InvalidRequest, IdempotencyMismatch):
             return None  # terminal: already rejected and audited
         if record.state is not RequestState.RECEIVED:
             self._redrive(record)
             return Result(record.request_id, record.state, "already evaluated")
-        return self.records.retrying(lambda: self.decide(request.request_id))
+        # NB. The first try decides on the record just read; a commit that loses to another writer reads again.
+        handed = [record]
+        return self.records.retrying(lambda: self.decide(request.request_id, handed.pop() if handed else None))
 
-    def decide(self, request_id: str) -> Result:
-        """Evaluate a received request against the policy: reject it, approve it, or ask approvers."""
-        record = self.records.load(request_id)
+    def decide(self, request_id: str, loaded: RequestRecord | None = None) -> Result:
+        """Evaluate a received request against the policy: reject it, approve it, or ask approvers. `loaded` is
+        the record the caller read and hands over (None: it is loaded here)."""
+        record = self.records.load(request_id) if loaded is None else self.records.flushed(loaded)
         if record.state is not RequestState.RECEIVED:
             return Result(request_id, record.state, "already evaluated")
         request = request_of(record)
@@ -147,9 +154,11 @@ class Intake:
             except AlreadyExists:
                 self.records.update(request_id, mutate)
 
-    def _received(self, request: AccessRequest, submitted_by: Actor | None) -> RequestRecord:
-        """The stored record of this request, created on first sight. Raises IdempotencyMismatch."""
-        existing = self.b.requests.get_request(request.request_id)
+    def _received(
+        self, request: AccessRequest, fingerprint: str, submitted_by: Actor | None, existing: RequestRecord | None
+    ) -> RequestRecord:
+        """The stored record of this request (`existing`, just read; None: there was none), created on first sight;
+        `fingerprint` is the request's. Raises IdempotencyMismatch."""
         if existing is None:
             now = self.b.clock.now()
             record = RequestRecord(
@@ -158,7 +167,7 @@ class Intake:
                 created_at=now,
                 updated_at=now,
                 request=request,
-                fingerprint=request.fingerprint(),
+                fingerprint=fingerprint,
             )
             record.emit(
                 EventType.REQUEST_RECEIVED,
@@ -170,11 +179,13 @@ class Intake:
                 return self.records.create(record)
             except AlreadyExists:
                 existing = self.records.load(request.request_id)
-        self._check_same(existing, request, submitted_by)
+        self._check_same(existing, request, fingerprint, submitted_by)
         return existing
 
-    def _check_same(self, existing: RequestRecord, request: AccessRequest, submitted_by: Actor | None) -> None:
-        if existing.fingerprint == request.fingerprint():
+    def _check_same(
+        self, existing: RequestRecord, request: AccessRequest, fingerprint: str, submitted_by: Actor | None
+    ) -> None:
+        if existing.fingerprint == fingerprint:
             return
         now = self.b.clock.now()
         reason = "requestId reused with a different body"
@@ -190,7 +201,7 @@ class Intake:
                 now,
                 {
                     "reason": reason,
-                    "fingerprint": request.fingerprint(),
+                    "fingerprint": fingerprint,
                     "state": record.state.value,
                     "actorVerified": submitted_by is not None,
                 },
@@ -220,7 +231,8 @@ class Intake:
 
 
 class ParsedBodies:
-    """The request bodies this process found valid lately, by their exact bytes, with what they parsed to.
+    """The request bodies this process found valid lately, by their exact bytes, with what they parsed to and its
+    fingerprint.
 
     NB. Intake over HTTP parses a body strictly and enqueues the same bytes for evaluation, where they would be
     parsed again. Parsing is a function of the bytes alone and the parsed request is frozen, so the same bytes may
@@ -230,18 +242,18 @@ class ParsedBodies:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._bodies: dict[bytes, AccessRequest] = {}
+        self._bodies: dict[bytes, tuple[AccessRequest, str]] = {}
         self._lock = threading.Lock()
 
-    def remember(self, raw: bytes, request: AccessRequest) -> None:
+    def remember(self, raw: bytes, request: AccessRequest, fingerprint: str) -> None:
         with self._lock:
-            self._bodies[bytes(raw)] = request
+            self._bodies[bytes(raw)] = (request, fingerprint)
             if len(self._bodies) > self._size:
                 del self._bodies[next(iter(self._bodies))]  # the oldest
 
-    def get(self, raw: bytes) -> AccessRequest | None:
-        """The request these exact bytes parsed to, forgotten as it is handed out (one evaluation follows one
-        intake); None when they are not known."""
+    def get(self, raw: bytes) -> tuple[AccessRequest, str] | None:
+        """The request these exact bytes parsed to and its fingerprint, forgotten as they are handed out (one
+        evaluation follows one intake); None when they are not known."""
         with self._lock:
             return self._bodies.pop(bytes(raw), None)
 

@@ -36,7 +36,7 @@ class Records:
         record = self.b.requests.get_request(request_id)
         if record is None:
             raise NotFound(f"no request {request_id}")
-        return self._flushed(record)
+        return self.flushed(record)
 
     def create(self, record: RequestRecord) -> RequestRecord:
         saved = self.b.requests.create_request(record)
@@ -48,23 +48,35 @@ class Records:
         crashpoint(f"after_state.{saved.state.value}")
         return self.flush(saved)
 
-    def update(self, request_id: str, mutate: Callable[[RequestRecord], bool]) -> RequestRecord | None:
+    def update(
+        self, request_id: str, mutate: Callable[[RequestRecord], bool], known: RequestRecord | None = None
+    ) -> RequestRecord | None:
         """Load, mutate, save with optimistic concurrency; on conflict reload and try again.
-        `mutate` returns False when there is nothing to write. None when the record does not exist."""
-        for _ in range(8):
-            record = self.b.requests.get_request(request_id)
+        `mutate` returns False when there is nothing to write. None when the record does not exist.
+
+        `known` is the record this handling loaded (or wrote last) and hands over: the first try mutates it
+        instead of reading it again. NB. The write is conditional on its version, so a record changed since is
+        found out by the write, which loses and reads again. A `mutate` that finds nothing to write on it is run
+        again on the record read afresh: what is not written is never decided on an old read."""
+        conflicts = 0
+        while True:
+            handed, known = known, None
+            record = handed if handed is not None else self.b.requests.get_request(request_id)
             if record is None:
                 return None
-            record = self._flushed(record)
+            record = self.flushed(record)  # NB. a handed-over record too: a write may have left its outbox full
             if not mutate(record):
-                return record
+                if handed is None:
+                    return record
+                continue  # nothing to write on the record handed over: decide on the stored one
             try:
                 return self.commit(record)
             except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"request {request_id}: too many concurrent writers")
+                conflicts += 1
+                if conflicts == 8:
+                    raise ConcurrencyConflict(f"request {request_id}: too many concurrent writers") from None
 
-    def _flushed(self, record: RequestRecord) -> RequestRecord:
+    def flushed(self, record: RequestRecord) -> RequestRecord:
         """The record with the outbox an earlier write left flushed first: a store commits a record's pending
         events as new ones, and some of these may already have been appended. TransientError if it cannot be."""
         if not record.pending_events:

@@ -43,3 +43,16 @@ def test_parse_instant_refuses_what_strptime_refused(text: str) -> None:
         datetime.strptime(text, INSTANT_FORMAT)
     with pytest.raises(ValueError):
         parse_instant(text)
+
+
+def test_an_instant_written_again_in_any_zone_is_the_text_written_first_and_a_naive_one_is_not_remembered() -> None:
+    from shared.domain import audit
+
+    at = datetime(2026, 12, 6, 12, 0, 0, 654321, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    before = audit._formatted.cache_info()
+    texts = [format_instant(at), format_instant(at.astimezone(UTC)), format_instant(at)]
+    after = audit._formatted.cache_info()
+    assert texts == ["2026-12-06T06:30:00.654321Z"] * 3
+    assert (after.hits - before.hits, after.misses - before.misses) in ((2, 1), (3, 0))
+    format_instant(datetime(2026, 12, 6, 12, 0))
+    assert audit._formatted.cache_info().currsize == after.currsize

@@ -88,3 +88,39 @@ def test_nothing_but_malformed_body_escapes(raw: bytes) -> None:
         parse_json(raw, 1024)
     except MalformedBody as exc:
         assert str(exc)
+
+
+# ---------------------------------------------------------------- what the shortcuts skip is still refused
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" + b"1" * 400 + b".5]",  # no exponent, still beyond a float
+    b'{"a": [{"b": -1e999}]}',
+    b'{"n": 1E400}',
+])
+def test_a_number_beyond_a_float_is_refused_wherever_it_is(raw: bytes) -> None:
+    with pytest.raises(MalformedBody, match="out of range"):
+        parse_json(raw, 65536)
+
+
+def test_many_brackets_shallow_are_read_and_a_deep_nesting_among_them_is_refused() -> None:
+    shallow = json.dumps([{"a": [1]} for _ in range(40)]).encode()
+    assert len(parse_json(shallow, 65536)) == 40
+    with pytest.raises(MalformedBody, match="nested more than"):
+        parse_json(b"[" * 33 + b"]" * 33, 65536)
+
+
+def test_an_escaped_surrogate_pair_is_a_character_and_a_lone_one_deep_in_a_key_is_refused() -> None:
+    assert parse_json(b'{"e": "\\ud83d\\ude00"}', 65536) == {"e": "\U0001f600"}
+    with pytest.raises(MalformedBody, match="lone surrogate"):
+        parse_json(b'{"a": [{"ok": 1, "\\ud83d": 2}]}', 65536)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(doc=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+), ascii_only=st.booleans())
+def test_any_json_within_the_limits_reads_back_as_it_was_written(doc: object, ascii_only: bool) -> None:
+    assert parse_json(json.dumps(doc, ensure_ascii=ascii_only).encode(), 1 << 20) == doc
