@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 from ...domain.errors import LockLost, NotFound
-from ...ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
+from ...ports import Clock, DeadLetter, QueueSettings, ReceivedMessage, Settlement
 from .sqlite_file import SqliteFile
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
@@ -188,16 +188,30 @@ class SqliteBus:
         return received
 
     def complete(self, message: ReceivedMessage) -> None:
-        with self._db.transaction() as conn:
-            self._settle(conn, message, _COMPLETE)
+        self._settle_alone(Settlement(message, "complete"))
 
     def abandon(self, message: ReceivedMessage) -> None:
-        with self._db.transaction() as conn:
-            self._settle(conn, message, _ABANDON)
+        self._settle_alone(Settlement(message, "abandon"))
 
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str = "") -> None:
+        self._settle_alone(Settlement(message, "dead_letter", reason, description))
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[tuple[Settlement, LockLost]]:
+        """Settle several messages in one transaction (`SettlesTogether`); those whose lock was lost come back
+        with why, and settle nothing."""
+        lost: list[tuple[Settlement, LockLost]] = []
         with self._db.transaction() as conn:
-            self._settle(conn, message, _dead_letter(reason, description))
+            now = self._clock.now()
+            for settlement in settlements:
+                if settlement.outcome == "dead_letter":
+                    statement = _dead_letter(settlement.reason, settlement.description)
+                else:
+                    statement = _COMPLETE if settlement.outcome == "complete" else _ABANDON
+                try:
+                    self._settle(conn, settlement.message, statement, now)
+                except LockLost as exc:
+                    lost.append((settlement, exc))
+        return lost
 
     def renew_lock(self, message: ReceivedMessage) -> ReceivedMessage:
         with self._db.transaction() as conn:
@@ -316,6 +330,10 @@ class SqliteBus:
             (reason, description, now_us, seq),
         )
         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+
+    def _settle_alone(self, settlement: Settlement) -> None:
+        for _, lost in self.settle([settlement]):
+            raise lost
 
     def _settle(
         self, conn: sqlite3.Connection, message: ReceivedMessage, settlement: _Settlement, now: datetime | None = None
