@@ -120,8 +120,10 @@ class Worker:
             if waiting and time.monotonic() - since >= within:
                 self._settle(waiting)
                 waiting = []
-            if (settlement := self.run(message)) is not None:
-                since = since if waiting else time.monotonic()
+            settlement = self.run(message)
+            if settlement is not None:
+                if not waiting:
+                    since = time.monotonic()
                 waiting.append(settlement)
         self._settle(waiting)
 
