@@ -103,7 +103,9 @@ def test_a_receive_locks_its_whole_batch_in_one_statement(bus: SqliteBus) -> Non
     for i in range(5):
         bus.send(Q, f"m-{i}", b"x")
     received: list[object] = []
-    assert statements(bus, lambda: received.extend(bus.receive(Q, max_messages=16))) == ["UPDATE messages"]
+    # the first lets scheduled messages now due join the ready ones; the second locks the batch
+    assert statements(bus, lambda: received.extend(bus.receive(Q, max_messages=16))) == [
+        "UPDATE messages", "UPDATE messages"]
     assert [m.message_id for m in bus.receive(Q, 16)] == []
     assert len({m.lock_token for m in received}) == 5  # type: ignore[attr-defined]
 
@@ -171,3 +173,68 @@ def test_a_duplicate_leaves_nothing_behind(bus: SqliteBus) -> None:
     bus.send(Q, "m-1", b"again")
     assert bus.active_count(Q) == 1
     assert [m.body for m in bus.receive(Q, 10)] == [b"x"]
+
+
+def _receive_work(bus: SqliteBus) -> int:
+    """SQLite virtual-machine steps (in tens) an empty receive takes: a measure of rows walked, free of timing."""
+    steps = [0]
+    conn = bus._db.connection()
+    conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+    try:
+        assert bus.receive(Q, max_messages=16) == []
+    finally:
+        conn.set_progress_handler(None, 0)
+    return steps[0]
+
+
+def test_a_receive_does_not_walk_past_the_scheduled_messages_not_yet_due(bus: SqliteBus, clock: FakeClock) -> None:
+    # GIVEN a queue with nothing due, then the same with thousands of messages scheduled for later
+    bus.send(Q, "done", b"x")
+    [done] = bus.receive(Q)
+    bus.complete(done)
+    alone = _receive_work(bus)
+    for i in range(3000):
+        bus.schedule(Q, f"revoke:{i}", b"x", clock.now() + timedelta(hours=1))
+    # WHEN a receive finds nothing due
+    among_scheduled = _receive_work(bus)
+    # THEN it did about the same work (it walked none of them)
+    assert among_scheduled <= alone + 5, (alone, among_scheduled)
+    # and they come, in sequence order, once due
+    clock.advance(timedelta(hours=1))
+    assert [m.message_id for m in bus.receive(Q, max_messages=3)] == ["revoke:0", "revoke:1", "revoke:2"]
+
+
+_BEFORE_READY = """CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL, body BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL, visible_at INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0,
+    lock_token TEXT, locked_until INTEGER)"""
+
+
+def test_a_file_made_before_scheduled_messages_waited_apart_opens_and_delivers(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # GIVEN a bus file of the earlier layout, with a message due and one scheduled for in an hour
+    path = tmp_path / "bus.sqlite"
+    now_us = int(clock.now().timestamp() * 1_000_000)
+    hour_us = 3600 * 1_000_000
+    with sqlite3.connect(path) as conn:
+        conn.execute(_BEFORE_READY)
+        conn.executemany(
+            "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?)",
+            [(Q, "later", b"l", now_us + hour_us, now_us + hour_us), (Q, "due", b"d", now_us, now_us)],
+        )
+    conn.close()
+    # WHEN jitgate opens it
+    bus = SqliteBus(path, clock, {Q: SETTINGS})
+    # THEN what was due is delivered, what was scheduled comes when due, and new messages go on as ever
+    [due] = bus.receive(Q, max_messages=5)
+    assert due.message_id == "due"
+    bus.complete(due)
+    bus.schedule(Q, "new", b"n", clock.now() + timedelta(minutes=30))
+    clock.advance(timedelta(minutes=30))
+    [new] = bus.receive(Q, max_messages=5)
+    assert new.message_id == "new"
+    bus.complete(new)
+    clock.advance(timedelta(minutes=30))
+    assert [m.message_id for m in bus.receive(Q, max_messages=5)] == ["later"]
+    bus.close()

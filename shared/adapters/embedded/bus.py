@@ -63,6 +63,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS seen_message_ids_by_expiry ON seen_message_ids (queue, expires_at)",
 )
 
+# NB. A receive must not walk past every scheduled message not yet due (thousands of revokes wait on their queue):
+# a scheduled message waits with ready = 0, in an index by due time, and joins the ready ones, which a receive takes
+# in sequence order, once it is due. Added by ALTER TABLE so that a file made before it opens too: its scheduled
+# messages count as ready, which only costs the walk past them until they are gone.
+_READY_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE ready = 1",
+    "CREATE INDEX IF NOT EXISTS messages_waiting ON messages (queue, visible_at) WHERE ready = 0",
+)
+
 
 # A settlement matches its message only while the caller's lock holds: one statement both checks and settles.
 _HELD = " queue = :queue AND seq = :seq AND lock_token = :token AND locked_until > :now"
@@ -118,6 +127,10 @@ class SqliteBus:
         with self._db.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            if "ready" not in {row[1] for row in conn.execute("PRAGMA table_info(messages)")}:
+                conn.execute("ALTER TABLE messages ADD COLUMN ready INTEGER NOT NULL DEFAULT 1")
+            for statement in _READY_INDEXES:
+                conn.execute(statement)
 
     # ------------------------------------------------------------ sending
 
@@ -151,6 +164,11 @@ class SqliteBus:
             now = self._clock.now()
             now_us = _to_us(now)
             locked_until = now + settings.lock_duration
+            conn.execute(
+                "UPDATE messages INDEXED BY messages_waiting SET ready = 1"
+                " WHERE queue = ? AND ready = 0 AND visible_at <= ?",
+                (queue, now_us),
+            )
             while len(received) < max_messages:
                 wanted = max_messages - len(received)
                 # One statement locks the batch. A message already delivered the queue's maximum number of
@@ -159,7 +177,8 @@ class SqliteBus:
                     "UPDATE messages SET delivery_count = delivery_count + (delivery_count < :max),"
                     " lock_token = CASE WHEN delivery_count < :max THEN :token || '.' || seq END,"
                     " locked_until = :until"
-                    " WHERE seq IN (SELECT seq FROM messages WHERE queue = :queue AND seq > :after"
+                    " WHERE seq IN (SELECT seq FROM messages INDEXED BY messages_ready"
+                    " WHERE queue = :queue AND ready = 1 AND seq > :after"
                     " AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now)"
                     " ORDER BY seq LIMIT :limit)"
                     " RETURNING seq, message_id, body, enqueued_at, delivery_count, lock_token",
@@ -292,8 +311,9 @@ class SqliteBus:
             now_us = _to_us(now)
             visible_us = now_us if at is None else max(_to_us(at), now_us)
             seq = conn.execute(
-                "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?)",
-                (queue, message_id, bytes(body), visible_us, visible_us),
+                "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at, ready)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (queue, message_id, bytes(body), visible_us, visible_us, int(visible_us <= now_us)),
             ).lastrowid
             assert seq is not None
             window = self._settings(queue).duplicate_window
