@@ -355,12 +355,10 @@ class SqliteBus:
         for _, lost in self.settle([settlement]):
             raise lost
 
-    def _settle(
-        self, conn: sqlite3.Connection, message: ReceivedMessage, settlement: _Settlement, now: datetime | None = None
-    ) -> None:
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, message: ReceivedMessage, settlement: _Settlement, now: datetime) -> None:
         """Settle `message` in one statement that matches only while its lock holds; LockLost, saying why,
         when it matched nothing."""
-        now = self._clock.now() if now is None else now
         held = {"queue": message.queue, "seq": message.sequence_number, "token": message.lock_token,
                 "now": _to_us(now)}
         if conn.execute(settlement.sql, {**held, **settlement.params}).rowcount:
