@@ -135,10 +135,10 @@ def test_a_zero_lock_never_hands_out_one_message_twice_in_a_receive(tmp_path: Pa
 # ------------------------------------------------------------------ sending and duplicate detection
 
 
-def test_a_send_is_two_statements(bus: SqliteBus) -> None:
+def test_a_send_is_two_statements(bus: SqliteBus, clock: FakeClock) -> None:
     bus.send(Q, "first", b"x")  # the first send of a process also sweeps closed windows' ids
     assert statements(bus, lambda: bus.send(Q, "m-1", b"x")) == ["INSERT messages", "INSERT seen_message_ids"]
-    assert statements(bus, lambda: bus.schedule(Q, "m-2", b"x", bus._clock.now() + LOCK)) == [
+    assert statements(bus, lambda: bus.schedule(Q, "m-2", b"x", clock.now() + LOCK)) == [
         "INSERT messages", "INSERT seen_message_ids"]
 
 
