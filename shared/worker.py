@@ -116,16 +116,18 @@ class Worker:
         within = self.settle_within if isinstance(self.bus, SettlesTogether) else 0.0
         waiting: list[Settlement] = []
         since = 0.0
-        for message in batch:
-            if waiting and time.monotonic() - since >= within:
-                self._settle(waiting)
-                waiting = []
-            settlement = self.run(message)
-            if settlement is not None:
-                if not waiting:
-                    since = time.monotonic()
-                waiting.append(settlement)
-        self._settle(waiting)
+        try:
+            for message in batch:
+                if waiting and time.monotonic() - since >= within:
+                    settling, waiting = waiting, []
+                    self._settle(settling)
+                settlement = self.run(message)
+                if settlement is not None:
+                    if not waiting:
+                        since = time.monotonic()
+                    waiting.append(settlement)
+        finally:
+            self._settle(waiting)  # NB. also when the thread is being stopped: what finished is settled, as before
 
     def _settle(self, settlements: list[Settlement]) -> None:
         """A lost lock is only logged: the message comes again, and its handler is idempotent."""

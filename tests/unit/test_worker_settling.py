@@ -141,3 +141,23 @@ def test_the_settle_of_a_batch_makes_each_settlement_that_still_holds(tmp_path: 
     assert [m.message_id for m in bus.receive("q", max_messages=4)] == ["again"]
     bus.complete(stale_now)
     bus.close()
+
+
+def test_what_finished_is_settled_when_a_batch_is_cut_short(world: World) -> None:
+    # GIVEN a batch of two requests, the second of which is cut short (the thread is being stopped)
+    first_id, _ = _submit(world, 2)
+    batch = world.bus.receive(REQUESTS, max_messages=2)
+    plain_run = world.worker.run
+
+    def interrupted(message: ReceivedMessage) -> Settlement | None:
+        if message.message_id != first_id:
+            raise KeyboardInterrupt
+        return plain_run(message)
+
+    world.worker.run = interrupted  # type: ignore[method-assign]
+    # WHEN the worker handles the batch
+    with pytest.raises(KeyboardInterrupt):
+        world.worker._handle_batch(batch)
+    # THEN the first message, whose handler finished, is settled; the second waits for its lock to run out
+    assert world.bus.active_count(REQUESTS) == 1
+    assert world.bus.receive(REQUESTS) == []
