@@ -722,6 +722,12 @@ class Tally:
         return calls
 
     def record(self, port: str, method: str, args: tuple[Any, ...], result: Any, failed: bool) -> None:
+        if port == "bus" and method == "settle":
+            # NB. The embedded bus settles a worker's batch in one transaction (`SettlesTogether`); on Service Bus
+            # each settlement is an operation of its own, and that is what is counted.
+            for settlement in args[0]:
+                self.record(port, settlement.outcome, (settlement.message,), None, failed)
+            return
         kinds = {"store": STORE_KINDS, "bus": BUS_KINDS, "provider": PROVIDER_KINDS}[port]
         kind = kinds.get(method, "unclassified")
         call = Call(port, method, kind, failed=failed)

@@ -8,8 +8,8 @@ this process with a `Worker` wired as `jitgate serve` wires it, drained by this 
 auto-approved (rule bench-auto), 1-2 s long. They enter through `Lifecycle.submit`, which is what HTTP intake
 calls; then the worker handles every message until each request is revoked. `time.process_time()` is read
 around each step, so CPU is split by phase: intake, each command handled (evaluate, grant, revoke, ...),
-receiving (a drain's time outside the handlers), and idle polling (drains that found nothing, which is not
-per-lifecycle work and is shown apart). The figure of issue #10 is the sum without idle polling.
+receiving (a drain's time outside the handlers: receiving and settling), and idle polling (drains that found
+nothing, which is not per-lifecycle work and is shown apart). The figure of issue #10 is the sum without idle polling.
 The same lifecycle over HTTP in a real server is `bench/burst.py`'s CPU figure.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 from _common import Embedded, Report, command_line, non_terminal, quiet, submissions
 
 from shared.domain.lifecycle import RequestState
-from shared.ports import ReceivedMessage
+from shared.ports import ReceivedMessage, Settlement
 
 
 def run(count: int, min_duration: float, max_duration: float, seed: int, profile: str | None) -> dict[str, Any]:
@@ -35,16 +35,17 @@ def run(count: int, min_duration: float, max_duration: float, seed: int, profile
     with Embedded() as embedded:
         lifecycle, worker = embedded.runtime.lifecycle, embedded.worker
         requests_queue = embedded.settings.requests_queue
-        plain_handle = worker.handle
+        plain_run = worker.run
 
-        def handle(message: ReceivedMessage) -> None:
+        def run(message: ReceivedMessage) -> Settlement | None:
             kind = "evaluate" if message.queue == requests_queue else json.loads(message.body).get("command", "?")
             started = time.process_time()
-            plain_handle(message)
+            settlement = plain_run(message)
             cpu[kind] += time.process_time() - started
             handled[kind] += 1
+            return settlement
 
-        worker.handle = handle  # type: ignore[method-assign]  # timed from the outside, per command
+        worker.run = run  # type: ignore[method-assign]  # timed from the outside, per command (settling is not)
         waiting = non_terminal()
         profiler = cProfile.Profile(time.process_time) if profile else None  # NB. CPU, the figure it explains
         if profiler:

@@ -3,13 +3,14 @@ a hand-written fake for unit tests, and cloud adapters; one contract test suite 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .domain.audit import AuditEvent
+    from .domain.errors import LockLost
     from .domain.ledger import Assignment, Grant, GrantKey, Hold
     from .domain.lifecycle import RequestRecord, RequestState
 
@@ -99,6 +100,35 @@ class Bus(MessageSender, Protocol):
 
     def replay_dead_letter(self, queue: str, sequence_number: int) -> None:
         """Send a dead-lettered message back to its queue (fresh delivery count) and drop it from the DLQ."""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a handled message is to be settled: completed, abandoned, or dead-lettered with a reason."""
+
+    message: ReceivedMessage
+    outcome: Literal["complete", "abandon", "dead_letter"]
+    reason: str = ""
+    description: str = ""
+
+    def apply(self, bus: Bus) -> None:
+        """Settle through the port, one message at a time; LockLost as the port raises it."""
+        if self.outcome == "complete":
+            bus.complete(self.message)
+        elif self.outcome == "abandon":
+            bus.abandon(self.message)
+        else:
+            bus.dead_letter(self.message, self.reason, self.description)
+
+
+@runtime_checkable
+class SettlesTogether(Protocol):
+    """A bus that settles several handled messages in one round trip (the embedded bus: one transaction).
+    Not a port of its own: what the worker uses where the bus offers it, settling one by one elsewhere."""
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[tuple[Settlement, LockLost]]:
+        """Make each settlement whose lock still holds; return those that found their lock lost, with why.
+        A lost lock settles nothing of that message and does not stop the others."""
 
 
 # ---------------------------------------------------------------- store

@@ -18,7 +18,7 @@ from multiprocessing.process import BaseProcess
 
 from .domain.errors import ConcurrencyConflict, InvalidRequest, LockLost, NotFound, TransientError
 from .lifecycle import Lifecycle, ReconcileReport
-from .ports import Bus, ReceivedMessage
+from .ports import Bus, ReceivedMessage, Settlement, SettlesTogether
 from .priority import revoking
 from .settings import Settings
 
@@ -64,6 +64,7 @@ class Worker:
         max_delivery_count: int,
         reconcile_every: float,
         poll_interval: float = 0.05,
+        settle_within: float = 1.0,
     ) -> None:
         self.lifecycle = lifecycle
         self.bus = bus
@@ -73,10 +74,15 @@ class Worker:
         self.max_delivery_count = max_delivery_count
         self.reconcile_every = reconcile_every
         self.poll_interval = poll_interval
+        self.settle_within = settle_within
         self.stop = threading.Event()
 
     def handle(self, message: ReceivedMessage) -> None:
         """Run the handler and settle the message by outcome."""
+        self._handle_batch([message])
+
+    def run(self, message: ReceivedMessage) -> Settlement | None:
+        """Run the handler; say how the message is to be settled (None: not at all, its lock runs out)."""
         try:
             if message.queue == self.requests_queue:
                 on_access_request(self.lifecycle, message.body)
@@ -85,34 +91,57 @@ class Worker:
                     self.lifecycle, message.body, message.delivery_count, self.max_delivery_count
                 )
         except InvalidRequest as exc:
-            description = str(exc.__cause__ or exc)
-            self._settle(lambda: self.bus.dead_letter(message, "InvalidCommand", description))
-            return
+            return Settlement(message, "dead_letter", "InvalidCommand", str(exc.__cause__ or exc))
         except NotFound as exc:
             # A command for a request this store never saw cannot succeed by retrying.
-            description = str(exc)
-            self._settle(lambda: self.bus.dead_letter(message, "UnknownRequest", description))
-            return
+            return Settlement(message, "dead_letter", "UnknownRequest", str(exc))
         except ConcurrencyConflict:
-            self._settle(lambda: self.bus.abandon(message))
-            return
+            return Settlement(message, "abandon")
         except TransientError as exc:
             # NB. No abandon: the lock expiring is the bus-level backoff (handlers already retried).
             log.warning(
                 "transient failure on %s (delivery %d): %s", message.message_id, message.delivery_count, exc
             )
-            return
+            return None
         except Exception:
             log.exception("handler failed on %s (delivery %d)", message.message_id, message.delivery_count)
-            self._settle(lambda: self.bus.abandon(message))
-            return
-        self._settle(lambda: self.bus.complete(message))
+            return Settlement(message, "abandon")
+        return Settlement(message, "complete")
 
-    def _settle(self, fn: Callable[[], None]) -> None:
+    def _handle_batch(self, batch: list[ReceivedMessage]) -> None:
+        """Run each message's handler in turn, settling each message only once its handler has finished. A bus
+        that settles several in one round trip (`SettlesTogether`) gets the batch's settlements together, at its
+        end or before the next handler once the first of them has waited `settle_within` seconds; any other bus
+        gets each before the next handler runs, as `handle` would settle it."""
+        within = self.settle_within if isinstance(self.bus, SettlesTogether) else 0.0
+        waiting: list[Settlement] = []
+        since = 0.0
         try:
-            fn()
-        except LockLost:
-            log.warning("lock lost before settling; the message will be delivered again")
+            for message in batch:
+                if waiting and time.monotonic() - since >= within:
+                    settling, waiting = waiting, []
+                    self._settle(settling)
+                settlement = self.run(message)
+                if settlement is not None:
+                    if not waiting:
+                        since = time.monotonic()
+                    waiting.append(settlement)
+        finally:
+            self._settle(waiting)  # NB. also when the thread is being stopped: what finished is settled, as before
+
+    def _settle(self, settlements: list[Settlement]) -> None:
+        """A lost lock is only logged: the message comes again, and its handler is idempotent."""
+        lost: list[LockLost] = []
+        if isinstance(self.bus, SettlesTogether):
+            lost = [exc for _, exc in self.bus.settle(settlements)] if settlements else []
+        else:
+            for settlement in settlements:
+                try:
+                    settlement.apply(self.bus)
+                except LockLost as exc:
+                    lost.append(exc)
+        for error in lost:
+            log.warning("lock lost before settling; the message will be delivered again: %s", error)
 
     def drain(self, limit: int = 1000) -> int:
         """Handle every message due now (up to `limit`), every due revoke before each batch of other work;
@@ -125,9 +154,8 @@ class Worker:
             batch = self.bus.receive(self.lifecycle_queue, 16) + self.bus.receive(self.requests_queue, 16)
             if not batch:
                 break
-            for message in batch:
-                self.handle(message)
-                handled += 1
+            self._handle_batch(batch)
+            handled += len(batch)
         return handled
 
     def drain_revocations(self, limit: int = 1000) -> int:
@@ -139,9 +167,8 @@ class Worker:
                 batch = self.bus.receive(self.revocations_queue, min(16, limit - handled))
                 if not batch:
                     break
-                for message in batch:
-                    self.handle(message)
-                    handled += 1
+                self._handle_batch(batch)
+                handled += len(batch)
         return handled
 
     def reconcile(self) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from ...domain.errors import LockLost, NotFound
-from ...ports import Clock, DeadLetter, QueueSettings, ReceivedMessage
+from ...ports import Clock, DeadLetter, QueueSettings, ReceivedMessage, Settlement
 from .sqlite_file import SqliteFile
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
@@ -24,6 +24,7 @@ MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 _BUSY_TIMEOUT_SECONDS = 30.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_MIN_SWEEP_INTERVAL = timedelta(seconds=1)  # however short a queue's duplicate window
 
 _SCHEMA = (
     # AUTOINCREMENT: a sequence number is never reused, even after the newest message is deleted,
@@ -62,6 +63,40 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS seen_message_ids_by_expiry ON seen_message_ids (queue, expires_at)",
 )
 
+# NB. A receive must not walk past every scheduled message not yet due (thousands of revokes wait on their queue):
+# a scheduled message waits with ready = 0, in an index by due time, and joins the ready ones, which a receive takes
+# in sequence order, once it is due. Added by ALTER TABLE so that a file made before it opens too: its scheduled
+# messages count as ready, which only costs the walk past them until they are gone.
+_READY_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE ready = 1",
+    "CREATE INDEX IF NOT EXISTS messages_waiting ON messages (queue, visible_at) WHERE ready = 0",
+)
+
+
+# A settlement matches its message only while the caller's lock holds: one statement both checks and settles.
+_HELD = " queue = :queue AND seq = :seq AND lock_token = :token AND locked_until > :now"
+
+
+class _Settlement(NamedTuple):
+    sql: str  # matches the message only while it is held (_HELD)
+    params: Mapping[str, object] = {}
+    then: str = ""  # run with the sequence number once `sql` matched
+
+
+_COMPLETE = _Settlement("DELETE FROM messages WHERE" + _HELD)
+_ABANDON = _Settlement("UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE" + _HELD)
+
+
+def _dead_letter(reason: str, description: str) -> _Settlement:
+    return _Settlement(
+        "INSERT INTO dead_letters"
+        " (seq, queue, message_id, body, delivery_count, reason, description, dead_lettered_at)"
+        " SELECT seq, queue, message_id, body, delivery_count, :reason, :description, :now FROM messages WHERE"
+        + _HELD,
+        {"reason": reason, "description": description},
+        "DELETE FROM messages WHERE seq = ?",
+    )
+
 
 def _to_us(moment: datetime) -> int:
     if moment.tzinfo is None:
@@ -88,8 +123,13 @@ class SqliteBus:
         self._clock = clock
         self._queues = dict(queues or {})
         self._default = default
+        self._next_sweep: dict[str, datetime] = {}  # per queue: when this process next drops closed windows' ids
         with self._db.transaction() as conn:
             for statement in _SCHEMA:
+                conn.execute(statement)
+            if "ready" not in {row[1] for row in conn.execute("PRAGMA table_info(messages)")}:
+                conn.execute("ALTER TABLE messages ADD COLUMN ready INTEGER NOT NULL DEFAULT 1")
+            for statement in _READY_INDEXES:
                 conn.execute(statement)
 
     # ------------------------------------------------------------ sending
@@ -116,25 +156,40 @@ class SqliteBus:
         settings = self._settings(queue)
         received: list[ReceivedMessage] = []
         after_seq = 0
+        # NB. One token per receive, told apart by sequence number: unique per delivery, and no uuid per message.
+        token = uuid.uuid4().hex
         with self._db.transaction() as conn:
             # Read the clock only once the write lock is held, so waiting for it cannot make us
             # hand out a lock that has already run out.
             now = self._clock.now()
             now_us = _to_us(now)
             locked_until = now + settings.lock_duration
+            conn.execute(
+                "UPDATE messages INDEXED BY messages_waiting SET ready = 1"
+                " WHERE queue = ? AND ready = 0 AND visible_at <= ?",
+                (queue, now_us),
+            )
             while len(received) < max_messages:
+                wanted = max_messages - len(received)
+                # One statement locks the batch. A message already delivered the queue's maximum number of
+                # times comes back without a token (and its count unchanged), to be dead-lettered instead.
                 rows = conn.execute(
-                    "SELECT seq, message_id, body, enqueued_at, delivery_count FROM messages"
-                    " WHERE queue = ? AND seq > ? AND visible_at <= ?"
-                    " AND (locked_until IS NULL OR locked_until <= ?)"
-                    " ORDER BY seq LIMIT ?",
-                    (queue, after_seq, now_us, now_us, max_messages - len(received)),
+                    "UPDATE messages SET delivery_count = delivery_count + (delivery_count < :max),"
+                    " lock_token = CASE WHEN delivery_count < :max THEN :token || '.' || seq END,"
+                    " locked_until = :until"
+                    " WHERE seq IN (SELECT seq FROM messages INDEXED BY messages_ready"
+                    " WHERE queue = :queue AND ready = 1 AND seq > :after"
+                    " AND visible_at <= :now AND (locked_until IS NULL OR locked_until <= :now)"
+                    " ORDER BY seq LIMIT :limit)"
+                    " RETURNING seq, message_id, body, enqueued_at, delivery_count, lock_token",
+                    {"max": settings.max_delivery_count, "token": token, "until": _to_us(locked_until),
+                     "queue": queue, "after": after_seq, "now": now_us, "limit": wanted},
                 ).fetchall()
-                if not rows:
-                    break
-                for seq, message_id, body, enqueued_at, delivery_count in rows:
+                exceeded = False
+                for seq, message_id, body, enqueued_at, delivery_count, lock_token in sorted(rows):
                     after_seq = seq
-                    if delivery_count >= settings.max_delivery_count:
+                    if lock_token is None:
+                        exceeded = True
                         self._move_to_dead_letters(
                             conn, seq, MAX_DELIVERY_COUNT_EXCEEDED,
                             f"delivered {delivery_count} times; the queue allows "
@@ -142,41 +197,48 @@ class SqliteBus:
                             now_us,
                         )
                         continue
-                    token = str(uuid.uuid4())
-                    conn.execute(
-                        "UPDATE messages SET delivery_count = ?, lock_token = ?, locked_until = ?"
-                        " WHERE seq = ?",
-                        (delivery_count + 1, token, _to_us(locked_until), seq),
-                    )
                     received.append(ReceivedMessage(
                         queue=queue, message_id=message_id, body=bytes(body), sequence_number=seq,
-                        delivery_count=delivery_count + 1, enqueued_at=_from_us(enqueued_at),
-                        lock_token=token, locked_until=locked_until,
+                        delivery_count=delivery_count, enqueued_at=_from_us(enqueued_at),
+                        lock_token=lock_token, locked_until=locked_until,
                     ))
+                if not exceeded:
+                    break  # fewer than wanted means none are left: only dead-lettering leaves room to fill
         return received
 
     def complete(self, message: ReceivedMessage) -> None:
-        with self._locked(message) as (conn, _):
-            conn.execute("DELETE FROM messages WHERE seq = ?", (message.sequence_number,))
+        self._settle_alone(Settlement(message, "complete"))
 
     def abandon(self, message: ReceivedMessage) -> None:
-        with self._locked(message) as (conn, _):
-            conn.execute(
-                "UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE seq = ?",
-                (message.sequence_number,),
-            )
+        self._settle_alone(Settlement(message, "abandon"))
 
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str = "") -> None:
-        with self._locked(message) as (conn, now):
-            self._move_to_dead_letters(conn, message.sequence_number, reason, description, _to_us(now))
+        self._settle_alone(Settlement(message, "dead_letter", reason, description))
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[tuple[Settlement, LockLost]]:
+        """Settle several messages in one transaction (`SettlesTogether`); those whose lock was lost come back
+        with why, and settle nothing."""
+        lost: list[tuple[Settlement, LockLost]] = []
+        with self._db.transaction() as conn:
+            now = self._clock.now()
+            for settlement in settlements:
+                if settlement.outcome == "dead_letter":
+                    statement = _dead_letter(settlement.reason, settlement.description)
+                else:
+                    statement = _COMPLETE if settlement.outcome == "complete" else _ABANDON
+                try:
+                    self._settle(conn, settlement.message, statement, now)
+                except LockLost as exc:
+                    lost.append((settlement, exc))
+        return lost
 
     def renew_lock(self, message: ReceivedMessage) -> ReceivedMessage:
-        with self._locked(message) as (conn, now):
+        with self._db.transaction() as conn:
+            now = self._clock.now()
             locked_until = now + self._settings(message.queue).lock_duration
-            conn.execute(
-                "UPDATE messages SET locked_until = ? WHERE seq = ?",
-                (_to_us(locked_until), message.sequence_number),
-            )
+            self._settle(conn, message, _Settlement(
+                "UPDATE messages SET locked_until = :until WHERE" + _HELD, {"until": _to_us(locked_until)}
+            ), now)
         return dataclasses.replace(message, locked_until=locked_until)
 
     # ------------------------------------------------------------ dead-letter sub-queue
@@ -247,27 +309,34 @@ class SqliteBus:
         with self._db.transaction() as conn:
             now = self._clock.now()
             now_us = _to_us(now)
-            conn.execute("DELETE FROM seen_message_ids WHERE queue = ? AND expires_at <= ?", (queue, now_us))
-            seen = conn.execute(
-                "SELECT seq FROM seen_message_ids WHERE queue = ? AND message_id = ?",
-                (queue, message_id),
-            ).fetchone()
-            if seen is not None:
-                return int(seen[0])
             visible_us = now_us if at is None else max(_to_us(at), now_us)
-            cursor = conn.execute(
-                "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (queue, message_id, bytes(body), visible_us, visible_us),
-            )
-            seq = cursor.lastrowid
+            seq = conn.execute(
+                "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at, ready)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (queue, message_id, bytes(body), visible_us, visible_us, int(visible_us <= now_us)),
+            ).lastrowid
             assert seq is not None
-            expires_us = _to_us(now + self._settings(queue).duplicate_window)
-            if expires_us > now_us:
-                conn.execute(
-                    "INSERT INTO seen_message_ids (queue, message_id, seq, expires_at) VALUES (?, ?, ?, ?)",
-                    (queue, message_id, seq, expires_us),
-                )
+            window = self._settings(queue).duplicate_window
+            # The id is taken unless an earlier message holds it and its window is still open: an id whose
+            # window closed is written over, whether or not the sweep below has removed it yet.
+            first = conn.execute(
+                "INSERT INTO seen_message_ids (queue, message_id, seq, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (queue, message_id) DO UPDATE SET seq = excluded.seq, expires_at = excluded.expires_at"
+                " WHERE seen_message_ids.expires_at <= ?",
+                (queue, message_id, seq, _to_us(now + window), now_us),
+            ).rowcount
+            if not first:
+                # A duplicate: take the message back (its sequence number stays unused) and name the first one.
+                conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                row = conn.execute(
+                    "SELECT seq FROM seen_message_ids WHERE queue = ? AND message_id = ?", (queue, message_id)
+                ).fetchone()
+                return int(row[0])
+            if now >= self._next_sweep.get(queue, now):
+                # NB. Once a window per queue and process, not on every send: ids whose window closed only
+                # take room until then (at most two windows' worth), they never block a send.
+                conn.execute("DELETE FROM seen_message_ids WHERE queue = ? AND expires_at <= ?", (queue, now_us))
+                self._next_sweep[queue] = now + max(window, _MIN_SWEEP_INTERVAL)
             return seq
 
     @staticmethod
@@ -282,21 +351,35 @@ class SqliteBus:
         )
         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
-    @contextmanager
-    def _locked(self, message: ReceivedMessage) -> Iterator[tuple[sqlite3.Connection, datetime]]:
-        """A write transaction in which `message` is proven to be still locked by its token."""
-        with self._db.transaction() as conn:
-            now = self._clock.now()
-            row = conn.execute(
-                "SELECT lock_token, locked_until FROM messages WHERE queue = ? AND seq = ?",
-                (message.queue, message.sequence_number),
-            ).fetchone()
-            if row is None or row[0] != message.lock_token or row[1] is None or _to_us(now) >= row[1]:
-                raise LockLost(
-                    f"lock on message {message.message_id!r} (sequence number {message.sequence_number})"
-                    f" in {message.queue} expired or was taken by another receiver"
-                )
-            yield conn, now
+    def _settle_alone(self, settlement: Settlement) -> None:
+        for _, lost in self.settle([settlement]):
+            raise lost
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, message: ReceivedMessage, settlement: _Settlement, now: datetime) -> None:
+        """Settle `message` in one statement that matches only while its lock holds; LockLost, saying why,
+        when it matched nothing."""
+        held = {"queue": message.queue, "seq": message.sequence_number, "token": message.lock_token,
+                "now": _to_us(now)}
+        if conn.execute(settlement.sql, {**held, **settlement.params}).rowcount:
+            if settlement.then:
+                conn.execute(settlement.then, (message.sequence_number,))
+            return
+        row = conn.execute(
+            "SELECT lock_token, locked_until FROM messages WHERE queue = ? AND seq = ?",
+            (message.queue, message.sequence_number),
+        ).fetchone()
+        if row is None:
+            why = "is no longer in the queue (settled, dead-lettered or never sent)"
+        elif row[0] is None:
+            why = "is not locked (it was abandoned)"
+        elif row[0] != message.lock_token:
+            why = "was locked again by another receiver after this lock expired"
+        else:
+            why = f"has a lock that expired at {_from_us(row[1]):%Y-%m-%d %H:%M:%S} UTC"
+        raise LockLost(
+            f"message {message.message_id!r} (sequence number {message.sequence_number}) in {message.queue} {why}"
+        )
 
     def _count(self, queue: str, condition: str) -> int:
         row = self._db.connection().execute(
