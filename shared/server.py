@@ -98,7 +98,7 @@ def serve(runtime: Runtime, settings: Settings, host: str, port: int, log_level:
     if settings.worker_processes:
         consumers = ConsumerProcesses(lambda: consumer_processes(settings, 1, log_level)[0], settings.worker_processes)
         threading.Thread(target=consumers.watch, args=(worker.stop,), name="jitgate-consumers", daemon=True).start()
-        worker.start(0)  # the timer only: the consumers are the children's
+        worker.start(0, revocations=True)  # the timer and the revocations consumer; the others are the children's
     else:
         worker.start(settings.workers)
     envoy = None

@@ -197,13 +197,14 @@ class Worker:
         while not self.stop.wait(self.reconcile_every):
             self.reconcile()
 
-    def start(self, consumers: int = 2, timer: bool = True) -> list[threading.Thread]:
-        """`consumers` threads on every queue and, with them, one on the revocations queue alone; the timer."""
+    def start(self, consumers: int = 2, timer: bool = True, revocations: bool | None = None) -> list[threading.Thread]:
+        """`consumers` threads on every queue; one on the revocations queue alone (by default when there are
+        consumers); the timer."""
         threads = [
             threading.Thread(target=self.run_consumer, name=f"jitgate-consumer-{i}", daemon=True)
             for i in range(consumers)
         ]
-        if consumers:
+        if consumers > 0 if revocations is None else revocations:
             threads.append(threading.Thread(target=self.run_revocations, name="jitgate-revocations", daemon=True))
         if timer:
             threads.append(threading.Thread(target=self.run_timer, name="jitgate-reconcile", daemon=True))
@@ -213,7 +214,8 @@ class Worker:
 
 
 def consumer_processes(settings: Settings, count: int, log_level: str) -> list[BaseProcess]:
-    """Start `count` processes that each serve the bus as `jitgate serve`'s consumer threads do (no timer, no API).
+    """Start `count` processes that each serve the bus as `jitgate serve`'s consumer threads do (no timer, no API,
+    no consumer of the revocations queue alone: the serving process runs that one).
     Each stops when the process that started it is gone, however it ended."""
     context = multiprocessing.get_context("spawn")  # NB. not fork: the server already runs threads
     processes: list[BaseProcess] = [
@@ -233,7 +235,9 @@ def _consume_until_orphaned(settings: Settings, parent: int, log_level: str) -> 
     runtime = build(settings)
     worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
                     settings.max_delivery_count, settings.reconcile_interval.total_seconds(), settings.poll_interval)
-    worker.start(settings.workers, timer=False)
+    # NB. The revocations consumer of its own runs in the serving process: here it would take the interpreter from
+    # this process's consumer at every SQLite call while holding the file's write turn (architecture §8).
+    worker.start(settings.workers, timer=False, revocations=False)
     # NB. A server killed outright (SIGKILL) cannot stop its children: each watches for being handed to another
     # parent, and stops within half a second. What it was handling is settled or redelivered, as after any crash.
     while os.getppid() == parent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ try:
 except ImportError:  # NB. not on Windows: processes there wait through SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger("jitgate.sqlite")
 _pid = os.getpid()
 
 
@@ -28,6 +30,11 @@ def _forked() -> None:
 # NB. getpid(2) is a system call on every call (glibc no longer caches it); `connection` runs dozens of times a
 # lifecycle, so the process id is read once, and again in a forked child.
 os.register_at_fork(after_in_child=_forked)
+
+
+# A WAL checkpoint after every this many write transactions of one file object (about 1,000 pages of WAL for the
+# store, SQLite's own default threshold).
+CHECKPOINT_EVERY = 100
 
 
 class SqliteFile:
@@ -48,6 +55,11 @@ class SqliteFile:
     process the moment it is released (or its holder dies), instead of SQLite's sleeps. SQLite's own lock
     stays the guarantee: a process that does not take the flock (the sqlite3 shell, an older jitgate) still
     waits through the busy timeout, as before.
+
+    Checkpoints (copying the WAL back into the database file, and syncing it) run after the writer's turn,
+    never inside it: SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, so every
+    other writer, in every process, waited for its copying and its fsync. Here every `CHECKPOINT_EVERY`-th
+    write transaction of this object checkpoints once it has given up the turn.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class SqliteFile:
         self._connections: list[sqlite3.Connection] = []
         self._writer_fd: int | None = None
         self._writer_pid = _pid
+        self._commits = 0
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -78,6 +91,7 @@ class SqliteFile:
                 conn.row_factory = self._rows
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # NB. checkpoints run after the turn (`transaction`)
             with self._lock:
                 self._connections.append(conn)
             self._local.conn, self._local.pid = conn, _pid
@@ -102,6 +116,16 @@ class SqliteFile:
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+            self._commits += 1
+            checkpoint = self._commits % CHECKPOINT_EVERY == 0
+        if checkpoint:
+            # NB. PASSIVE: copies what it can without waiting for, or blocking, any reader or writer; if another
+            # connection is checkpointing already, it returns at once and that one does the work. The write has
+            # committed: a checkpoint that fails is left to the next one, never reported as the write's failure.
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("%s: checkpoint left for later: %s", self.path, exc)
 
     def _lock_fd(self) -> int | None:
         # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
