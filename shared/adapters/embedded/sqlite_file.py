@@ -136,7 +136,9 @@ class SqliteFile:
         # NB. A thread of its own, so that no handler waits for the copying and the fsync either. PASSIVE: copies
         # what it can without waiting for, or blocking, any reader or writer; if another process is checkpointing
         # already, it returns at once and that one does the work. A checkpoint that fails is left to the next one.
-        # The thread ends (closing its connection) once nothing was due for a while, or when the file is closed.
+        # The thread has a connection of its own, which only it uses and closes (`close` never closes a connection
+        # another thread may be using): it ends once nothing was due for a while, or when the file is closed.
+        conn: sqlite3.Connection | None = None
         try:
             while True:
                 if not due.wait(CHECKPOINT_THREAD_IDLE):
@@ -149,21 +151,13 @@ class SqliteFile:
                 if self._checkpoint_due is not due:
                     return
                 try:
-                    self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    conn = conn or sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("%s: checkpoint left for later: %s", self.path, exc)
         finally:
-            self._close_own_connection()
-
-    def _close_own_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            return
-        self._local.conn = None
-        with self._lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
-        conn.close()
+            if conn is not None:
+                conn.close()
 
     def _lock_fd(self) -> int | None:
         # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
