@@ -3,6 +3,7 @@ request on to its approvers or straight to the grant. Invalid bodies and reused 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -48,7 +49,12 @@ class Intake:
             known = self._parsed.get(raw)
             request = known[0] if known is not None else self._parse_or_reject(raw, None)
             fingerprint = known[1] if known is not None else request.fingerprint()
-            record = self._received(request, fingerprint, None, self.b.requests.get_request(request.request_id))
+            existing = self.b.requests.get_request(request.request_id)
+            if existing is None:
+                decided = self._first_sight(request, fingerprint)
+                if decided is not None:
+                    return decided
+            record = self._received(request, fingerprint, None, existing)
         except (InvalidRequest, IdempotencyMismatch):
             return None  # terminal: already rejected and audited
         if record.state is not RequestState.RECEIVED:
@@ -58,16 +64,44 @@ class Intake:
         handed = [record]
         return self.records.retrying(lambda: self.decide(request.request_id, handed.pop() if handed else None))
 
+    def _first_sight(self, request: AccessRequest, fingerprint: str) -> Result | None:
+        """A request seen for the first time on the queue: recorded already evaluated, in one write with all its
+        events (received, evaluated, and its outcome). If the evaluation cannot be made now (the directory is
+        down) it is recorded as received, as before, and the error raised: the bus delivers it again. None when
+        another writer recorded it first: the caller goes on as for a request already known."""
+        record = self._new_record(request, fingerprint)
+        try:
+            decision = self._decision(record)
+        except Exception:
+            with contextlib.suppress(AlreadyExists):
+                self.records.create(record)
+            raise
+        self._apply(record, decision)
+        try:
+            saved = self.records.create(record)
+        except AlreadyExists:
+            return None
+        return self._follow_up(saved, decision)
+
     def decide(self, request_id: str, loaded: RequestRecord | None = None) -> Result:
         """Evaluate a received request against the policy: reject it, approve it, or ask approvers. `loaded` is
         the record the caller read and hands over (None: it is loaded here)."""
         record = self.records.load(request_id) if loaded is None else self.records.flushed(loaded)
         if record.state is not RequestState.RECEIVED:
             return Result(request_id, record.state, "already evaluated")
+        decision = self._decision(record)
+        self._apply(record, decision)
+        return self._follow_up(self.records.commit(record), decision)
+
+    def _decision(self, record: RequestRecord) -> Decision:
+        """What the policy says of a received record, with the requester's groups as they are now."""
         request = request_of(record)
-        now = self.b.clock.now()
         groups = self.b.directory.groups_of(request.requester.principal_id)
-        decision = self.b.policy.evaluate(request, groups, now)
+        return self.b.policy.evaluate(request, groups, self.b.clock.now())
+
+    def _apply(self, record: RequestRecord, decision: Decision) -> None:
+        """Move a received record to the state `decision` leads to, with its events."""
+        now = self.b.clock.now()
         record.decision = decision
         record.emit(EventType.POLICY_EVALUATED, now, _decision_data(decision))
         if decision.outcome is Outcome.DENY:
@@ -78,9 +112,6 @@ class Intake:
                 now,
                 {"reason": "denied by policy", "rule": decision.rule, "reasons": decision.reasons},
             )
-            saved = self.records.commit(record)
-            self.notices.notify(saved, "denied", f"Request denied by policy rule {decision.rule}" if decision.rule
-                                else "Request denied by policy: no rule allows this access")
         elif decision.outcome is Outcome.AUTO:
             record.move_to(RequestState.APPROVED, now)
             record.emit(
@@ -88,15 +119,6 @@ class Intake:
                 now,
                 {"by": "policy", "rule": decision.rule, "breakGlass": decision.break_glass},
             )
-            saved = self.records.commit(record)
-            self.b.send_command(LifecycleCommand(command="grant", request_id=saved.request_id))
-            if decision.break_glass:
-                self.notices.notify(
-                    saved,
-                    "break_glass",
-                    "Break-glass access auto-approved: review after the fact",
-                    audience=decision.approver_groups,
-                )
         else:
             assert decision.approval_deadline is not None
             record.move_to(RequestState.PENDING_APPROVAL, now)
@@ -110,9 +132,24 @@ class Intake:
                     "deadline": format_instant(record.approval_deadline),
                 },
             )
-            saved = self.records.commit(record)
+
+    def _follow_up(self, saved: RequestRecord, decision: Decision) -> Result:
+        """What follows a decision once it is recorded: the denial told, the grant sent, or the approvers asked."""
+        if decision.outcome is Outcome.DENY:
+            self.notices.notify(saved, "denied", f"Request denied by policy rule {decision.rule}" if decision.rule
+                                else "Request denied by policy: no rule allows this access")
+        elif decision.outcome is Outcome.AUTO:
+            self.b.send_command(LifecycleCommand(command="grant", request_id=saved.request_id))
+            if decision.break_glass:
+                self.notices.notify(
+                    saved,
+                    "break_glass",
+                    "Break-glass access auto-approved: review after the fact",
+                    audience=decision.approver_groups,
+                )
+        else:
             self._redrive(saved)
-        return Result(request_id, saved.state, decision.summary())
+        return Result(saved.request_id, saved.state, decision.summary())
 
     def _parse_or_reject(self, raw: bytes, submitted_by: Actor | None) -> AccessRequest:
         try:
@@ -160,27 +197,31 @@ class Intake:
         """The stored record of this request (`existing`, just read; None: there was none), created on first sight;
         `fingerprint` is the request's. Raises IdempotencyMismatch."""
         if existing is None:
-            now = self.b.clock.now()
-            record = RequestRecord(
-                request_id=request.request_id,
-                state=RequestState.RECEIVED,
-                created_at=now,
-                updated_at=now,
-                request=request,
-                fingerprint=fingerprint,
-            )
-            record.emit(
-                EventType.REQUEST_RECEIVED,
-                now,
-                {"request": request.to_json_dict()},
-                Actor(principal_id=request.requester.principal_id, kind="user"),
-            )
             try:
-                return self.records.create(record)
+                return self.records.create(self._new_record(request, fingerprint))
             except AlreadyExists:
                 existing = self.records.load(request.request_id)
         self._check_same(existing, request, fingerprint, submitted_by)
         return existing
+
+    def _new_record(self, request: AccessRequest, fingerprint: str) -> RequestRecord:
+        """The record of a request seen for the first time, received now (not stored)."""
+        now = self.b.clock.now()
+        record = RequestRecord(
+            request_id=request.request_id,
+            state=RequestState.RECEIVED,
+            created_at=now,
+            updated_at=now,
+            request=request,
+            fingerprint=fingerprint,
+        )
+        record.emit(
+            EventType.REQUEST_RECEIVED,
+            now,
+            {"request": request.to_json_dict()},
+            Actor(principal_id=request.requester.principal_id, kind="user"),
+        )
+        return record
 
     def _check_same(
         self, existing: RequestRecord, request: AccessRequest, fingerprint: str, submitted_by: Actor | None

@@ -40,6 +40,7 @@ class Records:
 
     def create(self, record: RequestRecord) -> RequestRecord:
         saved = self.b.requests.create_request(record)
+        crashpoint(f"after_state.{saved.state.value}")
         return self.flush(saved)
 
     def commit(self, record: RequestRecord) -> RequestRecord:

@@ -126,7 +126,9 @@ def test_auto_approved_request_goes_active_and_is_revoked_at_expiry(jitgate_serv
         "not revoked before its expiry"
     )
     [event] = s.events(rid, "grant.revoked")
-    assert event["data"]["reason"] == "expired", event["data"]
+    # NB. This server reconciles every second: on a busy machine its pass may find the grant due a few ms before
+    # the scheduled revoke is handled, and revoke it itself ("expired (reconcile)"). Either way it ended at expiry.
+    assert event["data"]["reason"] in ("expired", "expired (reconcile)"), event["data"]
     assert types_of(s.events(rid))[:1] == ["request.received"]
 
 

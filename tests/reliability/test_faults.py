@@ -459,8 +459,8 @@ def test_the_write_sweep_below_covers_a_real_lifecycle() -> None:
     assert flaky.refused == 0 and flaky.writes == CLEAN_WRITES
     # AND each write is one transaction: a record with its audit events, or a grant key's document
     assert flaky.written == [
-        "create_request",  # received, with request.received
-        "save_request",  # approved, with policy.evaluated and request.approved
+        "create_request",  # approved, with request.received, policy.evaluated and request.approved (first seen
+        # on the queue: recorded evaluated, in one write)
         "put_grant",  # the hold
         "save_request",  # active, with grant.applied and revoke.scheduled
         "put_grant",  # the hold released, with the intent to delete the assignment

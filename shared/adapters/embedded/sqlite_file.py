@@ -35,6 +35,7 @@ os.register_at_fork(after_in_child=_forked)
 # A WAL checkpoint after every this many write transactions of one file object (about 1,000 pages of WAL for the
 # store, SQLite's own default threshold).
 CHECKPOINT_EVERY = 100
+CHECKPOINT_THREAD_IDLE = 30.0  # seconds with nothing to checkpoint before the checkpoint thread ends
 
 
 class SqliteFile:
@@ -59,7 +60,7 @@ class SqliteFile:
     Checkpoints (copying the WAL back into the database file, and syncing it) run after the writer's turn,
     never inside it: SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, so every
     other writer, in every process, waited for its copying and its fsync. Here every `CHECKPOINT_EVERY`-th
-    write transaction of this object checkpoints once it has given up the turn.
+    write transaction of this object wakes a checkpoint thread of its own once it has given up the turn.
     """
 
     def __init__(
@@ -81,6 +82,8 @@ class SqliteFile:
         self._writer_fd: int | None = None
         self._writer_pid = _pid
         self._commits = 0
+        self._checkpoint_due: threading.Event | None = None
+        self._checkpoint_pid = _pid
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -117,15 +120,44 @@ class SqliteFile:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             self._commits += 1
-            checkpoint = self._commits % CHECKPOINT_EVERY == 0
-        if checkpoint:
-            # NB. PASSIVE: copies what it can without waiting for, or blocking, any reader or writer; if another
-            # connection is checkpointing already, it returns at once and that one does the work. The write has
-            # committed: a checkpoint that fails is left to the next one, never reported as the write's failure.
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                log.warning("%s: checkpoint left for later: %s", self.path, exc)
+            if self._commits % CHECKPOINT_EVERY == 0:
+                self._checkpointer().set()
+
+    def _checkpointer(self) -> threading.Event:
+        """The event that wakes this object's checkpoint thread in this process (started when none runs)."""
+        with self._lock:
+            if self._checkpoint_due is None or self._checkpoint_pid != _pid:
+                self._checkpoint_due, self._checkpoint_pid = threading.Event(), _pid
+                threading.Thread(target=self._checkpoint, args=(self._checkpoint_due,),
+                                 name="jitgate-sqlite-checkpoint", daemon=True).start()
+            return self._checkpoint_due
+
+    def _checkpoint(self, due: threading.Event) -> None:
+        # NB. A thread of its own, so that no handler waits for the copying and the fsync either. PASSIVE: copies
+        # what it can without waiting for, or blocking, any reader or writer; if another process is checkpointing
+        # already, it returns at once and that one does the work. A checkpoint that fails is left to the next one.
+        # The thread has a connection of its own, which only it uses and closes (`close` never closes a connection
+        # another thread may be using): it ends once nothing was due for a while, or when the file is closed.
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                if not due.wait(CHECKPOINT_THREAD_IDLE):
+                    with self._lock:
+                        if not due.is_set():
+                            if self._checkpoint_due is due:
+                                self._checkpoint_due = None
+                            return
+                due.clear()
+                if self._checkpoint_due is not due:
+                    return
+                try:
+                    conn = conn or sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("%s: checkpoint left for later: %s", self.path, exc)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _lock_fd(self) -> int | None:
         # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
@@ -141,6 +173,9 @@ class SqliteFile:
         with self._lock:
             connections, self._connections = self._connections, []
             self._local = threading.local()
+            due, self._checkpoint_due = self._checkpoint_due, None
+        if due is not None:
+            due.set()  # NB. its thread finds itself replaced, and ends
         for conn in connections:
             conn.close()
         with self._writing:
