@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -18,7 +17,6 @@ try:
 except ImportError:  # NB. not on Windows: processes there wait through SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger("jitgate.sqlite")
 _pid = os.getpid()
 
 
@@ -30,12 +28,6 @@ def _forked() -> None:
 # NB. getpid(2) is a system call on every call (glibc no longer caches it); `connection` runs dozens of times a
 # lifecycle, so the process id is read once, and again in a forked child.
 os.register_at_fork(after_in_child=_forked)
-
-
-# A WAL checkpoint after every this many write transactions of one file object (about 1,000 pages of WAL for the
-# store, SQLite's own default threshold).
-CHECKPOINT_EVERY = 100
-CHECKPOINT_THREAD_IDLE = 30.0  # seconds with nothing to checkpoint before the checkpoint thread ends
 
 
 class SqliteFile:
@@ -56,11 +48,6 @@ class SqliteFile:
     process the moment it is released (or its holder dies), instead of SQLite's sleeps. SQLite's own lock
     stays the guarantee: a process that does not take the flock (the sqlite3 shell, an older jitgate) still
     waits through the busy timeout, as before.
-
-    Checkpoints (copying the WAL back into the database file, and syncing it) run after the writer's turn,
-    never inside it: SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, so every
-    other writer, in every process, waited for its copying and its fsync. Here every `CHECKPOINT_EVERY`-th
-    write transaction of this object wakes a checkpoint thread of its own once it has given up the turn.
     """
 
     def __init__(
@@ -81,9 +68,6 @@ class SqliteFile:
         self._connections: list[sqlite3.Connection] = []
         self._writer_fd: int | None = None
         self._writer_pid = _pid
-        self._commits = 0
-        self._checkpoint_due: threading.Event | None = None
-        self._checkpoint_pid = _pid
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -94,7 +78,6 @@ class SqliteFile:
                 conn.row_factory = self._rows
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # NB. checkpoints run after the turn (`transaction`)
             with self._lock:
                 self._connections.append(conn)
             self._local.conn, self._local.pid = conn, _pid
@@ -119,45 +102,6 @@ class SqliteFile:
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
-            self._commits += 1
-            if self._commits % CHECKPOINT_EVERY == 0:
-                self._checkpointer().set()
-
-    def _checkpointer(self) -> threading.Event:
-        """The event that wakes this object's checkpoint thread in this process (started when none runs)."""
-        with self._lock:
-            if self._checkpoint_due is None or self._checkpoint_pid != _pid:
-                self._checkpoint_due, self._checkpoint_pid = threading.Event(), _pid
-                threading.Thread(target=self._checkpoint, args=(self._checkpoint_due,),
-                                 name="jitgate-sqlite-checkpoint", daemon=True).start()
-            return self._checkpoint_due
-
-    def _checkpoint(self, due: threading.Event) -> None:
-        # NB. A thread of its own, so that no handler waits for the copying and the fsync either. PASSIVE: copies
-        # what it can without waiting for, or blocking, any reader or writer; if another process is checkpointing
-        # already, it returns at once and that one does the work. A checkpoint that fails is left to the next one.
-        # The thread has a connection of its own, which only it uses and closes (`close` never closes a connection
-        # another thread may be using): it ends once nothing was due for a while, or when the file is closed.
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                if not due.wait(CHECKPOINT_THREAD_IDLE):
-                    with self._lock:
-                        if not due.is_set():
-                            if self._checkpoint_due is due:
-                                self._checkpoint_due = None
-                            return
-                due.clear()
-                if self._checkpoint_due is not due:
-                    return
-                try:
-                    conn = conn or sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    log.warning("%s: checkpoint left for later: %s", self.path, exc)
-        finally:
-            if conn is not None:
-                conn.close()
 
     def _lock_fd(self) -> int | None:
         # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
@@ -173,9 +117,6 @@ class SqliteFile:
         with self._lock:
             connections, self._connections = self._connections, []
             self._local = threading.local()
-            due, self._checkpoint_due = self._checkpoint_due, None
-        if due is not None:
-            due.set()  # NB. its thread finds itself replaced, and ends
         for conn in connections:
             conn.close()
         with self._writing:
