@@ -88,7 +88,7 @@ def serve(runtime: Runtime, settings: Settings, host: str, port: int, log_level:
     """Serve `runtime` until interrupted: the API here, the consumers beside it, reconcile on its interval."""
     from .api import create_app
     from .consumer_processes import ConsumerProcesses
-    from .worker import Worker, consumer_processes
+    from .worker import Worker, consumer_process
 
     app = create_app(runtime)  # before any thread starts: a bad setting stops the process here
     worker = Worker(runtime.lifecycle, runtime.bus, settings.requests_queue, settings.lifecycle_queue,
@@ -96,7 +96,7 @@ def serve(runtime: Runtime, settings: Settings, host: str, port: int, log_level:
     worker.reconcile()  # a restart after a crash converges before serving
     consumers = None
     if settings.worker_processes:
-        consumers = ConsumerProcesses(lambda: consumer_processes(settings, 1, log_level)[0], settings.worker_processes)
+        consumers = ConsumerProcesses(lambda: consumer_process(settings, log_level), settings.worker_processes)
         threading.Thread(target=consumers.watch, args=(worker.stop,), name="jitgate-consumers", daemon=True).start()
         worker.start(0, revocations=True)  # the timer and the revocations consumer; the others are the children's
     else:

@@ -213,19 +213,15 @@ class Worker:
         return threads
 
 
-def consumer_processes(settings: Settings, count: int, log_level: str) -> list[BaseProcess]:
-    """Start `count` processes that each serve the bus as `jitgate serve`'s consumer threads do (no timer, no API,
-    no consumer of the revocations queue alone: the serving process runs that one).
-    Each stops when the process that started it is gone, however it ended."""
+def consumer_process(settings: Settings, log_level: str) -> BaseProcess:
+    """Start a process that serves the bus as `jitgate serve`'s consumer threads do (no timer, no API, no consumer
+    of the revocations queue alone: the serving process runs that one). It stops when the process that started it
+    is gone, however that ended."""
     context = multiprocessing.get_context("spawn")  # NB. not fork: the server already runs threads
-    processes: list[BaseProcess] = [
-        context.Process(target=_consume_until_orphaned, args=(settings, os.getpid(), log_level),
-                        name=f"jitgate-consumers-{i}", daemon=True)
-        for i in range(count)
-    ]
-    for process in processes:
-        process.start()
-    return processes
+    process = context.Process(target=_consume_until_orphaned, args=(settings, os.getpid(), log_level),
+                              name="jitgate-consumers", daemon=True)
+    process.start()
+    return process
 
 
 def _consume_until_orphaned(settings: Settings, parent: int, log_level: str) -> None:
