@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 from pydantic.alias_generators import to_camel
+
+from .recent import Recent
 
 
 class EventType(StrEnum):
@@ -171,19 +172,13 @@ class _MadeEvents:
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._documents: dict[int, tuple[AuditEvent, str]] = {}
-        self._lock = threading.Lock()
+        self._documents: Recent[int, tuple[AuditEvent, str]] = Recent(size)
 
     def remember(self, event: AuditEvent, document: str) -> None:
-        with self._lock:
-            self._documents[id(event)] = (event, document)
-            if len(self._documents) > self._size:
-                del self._documents[next(iter(self._documents))]
+        self._documents.put(id(event), (event, document))
 
     def take(self, event: AuditEvent) -> str | None:
-        with self._lock:
-            found = self._documents.pop(id(event), None)
+        found = self._documents.pop(id(event))
         return None if found is None else found[1]
 
 

@@ -4,7 +4,6 @@ request on to its approvers or straight to the grant. Invalid bodies and reused 
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Any
 
 from ..domain.audit import SYSTEM, Actor, EventType, format_instant
@@ -12,6 +11,7 @@ from ..domain.decision import Decision, Outcome
 from ..domain.durations import format_duration
 from ..domain.errors import AlreadyExists, IdempotencyMismatch, InvalidRequest
 from ..domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
+from ..domain.recent import Recent
 from ..domain.request import AccessRequest, parse_access_request
 from .backends import Backends, Result
 from .notices import Notices
@@ -282,21 +282,15 @@ class ParsedBodies:
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._bodies: dict[bytes, tuple[AccessRequest, str]] = {}
-        self._lock = threading.Lock()
+        self._bodies: Recent[bytes, tuple[AccessRequest, str]] = Recent(size)
 
     def remember(self, raw: bytes, request: AccessRequest, fingerprint: str) -> None:
-        with self._lock:
-            self._bodies[bytes(raw)] = (request, fingerprint)
-            if len(self._bodies) > self._size:
-                del self._bodies[next(iter(self._bodies))]  # the oldest
+        self._bodies.put(bytes(raw), (request, fingerprint))
 
     def get(self, raw: bytes) -> tuple[AccessRequest, str] | None:
         """The request these exact bytes parsed to and its fingerprint, forgotten as they are handed out (one
         evaluation follows one intake); None when they are not known."""
-        with self._lock:
-            return self._bodies.pop(bytes(raw), None)
+        return self._bodies.pop(bytes(raw))
 
 
 def _rejected_key(submitted_by: Actor | None) -> str:

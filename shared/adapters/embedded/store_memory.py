@@ -5,11 +5,11 @@ rows that changed). Each is bounded, and kept per store object."""
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any
 
 from shared.domain.ledger import GrantKey
 from shared.domain.lifecycle import RequestRecord
+from shared.domain.recent import Recent
 
 
 class WrittenRecords:
@@ -23,17 +23,10 @@ class WrittenRecords:
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._texts: dict[str, tuple[str, RequestRecord]] = {}
-        self._lock = threading.Lock()
+        self._texts: Recent[str, tuple[str, RequestRecord]] = Recent(size)
 
     def remember(self, text: str, record: RequestRecord) -> RequestRecord:
-        kept = _detached(record)
-        with self._lock:
-            self._texts.pop(record.request_id, None)
-            self._texts[record.request_id] = (text, kept)
-            if len(self._texts) > self._size:
-                del self._texts[next(iter(self._texts))]  # the least recently written
+        self._texts.put(record.request_id, (text, _detached(record)))
         return record
 
     def read(self, request_id: str, text: str) -> RequestRecord:
@@ -52,16 +45,10 @@ class StoredHolds:
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._rows: dict[GrantKey, tuple[int, dict[str, tuple[Any, ...]]]] = {}
-        self._lock = threading.Lock()
+        self._rows: Recent[GrantKey, tuple[int, dict[str, tuple[Any, ...]]]] = Recent(size)
 
     def remember(self, key: GrantKey, version: int, rows: dict[str, tuple[Any, ...]]) -> None:
-        with self._lock:
-            self._rows.pop(key, None)
-            self._rows[key] = (version, rows)
-            if len(self._rows) > self._size:
-                del self._rows[next(iter(self._rows))]  # the least recently seen
+        self._rows.put(key, (version, rows))
 
     def at(self, key: GrantKey, version: int) -> dict[str, tuple[Any, ...]] | None:
         """The rows of `key` at `version`; None when this store did not see that version."""
