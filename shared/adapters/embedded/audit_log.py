@@ -135,30 +135,8 @@ class SqliteAuditLog:
 
     def iter_chains(self) -> Iterator[tuple[str, list[AuditEvent]]]:
         """Every chain, in request id order, in one sequential pass over the audit table."""
-        after: tuple[str, int] = ("", -1)
-        current: str | None = None
-        events: list[AuditEvent] = []
-        while True:
-            rows = (
-                self._db.connection()
-                .execute(
-                    "SELECT request_id, seq, doc FROM audit_events WHERE (request_id, seq) > (?, ?)"
-                    " ORDER BY request_id, seq LIMIT ?",
-                    (*after, _BATCH),
-                )
-                .fetchall()
-            )
-            for request_id, _, doc in rows:
-                if request_id != current:
-                    if current is not None:
-                        yield current, events
-                    current, events = request_id, []
-                events.append(AuditEvent.model_validate_json(doc))
-            if len(rows) < _BATCH:
-                break
-            after = (rows[-1][0], rows[-1][1])
-        if current is not None:
-            yield current, events
+        for request_id, docs in self.iter_chain_documents():
+            yield request_id, [AuditEvent.model_validate_json(doc) for doc in docs]
 
     def chain_documents(self, request_id: str) -> list[str]:
         """One request's stored JSON documents in seq order (for `verify_chain_documents`)."""

@@ -87,14 +87,16 @@ _COMPLETE = _Settlement("DELETE FROM messages WHERE" + _HELD)
 _ABANDON = _Settlement("UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE" + _HELD)
 
 
+# A message copied to the dead-letter sub-queue (then deleted from its queue), the rows chosen by what follows.
+_TO_DEAD_LETTERS = (
+    "INSERT INTO dead_letters (seq, queue, message_id, body, delivery_count, reason, description, dead_lettered_at)"
+    " SELECT seq, queue, message_id, body, delivery_count, :reason, :description, :now FROM messages WHERE"
+)
+
+
 def _dead_letter(reason: str, description: str) -> _Settlement:
     return _Settlement(
-        "INSERT INTO dead_letters"
-        " (seq, queue, message_id, body, delivery_count, reason, description, dead_lettered_at)"
-        " SELECT seq, queue, message_id, body, delivery_count, :reason, :description, :now FROM messages WHERE"
-        + _HELD,
-        {"reason": reason, "description": description},
-        "DELETE FROM messages WHERE seq = ?",
+        _TO_DEAD_LETTERS + _HELD, {"reason": reason, "description": description}, "DELETE FROM messages WHERE seq = ?"
     )
 
 
@@ -343,12 +345,8 @@ class SqliteBus:
     def _move_to_dead_letters(
         conn: sqlite3.Connection, seq: int, reason: str, description: str, now_us: int
     ) -> None:
-        conn.execute(
-            "INSERT INTO dead_letters"
-            " (seq, queue, message_id, body, delivery_count, reason, description, dead_lettered_at)"
-            " SELECT seq, queue, message_id, body, delivery_count, ?, ?, ? FROM messages WHERE seq = ?",
-            (reason, description, now_us, seq),
-        )
+        conn.execute(_TO_DEAD_LETTERS + " seq = :seq",
+                     {"reason": reason, "description": description, "now": now_us, "seq": seq})
         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
     def _settle_alone(self, settlement: Settlement) -> None:
