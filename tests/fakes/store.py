@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from shared.adapters.store_format import decode_continuation, decode_position, encode_continuation, encode_position
 from shared.domain.audit import AuditEvent, format_instant
@@ -15,6 +17,26 @@ from shared.domain.lifecycle import RequestRecord, RequestState
 from shared.ports import AuditPage, AuditQuery, RequestPage, RequestQuery
 
 MAX_PAGE = 1000
+
+
+class CountingStore:
+    """A store whose calls of the named methods are counted in `calls`; everything passes through."""
+
+    def __init__(self, store: Any, methods: Iterable[str]) -> None:
+        self._store = store
+        self._methods = frozenset(methods)
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name not in self._methods:
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return counted
 
 
 class FakeStore:

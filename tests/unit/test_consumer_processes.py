@@ -3,7 +3,12 @@ dying right after its start is started again after a growing pause, and none is 
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
+
+import pytest
 
 from shared.consumer_processes import FIRST_PAUSE, LONGEST_PAUSE, ConsumerProcesses
 
@@ -77,3 +82,32 @@ def test_nothing_is_started_once_stopping_and_every_process_is_asked_to_stop() -
     assert all(p.terminated and p.joined == [3] for p in started)
     clock.now += 120
     assert consumers.check() == 0 and len(started) == 2
+
+
+def test_a_process_that_cannot_be_started_is_tried_again_and_the_watch_keeps_going(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started: list[FakeProcess] = []
+    refusals = [RuntimeError("no room for another process")]
+
+    def start_one() -> FakeProcess:
+        if started and refusals:
+            raise refusals.pop()
+        started.append(FakeProcess(pid=len(started) + 1))
+        return started[-1]
+
+    clock = Clock()
+    consumers = ConsumerProcesses(start_one, 1, clock)
+    clock.now += 120
+    started[0].exitcode = -9
+    stop = threading.Event()
+    watch = threading.Thread(target=consumers.watch, args=(stop, 0.01))
+    with caplog.at_level(logging.ERROR, logger="jitgate.consumers"):
+        watch.start()
+        deadline = time.monotonic() + 5
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        watch.join(5)
+    assert [p.pid for p in consumers.processes] == [2]
+    assert "could not start a consumer process" in caplog.text

@@ -14,29 +14,10 @@ from shared.domain.audit import EventType
 from shared.domain.errors import TransientError
 from shared.domain.ledger import Grant, GrantKey, HoldStatus
 from shared.domain.lifecycle import LifecycleCommand, RequestRecord, RequestState
-from tests.fakes.store import FakeStore
+from tests.fakes.store import CountingStore
 from tests.fakes.world import ALICE, JANE, PROD_RG, World, access_request, body
 
 READS = ("get_request", "get_grant")
-
-
-class CountedReads:
-    """The fake store, counting its point reads; everything else passes through."""
-
-    def __init__(self, store: FakeStore) -> None:
-        self._store = store
-        self.reads: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name not in READS:
-            return attribute
-
-        def counted(*args: Any) -> Any:
-            self.reads[name] += 1
-            return attribute(*args)
-
-        return counted
 
 
 @pytest.fixture
@@ -44,8 +25,8 @@ def world() -> World:
     return World()
 
 
-def counted(world: World) -> CountedReads:
-    reads = CountedReads(world.store)
+def counted(world: World) -> CountingStore:
+    reads = CountingStore(world.store, READS)
     world.backends.requests = world.backends.ledger = world.backends.audit = reads  # type: ignore[assignment]
     return reads
 
@@ -67,7 +48,7 @@ def test_an_auto_approved_lifecycle_reads_its_record_once_per_handling_and_its_g
                                       "revoke.scheduled", "grant.revoked"]
     # AND its record was read once by each of the four handlings (9 before), and the key's document only by the
     # hold, the grant's check for a revoke that ran meanwhile and the release (4 before)
-    assert reads.reads == Counter(get_request=4, get_grant=3)
+    assert reads.calls == Counter(get_request=4, get_grant=3)
 
 
 def test_an_early_revoke_hands_the_record_it_wrote_on_to_the_revoke(world: World) -> None:
@@ -76,7 +57,7 @@ def test_an_early_revoke_hands_the_record_it_wrote_on_to_the_revoke(world: World
     world.lifecycle.request_revoke(rid, JANE, is_admin=False)
     assert world.state(rid) == "revoked"
     assert world.store.get_request(rid).revoke_requested_by.principal_id == JANE  # type: ignore[union-attr]
-    assert reads.reads["get_request"] == 1
+    assert reads.calls["get_request"] == 1
 
 
 # ---------------------------------------------------------------- a record handed on, changed meanwhile
@@ -217,5 +198,5 @@ def test_an_approval_reads_the_record_once(world: World) -> None:
     reads = counted(world)
     # WHEN one approver says yes, THEN the record is read by that write alone (2 before: it was loaded again after)
     world.lifecycle.approve(rid, ALICE)
-    assert reads.reads["get_request"] == 1
+    assert reads.calls["get_request"] == 1
     assert world.state(rid) == "pending_approval"
