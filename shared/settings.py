@@ -58,7 +58,7 @@ class Settings:
     # the serving process. By default two on a machine with two cores or more, one consumer thread each: one Python
     # process runs one thread at a time, so a second consumer thread costs more than it adds (architecture §8).
     workers: int = 1
-    worker_processes: int = field(default_factory=lambda: default_worker_processes())
+    worker_processes: int = field(default_factory=default_worker_processes)
     public_url: str = ""
     seed_file: Path | None = None
     databases_file: Path | None = None  # the PostgreSQL servers file: with it, the `postgres` provider is served

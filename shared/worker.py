@@ -113,27 +113,30 @@ class Worker:
         that settles several in one round trip (`SettlesTogether`) gets the batch's settlements together, at its
         end or before the next handler once the first of them has waited `settle_within` seconds; any other bus
         gets each before the next handler runs, as `handle` would settle it."""
-        within = self.settle_within if isinstance(self.bus, SettlesTogether) else 0.0
+        together = self.bus if isinstance(self.bus, SettlesTogether) else None
+        within = self.settle_within if together is not None else 0.0
         waiting: list[Settlement] = []
         since = 0.0
         try:
             for message in batch:
                 if waiting and time.monotonic() - since >= within:
                     settling, waiting = waiting, []
-                    self._settle(settling)
+                    self._settle(settling, together)
                 settlement = self.run(message)
                 if settlement is not None:
                     if not waiting:
                         since = time.monotonic()
                     waiting.append(settlement)
         finally:
-            self._settle(waiting)  # NB. also when the thread is being stopped: what finished is settled, as before
+            # NB. Also when the thread is being stopped: what finished is settled, as before.
+            self._settle(waiting, together)
 
-    def _settle(self, settlements: list[Settlement]) -> None:
-        """A lost lock is only logged: the message comes again, and its handler is idempotent."""
+    def _settle(self, settlements: list[Settlement], together: SettlesTogether | None) -> None:
+        """All in one round trip through `together` (the bus, where it can), else one by one. A lost lock is only
+        logged: the message comes again, and its handler is idempotent."""
         lost: list[LockLost] = []
-        if isinstance(self.bus, SettlesTogether):
-            lost = [exc for _, exc in self.bus.settle(settlements)] if settlements else []
+        if together is not None:
+            lost = [exc for _, exc in together.settle(settlements)] if settlements else []
         else:
             for settlement in settlements:
                 try:
