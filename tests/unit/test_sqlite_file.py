@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded import sqlite_file
 from shared.adapters.embedded.sqlite_file import SqliteFile
 from shared.priority import revoking
 
@@ -172,9 +175,9 @@ def test_a_writer_waits_for_a_writer_of_another_process_not_through_sqlites_retr
 def test_the_wal_stays_bounded_while_writes_and_reads_never_stop(tmp_path: Path) -> None:
     # NB. A checkpoint moved out of the writer's turn let the WAL grow without end under load (6 GB in a minute):
     # with a write committed every few hundred microseconds, a checkpoint made outside the turn was never complete
-    # when the next writer began, so the WAL was never started over. 2,000 writes of about 6 pages each, with two
-    # readers reading every 5 ms, would leave a WAL of some 48 MB; bounded, it stays near SQLite's threshold of
-    # 1,000 pages (4 MB).
+    # when the next writer began, so the WAL was never started over. 4,000 writes of about 6 pages each, with two
+    # readers reading every 5 ms, would leave a WAL of some 96 MB; bounded, it stays under what a quarter of a
+    # second of writes adds, or SQLite's own threshold (`WAL_BACKSTOP_PAGES`, 40 MB) at most.
     path = tmp_path / "x.db"
     db = SqliteFile(path)
     with db.transaction() as conn:
@@ -189,12 +192,55 @@ def test_the_wal_stays_bounded_while_writes_and_reads_never_stop(tmp_path: Path)
     for reader in readers:
         reader.start()
     try:
-        for _ in range(2000):
+        for _ in range(4000):
             with db.transaction() as conn:
                 conn.execute("INSERT INTO blobs VALUES (?)", (os.urandom(20_000),))
     finally:
         done.set()
         for reader in readers:
             reader.join(10)
-    assert Path(f"{path}-wal").stat().st_size < 32 * 1024 * 1024
+    assert Path(f"{path}-wal").stat().st_size < 48 * 1024 * 1024
+    db.close()
+
+
+@pytest.mark.parametrize("reader_behind", [False, True])
+def test_a_checkpoint_copies_outside_the_writers_turn_and_finishes_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader_behind: bool
+) -> None:
+    # NB. SQLite's own checkpoint ran inside COMMIT, so every writer of every process waited while it copied.
+    # Whether this process holds the turn is seen from a second open file description of the turn's file,
+    # whose flock conflicts with the first one's.
+    monkeypatch.setattr(sqlite_file, "CHECKPOINT_INTERVAL", 0.0)
+    path = tmp_path / "x.db"
+    db = SqliteFile(path)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE t (n INTEGER)")
+    probe = os.open(f"{path}-writer", os.O_RDWR)
+    turn_held: list[bool] = []
+
+    def traced(sql: str) -> None:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                turn_held.append(True)
+            else:
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                turn_held.append(False)
+
+    # A reader whose snapshot is older than the write keeps the first pass from copying all of it.
+    reader = sqlite3.connect(path, isolation_level=None)
+    if reader_behind:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+    db.connection().set_trace_callback(traced)
+    try:
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+    finally:
+        reader.close()
+        os.close(probe)
+    assert turn_held == ([False, True] if reader_behind else [False])
+    _, frames, copied = db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert frames == copied  # the reader gone, nothing is left behind
     db.close()

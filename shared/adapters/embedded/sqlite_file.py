@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,13 @@ try:
     import fcntl
 except ImportError:  # NB. not on Windows: processes there wait through SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+# A writer copies the WAL back into the database at most this often, per process and file (`_checkpoint_when_due`).
+CHECKPOINT_INTERVAL = 0.25
+# SQLite's own checkpoint, in the COMMIT that finds the WAL this long, is only the backstop (its default is 1,000).
+WAL_BACKSTOP_PAGES = 10_000
 
 _pid = os.getpid()
 
@@ -68,6 +77,7 @@ class SqliteFile:
         self._connections: list[sqlite3.Connection] = []
         self._writer_fd: int | None = None
         self._writer_pid = _pid
+        self._next_checkpoint = 0.0
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -78,6 +88,7 @@ class SqliteFile:
                 conn.row_factory = self._rows
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
             with self._lock:
                 self._connections.append(conn)
             self._local.conn, self._local.pid = conn, _pid
@@ -86,22 +97,47 @@ class SqliteFile:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.connection()
+        with self._turn():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._checkpoint_when_due(conn)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn at writing (threads through `_writing`), then the processes' turn (the flock)."""
         with self._writing:
             fd = self._lock_fd()
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                yield
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _checkpoint_when_due(self, conn: sqlite3.Connection) -> None:
+        # NB. SQLite's own checkpoint runs inside the COMMIT that crosses its threshold, so with the turn held:
+        # every other writer of every process waited while it copied a thousand pages back into the database.
+        # Here the copying is done outside the turn, and only what was written meanwhile is copied inside it,
+        # where no writer can add more: that pass completes, so the next writer starts the WAL over. (Copying
+        # only outside the turn never completed under load, and the WAL grew without end.)
+        now = time.monotonic()
+        if now < self._next_checkpoint:
+            return
+        self._next_checkpoint = now + CHECKPOINT_INTERVAL
+        try:
+            _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > copied:
+                with self._turn():
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError as e:  # NB. the write is committed; SQLite's own threshold still bounds the WAL
+            log.warning("checkpoint of %s failed: %s", self.path, e)
 
     def _lock_fd(self) -> int | None:
         # NB. Called with the process's turn held, so one thread opens it. A forked child opens its own: a flock
