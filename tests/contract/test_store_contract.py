@@ -622,6 +622,7 @@ def test_a_version_2_sqlite_store_gets_one_grant_document_per_key_of_its_holds(t
     with SqliteStore(path) as reopened:  # opening again changes nothing
         again = reopened.get_grant(KEY)
         assert again is not None and again.version == 2
+    assert_ledger_moved(path)
 
 
 def _key_columns(key: GrantKey) -> tuple[str, str, str, str]:
