@@ -110,6 +110,8 @@ def test_the_ledger_is_written_in_its_own_file_beside_the_store_file(tmp_path: P
                                                                            "COMMIT"]
         assert record_in_ledger == [] and record_in_store[0] == "BEGIN IMMEDIATE"
         assert store.get_request(full_record().request_id) is not None and store.get_grant(KEY) is not None
+    # AND closing the store closed both files (the last connection to a file checkpoints it and removes its WAL)
+    assert not (tmp_path / "store.db-wal").exists() and not (tmp_path / "store-ledger.db-wal").exists()
     # AND the store file has no ledger table, the ledger file nothing but the ledger's
     assert_ledger_moved(tmp_path / "store.db")
     assert ledger_rows(tmp_path / "store.db")[1][0][4] == "r1"
