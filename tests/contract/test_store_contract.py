@@ -11,13 +11,14 @@ import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from shared.adapters.embedded.store import SqliteStore
+from shared.adapters.embedded.store import LEDGER_SCHEMA_VERSION, SCHEMA_VERSION, SqliteStore, ledger_path
 from shared.domain.audit import SYSTEM, Actor, AuditEvent, EventType, make_event, verify_chain
 from shared.domain.decision import Decision, Outcome
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, NotFound
@@ -575,8 +576,18 @@ def test_a_version_1_sqlite_store_is_upgraded_and_its_holds_still_load(tmp_path:
         put(store, hold(request_id="r2"))
         stored = store.get_grant(KEY)
         assert stored is not None and stored.hold_of("r2") == hold(request_id="r2")
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+    # AND it is upgraded all the way: the ledger's tables are in the ledger file, and only there
+    assert_ledger_moved(path)
+
+
+def assert_ledger_moved(path: Path) -> None:
+    """The store file at `path` is of the current schema, and its ledger's tables are in its ledger file alone."""
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name IN ('holds', 'grants')").fetchall() == []
+    with closing(sqlite3.connect(ledger_path(path))) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LEDGER_SCHEMA_VERSION,)
+        assert sorted(db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")) == [("grants",), ("holds",)]
 
 
 def test_a_version_2_sqlite_store_gets_one_grant_document_per_key_of_its_holds(tmp_path: Path) -> None:
@@ -611,6 +622,7 @@ def test_a_version_2_sqlite_store_gets_one_grant_document_per_key_of_its_holds(t
     with SqliteStore(path) as reopened:  # opening again changes nothing
         again = reopened.get_grant(KEY)
         assert again is not None and again.version == 2
+    assert_ledger_moved(path)
 
 
 def _key_columns(key: GrantKey) -> tuple[str, str, str, str]:
@@ -1072,9 +1084,9 @@ def test_sqlite_a_version_3_store_gets_requester_and_outbox_columns_and_its_reco
         assert store.requests_with_outbox() == []
         assert [r.request_id for r in store.list_requests(RequestQuery(requester_id=JANE)).records] == [left.request_id]
 
-    # AND the file is of version 4, its indexes on columns, none on an expression over the document
+    # AND the file is of the current version, its indexes on columns, none on an expression over the document
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         indexes = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests'"
                                   " AND sql IS NOT NULL"))
         assert sorted(indexes) == ["requests_by_requester_id", "requests_by_state", "requests_with_pending_events"]

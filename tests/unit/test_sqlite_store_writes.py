@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.embedded.sqlite_file import SqliteFile
 from shared.adapters.embedded.store import SqliteStore
 from shared.domain.audit import EventType
 from shared.domain.errors import ConcurrencyConflict
@@ -26,10 +27,11 @@ from tests.contract.test_store_contract import BOB, JANE, KEY, T0, full_record, 
 
 
 @contextmanager
-def statements(store: SqliteStore) -> Iterator[list[str]]:
-    """The statements this thread's connection of `store` runs meanwhile (one per row of an executemany)."""
+def statements(file: SqliteFile) -> Iterator[list[str]]:
+    """The statements this thread's connection to `file` (a store's `_db` or `_ledger`) runs meanwhile (one per row of
+    an executemany)."""
     seen: list[str] = []
-    conn = store._db.connection()
+    conn = file.connection()
     conn.set_trace_callback(lambda sql: seen.append(re.sub(r"\s+", " ", sql)))
     try:
         yield seen
@@ -45,7 +47,7 @@ def hold_writes(seen: list[str]) -> list[str]:
 def test_a_grant_is_read_in_one_statement_without_a_transaction(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "store.db") as store:
         put(store, hold(request_id="r1"), hold(request_id="r2"))
-        with statements(store) as seen:
+        with statements(store._ledger) as seen:
             grant = store.get_grant(KEY)
         assert grant is not None and [h.request_id for h in grant.holds] == ["r1", "r2"]
         assert len(seen) == 1 and seen[0].startswith("SELECT")
@@ -58,13 +60,13 @@ def test_only_the_hold_rows_that_changed_are_written(tmp_path: Path) -> None:
         assert read is not None
 
         # WHEN one hold of three is released, THEN its row is the only one written, in place
-        with statements(store) as seen:
+        with statements(store._ledger) as seen:
             released = store.put_grant(read.released("r2", T0 + timedelta(minutes=5)))
         assert hold_writes(seen) == ["r2"]
         assert [s.split(" ")[0] for s in seen] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
 
         # AND a write of the head alone writes no hold row; one that adds a hold writes that one
-        with statements(store) as seen:
+        with statements(store._ledger) as seen:
             typed = store.put_grant(released.model_copy(update={"principal_type": "User"}))
             store.put_grant(typed.with_hold(hold(request_id="r4")))
         assert hold_writes(seen) == ["r4"]
@@ -88,7 +90,7 @@ def test_a_released_hold_pruned_from_the_document_is_deleted_from_the_store(tmp_
         assert read is not None and len(read.holds) == RELEASED_KEPT + 1
 
         # WHEN the active one is released, which prunes the oldest released hold
-        with statements(store) as seen:
+        with statements(store._ledger) as seen:
             store.put_grant(read.released("r99", T0 + timedelta(hours=1)))
 
         # THEN the pruned row is deleted and the released one updated, nothing else
@@ -153,9 +155,9 @@ def test_a_write_builds_its_rows_before_it_takes_the_write_lock(tmp_path: Path) 
         created.move_to(RequestState.PENDING_APPROVAL, datetime(2026, 11, 26, 10, 0))
 
         # WHEN it is saved THEN it is refused before any statement runs: no other writer waited for it
-        with statements(store) as seen, pytest.raises(ValueError, match="timezone"):
+        with statements(store._db) as seen, pytest.raises(ValueError, match="timezone"):
             store.save_request(created)
-        with statements(store) as seen_creating, pytest.raises(ValueError, match="timezone"):
+        with statements(store._db) as seen_creating, pytest.raises(ValueError, match="timezone"):
             another = full_record("00000000-0000-4000-8000-000000000001")
             store.create_request(another.model_copy(update={"updated_at": datetime(2026, 11, 26)}))
         assert seen == seen_creating == []
@@ -163,7 +165,7 @@ def test_a_write_builds_its_rows_before_it_takes_the_write_lock(tmp_path: Path) 
         # AND a save runs the update and one statement per row of the events, nothing else, under the lock
         created.updated_at = T0 + timedelta(minutes=1)
         created.emit(EventType.APPROVAL_REQUESTED, T0 + timedelta(minutes=1), {})
-        with statements(store) as seen:
+        with statements(store._db) as seen:
             store.save_request(created)
         assert [" ".join(s.split(" ")[:3]) for s in seen] == [
             "BEGIN IMMEDIATE", "UPDATE requests SET", "INSERT INTO audit_events", "INSERT INTO audit_principals",

@@ -1,10 +1,14 @@
-"""The embedded store: request records, the grant ledger and the audit log in one SQLite file.
+"""The embedded store: request records and the audit log in one SQLite file, the grant ledger in another beside it.
 
 Safe for several threads (one connection each) and several processes (WAL, busy timeout) on one file.
 A record is written with its new audit events in one transaction; a grant key's document is its `grants`
 row (version, principal type, provider expiry, deletion intent) and its `holds` rows, read in one statement
 and written together in one transaction conditional on the row's version. Every row a write needs is built
 before it takes the file's write lock, which every other writer of the file waits for.
+
+The ledger has its own file (`ledger_path`) because a SQLite file has one writer at a time, and a write of a grant
+key's document never shares a transaction with a record's (as in Cosmos DB, where they are different documents):
+in one file, each waited for the other for nothing.
 
 Records this store wrote itself are not validated again when they are read back, and a write of a grant key's
 document writes only the hold rows that differ from the version it read (`store_memory`). The audit tables and
@@ -29,11 +33,14 @@ from ..store_format import decode_position, encode_position
 from ..store_format import instant as _instant
 from ..store_format import parse_instant as _parse_instant
 from .audit_log import MAX_PAGE, SqliteAuditLog, event_rows, insert_events
+from .sqlite_file import SqliteFile
 from .store_memory import StoredHolds, WrittenRecords, parse_record
 
 # 2: holds keep the principal type; 3: one versioned grants row per grant key; 4: a record's requester and outbox
-# are columns of its row, not expressions over its document (which every write of the document evaluated again)
-SCHEMA_VERSION = 4
+# are columns of its row, not expressions over its document (which every write of the document evaluated again);
+# 5: the ledger (`grants`, `holds`) is in its own file, whose own schema version is LEDGER_SCHEMA_VERSION
+SCHEMA_VERSION = 5
+LEDGER_SCHEMA_VERSION = 1
 _REMEMBERED_RECORDS = 4096  # per store object: the requests in flight, and then some
 
 _SCHEMA = """
@@ -50,6 +57,32 @@ CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
 CREATE INDEX IF NOT EXISTS requests_by_requester_id ON requests (requester);
 CREATE INDEX IF NOT EXISTS requests_with_pending_events ON requests (updated_at) WHERE outbox > 0;
 
+-- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan.
+CREATE TABLE IF NOT EXISTS audit_events (
+    request_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    id         TEXT NOT NULL UNIQUE,
+    type       TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (request_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (at, id);
+CREATE INDEX IF NOT EXISTS audit_by_type ON audit_events (type, at, id);
+
+-- NB. One row per distinct principal of an event (requester, actor): a principal query is then one
+-- ordered index range instead of an OR over two columns that must be merged and sorted.
+CREATE TABLE IF NOT EXISTS audit_principals (
+    principal_id TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, at, id)
+) WITHOUT ROWID;
+"""
+
+_LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS holds (
     provider           TEXT NOT NULL,
     principal_id       TEXT NOT NULL,
@@ -81,30 +114,6 @@ CREATE TABLE IF NOT EXISTS grants (
     deleting_since      TEXT,
     deleting_request_id TEXT,
     PRIMARY KEY (provider, principal_id, role_definition_id, scope)
-) WITHOUT ROWID;
-
--- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan.
-CREATE TABLE IF NOT EXISTS audit_events (
-    request_id TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    id         TEXT NOT NULL UNIQUE,
-    type       TEXT NOT NULL,
-    at         TEXT NOT NULL,
-    doc        TEXT NOT NULL,
-    PRIMARY KEY (request_id, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (at, id);
-CREATE INDEX IF NOT EXISTS audit_by_type ON audit_events (type, at, id);
-
--- NB. One row per distinct principal of an event (requester, actor): a principal query is then one
--- ordered index range instead of an OR over two columns that must be merged and sorted.
-CREATE TABLE IF NOT EXISTS audit_principals (
-    principal_id TEXT NOT NULL,
-    at           TEXT NOT NULL,
-    id           TEXT NOT NULL,
-    request_id   TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    PRIMARY KEY (principal_id, at, id)
 ) WITHOUT ROWID;
 """
 
@@ -153,17 +162,38 @@ _UPSERT_HOLD = (
 
 
 class SqliteStore(SqliteAuditLog):
-    """`RequestStore`, `LedgerStore` and `AuditStore` in one SQLite file (the local, embedded backend)."""
+    """`RequestStore`, `LedgerStore` and `AuditStore` over two SQLite files: the records and the audit log in the one
+    at `path`, the ledger in the one at `ledger_path(path)` beside it (the local, embedded backend)."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         super().__init__(path, busy_timeout)
+        self.ledger_path = str(ledger_path(path))
+        self._ledger = SqliteFile(self.ledger_path, busy_timeout, synchronous="NORMAL")
         self._written = WrittenRecords(_REMEMBERED_RECORDS)
         self._stored_holds = StoredHolds(_REMEMBERED_RECORDS)
         self._create_schema()
 
-    # ------------------------------------------------------------ connections
+    def close(self) -> None:
+        """Close every connection this store opened to either file, in any thread; both reopen lazily if used
+        again."""
+        super().close()
+        self._ledger.close()
+
+    # ------------------------------------------------------------ schema
 
     def _create_schema(self) -> None:
+        # NB. A store file of version 4 or before has the ledger's tables, with their rows. They are moved in three
+        # steps, each one transaction: brought to version 4's shape in the store file, which becomes version 5 (so
+        # that nothing writes them again), copied into the ledger file, then dropped from the store file. An
+        # interrupted move is finished by the next open: the copy is done again (its rows are there already, and
+        # are ignored), or finds the tables gone.
+        moving = self._upgrade_store()
+        self._create_ledger()
+        if moving:
+            self._drop_moved_ledger()
+
+    def _upgrade_store(self) -> bool:
+        """Create or upgrade the store file's tables; whether it still has the ledger's, to be moved."""
         with self._db.transaction() as conn:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
             if found > SCHEMA_VERSION:
@@ -180,24 +210,60 @@ class SqliteStore(SqliteAuditLog):
                 )
                 conn.execute("DROP INDEX IF EXISTS requests_by_requester")
                 conn.execute("DROP INDEX IF EXISTS requests_with_outbox")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
-            if "principal_type" not in columns:  # a version 1 file: its holds load with no type
-                conn.execute("ALTER TABLE holds ADD COLUMN principal_type TEXT")
-            if found < 3:
-                # A version 1 or 2 file: every key with holds gets its grants row, at version 1, typed as its
-                # latest hold is.
-                conn.execute(
-                    "INSERT OR IGNORE INTO grants (provider, principal_id, role_definition_id, scope, version,"
-                    " principal_type) SELECT provider, principal_id, role_definition_id, scope, 1,"
-                    " (SELECT h.principal_type FROM holds h WHERE h.provider = k.provider"
-                    " AND h.principal_id = k.principal_id AND h.role_definition_id = k.role_definition_id"
-                    " AND h.scope = k.scope ORDER BY h.granted_at DESC LIMIT 1)"
-                    " FROM (SELECT DISTINCT provider, principal_id, role_definition_id, scope FROM holds) k"
-                )
+            _execute_script(conn, _SCHEMA)
+            moving = _has_ledger_tables(conn)
+            if moving:
+                _execute_script(conn, _LEDGER_SCHEMA)  # a version 2 file has no grants table
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
+                if "principal_type" not in columns:  # a version 1 file: its holds load with no type
+                    conn.execute("ALTER TABLE holds ADD COLUMN principal_type TEXT")
+                if found < 3:
+                    # A version 1 or 2 file: every key with holds gets its grants row, at version 1, typed as its
+                    # latest hold is.
+                    conn.execute(
+                        "INSERT OR IGNORE INTO grants (provider, principal_id, role_definition_id, scope, version,"
+                        " principal_type) SELECT provider, principal_id, role_definition_id, scope, 1,"
+                        " (SELECT h.principal_type FROM holds h WHERE h.provider = k.provider"
+                        " AND h.principal_id = k.principal_id AND h.role_definition_id = k.role_definition_id"
+                        " AND h.scope = k.scope ORDER BY h.granted_at DESC LIMIT 1)"
+                        " FROM (SELECT DISTINCT provider, principal_id, role_definition_id, scope FROM holds) k"
+                    )
+            # NB. Already while the ledger's tables are still here: a jitgate that knows only 4 refuses the file, and so
+            # never writes them again.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return moving
+
+    def _create_ledger(self) -> None:
+        """Create the ledger file's tables, and copy the store file's ledger tables into them while it has them."""
+        with self._ledger.transaction() as conn:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+            if found > LEDGER_SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.ledger_path} has ledger schema {found}; this jitgate knows {LEDGER_SCHEMA_VERSION}")
+            _execute_script(conn, _LEDGER_SCHEMA)
+            # NB. Read in one snapshot of the store file taken after this transaction took the ledger's write lock.
+            # If the tables are in it, no open has dropped them yet, so no store has written the ledger yet (a store
+            # writes only once its open is done), and none can until this commits: the ledger holds nothing but an
+            # earlier copy of the same rows, which nothing has written since the store file became version 5.
+            source = self._db.connection()
+            grants: list[Any] = []
+            holds: list[Any] = []
+            source.execute("BEGIN")
+            try:
+                if _has_ledger_tables(source):
+                    grants = source.execute(f"SELECT {_KEY_COLUMNS}, {_GRANT_COLUMNS} FROM grants").fetchall()
+                    holds = source.execute(f"SELECT {_HOLD_COLUMNS} FROM holds").fetchall()
+            finally:
+                source.execute("COMMIT")
+            conn.executemany(f"INSERT OR IGNORE INTO grants ({_KEY_COLUMNS}, {_GRANT_COLUMNS})"
+                             f" VALUES ({', '.join('?' * 10)})", grants)
+            conn.executemany(f"INSERT OR IGNORE INTO holds ({_HOLD_COLUMNS}) VALUES ({', '.join('?' * 11)})", holds)
+            conn.execute(f"PRAGMA user_version = {LEDGER_SCHEMA_VERSION}")
+
+    def _drop_moved_ledger(self) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DROP TABLE IF EXISTS holds")
+            conn.execute("DROP TABLE IF EXISTS grants")
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -294,7 +360,7 @@ class SqliteStore(SqliteAuditLog):
 
     def get_grant(self, key: GrantKey) -> Grant | None:
         # NB. One statement, so one snapshot of the head and its holds without a transaction of its own.
-        rows = self._db.connection().execute(_READ_GRANT, _key(key)).fetchall()
+        rows = self._ledger.connection().execute(_READ_GRANT, _key(key)).fetchall()
         if not rows:
             return None
         version, principal_type, provider_expires, token, since, deleting_request = rows[0][:6]
@@ -329,7 +395,7 @@ class SqliteStore(SqliteAuditLog):
         stored = {} if grant.version == 0 else self._stored_holds.at(grant.key, grant.version)
         changed = [row for request_id, row in holds.items() if stored is None or stored.get(request_id) != row]
         gone = [] if stored is None else [(*key, request_id) for request_id in stored.keys() - holds.keys()]
-        with self._db.transaction() as conn:
+        with self._ledger.transaction() as conn:
             if grant.version == 0:
                 try:
                     conn.execute(_INSERT_GRANT, (*key, *head))
@@ -365,7 +431,7 @@ class SqliteStore(SqliteAuditLog):
 
     def _holds(self, where: str, params: Sequence[Any]) -> list[Hold]:
         rows = (
-            self._db.connection()
+            self._ledger.connection()
             .execute(
                 f"SELECT {_HOLD_COLUMNS} FROM holds WHERE {where}"
                 " ORDER BY expires_at, request_id, provider, principal_id, role_definition_id, scope",
@@ -377,6 +443,25 @@ class SqliteStore(SqliteAuditLog):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def ledger_path(path: str | Path) -> Path:
+    """The ledger file of the store file at `path`, beside it: `store.db` → `store-ledger.db`."""
+    # NB. Named after the store file's whole name, stem and suffix, so that two stores of one directory never share a
+    # ledger (a fixed `ledger.db` would make every store file of the directory write one ledger).
+    where = Path(path)
+    return where.with_name(f"{where.stem}-ledger{where.suffix}")
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # NB. Not executescript, which commits the transaction it is called in.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _has_ledger_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holds'").fetchone() is not None
 
 
 def _committed(record: RequestRecord, version: int) -> RequestRecord:
