@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from shared.adapters.embedded.sqlite_file import SqliteFile
 from shared.adapters.embedded.store import SqliteStore
-from shared.domain.audit import EventType
-from shared.domain.errors import ConcurrencyConflict
+from shared.domain.audit import EventType, event_id
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict
 from shared.domain.ledger import RELEASED_KEPT, Grant, HoldStatus
 from shared.domain.lifecycle import RequestState
 from shared.ports import RequestQuery
-from tests.contract.test_store_contract import BOB, JANE, KEY, T0, full_record, hold, put
+from tests.contract.test_store_contract import BOB, JANE, KEY, T0, chain_of, full_record, hold, put
 
 
 @contextmanager
@@ -225,3 +225,24 @@ def test_whichever_store_writes_the_stored_document_is_the_one_written(
     finally:
         for each in (*stores, fresh):
             each.close()
+
+
+def test_an_event_id_is_kept_unique_in_its_request_without_an_index_of_its_own(tmp_path: Path) -> None:
+    # NB. A jitgate event's id is its (requestId, seq) in other words, which the table's key keeps unique; the id
+    # has no index (one B-tree fewer to write per event). An id that says otherwise is looked for in its request,
+    # in the same batch too, and the whole batch is refused.
+    store = SqliteStore(tmp_path / "store.db")
+    first, second = chain_of("r1", 2)
+    store.append(first)
+    impostor = second.model_copy(update={"id": first.id})  # seq 1, but the id of seq 0
+    with pytest.raises(AlreadyExists):
+        store.append(impostor)
+    twin = first.model_copy(update={"request_id": "r2"})  # the same id, in a batch with the event it copies
+    original = first.model_copy(update={"request_id": "r2", "id": event_id("r2", 0)})
+    with pytest.raises(AlreadyExists):
+        store.bulk_append([(original, None), (twin.model_copy(update={"seq": 3}), None)])
+    assert store.chain("r1") == [first]
+    assert store.chain("r2") == []
+    origins = [row[0] for row in store._db.connection().execute("SELECT origin FROM pragma_index_list('audit_events')")]
+    assert "u" not in origins  # no UNIQUE index (the key's is "pk")
+    store.close()

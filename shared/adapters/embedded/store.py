@@ -57,11 +57,14 @@ CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, updated_at);
 CREATE INDEX IF NOT EXISTS requests_by_requester_id ON requests (requester);
 CREATE INDEX IF NOT EXISTS requests_with_pending_events ON requests (updated_at) WHERE outbox > 0;
 
--- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan.
+-- NB. Clustered by (request_id, seq) so that reading a chain, or every chain, is a sequential scan. The id is not
+-- an index of its own: a jitgate event's id is its (request_id, seq) in other words (`event_id`), so the key
+-- already keeps it unique, and any other id is checked in its request by `insert_events`, the scope of Cosmos DB's
+-- (a file made before keeps its UNIQUE index, which refuses the same events).
 CREATE TABLE IF NOT EXISTS audit_events (
     request_id TEXT NOT NULL,
     seq        INTEGER NOT NULL,
-    id         TEXT NOT NULL UNIQUE,
+    id         TEXT NOT NULL,
     type       TEXT NOT NULL,
     at         TEXT NOT NULL,
     doc        TEXT NOT NULL,
