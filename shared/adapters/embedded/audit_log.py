@@ -303,14 +303,13 @@ def insert_events(conn: sqlite3.Connection, rows: EventRows) -> None:
     """Insert events in the caller's transaction; AlreadyExists when an id or (requestId, seq) is taken."""
     if not rows.events:
         return
-    ids = ", ".join(e[2] for e in rows.events[:3]) + (" ..." if len(rows.events) > 3 else "")
     try:
         conn.executemany("INSERT INTO audit_events (request_id, seq, id, type, at, doc) VALUES (?, ?, ?, ?, ?, ?)",
                          rows.events)
         conn.executemany("INSERT INTO audit_principals (principal_id, at, id, request_id, seq) VALUES (?, ?, ?, ?, ?)",
                          rows.principals)
     except sqlite3.IntegrityError:
-        raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}") from None
+        raise _taken(rows) from None
     # NB. An id that is not its (requestId, seq) in other words (only a document made elsewhere, or tampered with)
     # is not kept unique by the key: it is looked for among its request's events, this batch's included. The
     # caller's transaction rolls back what was inserted.
@@ -318,7 +317,12 @@ def insert_events(conn: sqlite3.Connection, rows: EventRows) -> None:
         if event_id_ != event_id(request_id, seq) and conn.execute(
             "SELECT count(*) FROM audit_events WHERE request_id = ? AND id = ?", (request_id, event_id_)
         ).fetchone()[0] > 1:
-            raise AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}")
+            raise _taken(rows)
+
+
+def _taken(rows: EventRows) -> AlreadyExists:
+    ids = ", ".join(e[2] for e in rows.events[:3]) + (" ..." if len(rows.events) > 3 else "")
+    return AlreadyExists(f"an audit event with this id or (requestId, seq) already exists: {ids}")
 
 
 # The anchor of a record's chain (`RequestRecord.anchor`) read from its document without building the model.
