@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,4 +249,25 @@ def test_a_checkpoint_copies_outside_the_writers_turn_and_finishes_inside_it(
     assert turn_held == ([False, True] if reader_behind else [False])
     _, frames, copied = db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert frames == copied  # the reader gone, nothing is left behind
+    db.close()
+
+
+def test_a_checkpoint_that_fails_is_logged_and_the_write_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NB. The checkpoint runs after COMMIT: raising would tell the caller that a committed write failed.
+    class NoCheckpoints(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("PRAGMA wal_checkpoint"):
+                raise sqlite3.OperationalError("database is locked")
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: connect(*a, **kw, factory=NoCheckpoints))
+    db = SqliteFile(tmp_path / "x.db")
+    with caplog.at_level(logging.WARNING, logger="jitgate.sqlite"), db.transaction() as conn:
+        conn.execute("CREATE TABLE t (n INTEGER)")
+    assert db.connection().execute("SELECT count(*) FROM t").fetchone() == (0,)
+    [record] = [r for r in caplog.records if "checkpoint of" in r.getMessage()]
+    assert record.name == "jitgate.sqlite" and "database is locked" in record.getMessage()
     db.close()

@@ -19,7 +19,7 @@ try:
 except ImportError:  # NB. not on Windows: processes there wait through SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("jitgate.sqlite")
 
 # A writer copies the WAL back into the database at most this often, per process and file (`_checkpoint_when_due`).
 CHECKPOINT_INTERVAL = 0.25
