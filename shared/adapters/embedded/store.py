@@ -258,9 +258,8 @@ class SqliteStore(SqliteAuditLog):
                     holds = source.execute(f"SELECT {_HOLD_COLUMNS} FROM holds").fetchall()
             finally:
                 source.execute("COMMIT")
-            conn.executemany(f"INSERT OR IGNORE INTO grants ({_KEY_COLUMNS}, {_GRANT_COLUMNS})"
-                             f" VALUES ({', '.join('?' * 10)})", grants)
-            conn.executemany(f"INSERT OR IGNORE INTO holds ({_HOLD_COLUMNS}) VALUES ({', '.join('?' * 11)})", holds)
+            conn.executemany(_insert_or_ignore("grants", f"{_KEY_COLUMNS}, {_GRANT_COLUMNS}"), grants)
+            conn.executemany(_insert_or_ignore("holds", _HOLD_COLUMNS), holds)
             conn.execute(f"PRAGMA user_version = {LEDGER_SCHEMA_VERSION}")
 
     def _drop_moved_ledger(self) -> None:
@@ -461,6 +460,11 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+def _insert_or_ignore(table: str, columns: str) -> str:
+    """An INSERT OR IGNORE of one row of `columns` (a comma-separated list) into `table`."""
+    return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({', '.join('?' for _ in columns.split(','))})"
 
 
 def _has_ledger_tables(conn: sqlite3.Connection) -> bool:
